@@ -1,0 +1,266 @@
+// The arithmetic of a DST collage, shared by the CPU operator (collage_stitch.cc), the CUDA
+// kernel (collage_stitch.cu) and the CPU emulation of that kernel's launch (used by the tests,
+// since no machine of this project has a GPU). Everything that decides a pixel value or a box
+// coordinate lives here, so the three paths cannot drift apart.
+//
+// Conventions
+//   * images are HWC uint8; boxes are ltrb in source pixels; vertices are (x, y) in source pixels;
+//   * component i of a k = n*n collage sits at grid row i / n, column i % n, in the top-left
+//     corner of its cell;
+//   * nearest neighbour uses pixel centres (the "nearest-exact" rule of torch / PIL / DALI):
+//     output pixel d of a length-D axis samples source pixel floor((d + 0.5) * S / D).
+#ifndef DST_DALI_COLLAGE_GEOMETRY_H_
+#define DST_DALI_COLLAGE_GEOMETRY_H_
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define DST_HD __host__ __device__ __forceinline__
+#else
+#define DST_HD inline
+#endif
+
+namespace dst_dali {
+
+constexpr int kMaxComponents = 16;  // k = 1, 4, 9 or 16
+constexpr int kMaxChannels = 4;
+
+enum class Interp : int { kNearest = 0, kLinear = 1 };
+
+/** Side n of a k = n*n grid, or -1 when k is not a positive square of at most kMaxComponents. */
+inline int GridSide(int k) {
+  for (int n = 1; n * n <= kMaxComponents; n++)
+    if (n * n == k) return n;
+  return -1;
+}
+
+struct Size2 {
+  int h, w;
+};
+
+/**
+ * The size detectron2's ResizeShortestEdge gives an h x w image: short side to `short_edge`,
+ * long side capped at `max_size`, each rounded with int(x + 0.5). Same double-precision
+ * arithmetic as detectron2's Python, so the sizes agree exactly.
+ */
+inline Size2 RegularSize(int h, int w, double short_edge, double max_size) {
+  double scale = short_edge / (h < w ? h : w);
+  double newh, neww;
+  if (h < w) {
+    newh = short_edge;
+    neww = scale * w;
+  } else {
+    newh = scale * h;
+    neww = short_edge;
+  }
+  double longer = newh > neww ? newh : neww;
+  if (longer > max_size) {
+    double s = max_size / longer;
+    newh *= s;
+    neww *= s;
+  }
+  return {static_cast<int>(newh + 0.5), static_cast<int>(neww + 0.5)};
+}
+
+/** One component image and where it lands in the collage. */
+struct Component {
+  const uint8_t *src;  // HWC, src_h x src_w x channels
+  int src_h, src_w;
+  int y0, x0;          // top-left corner of its pixels in the collage
+  int h, w;            // its size in the collage
+  int flip;            // mirrored horizontally
+};
+
+/** One output sample: k components on an out_h x out_w canvas of n x n cells. */
+struct CollageSample {
+  Component comp[kMaxComponents];
+  int k, n;
+  int cell_h, cell_w;
+  int out_h, out_w;
+  void *out;
+};
+
+/** Batch-wide pixel parameters. Padding is written as-is (it is in output units). */
+struct PixelParams {
+  int channels;
+  float pad[kMaxChannels];
+  float mean[kMaxChannels];
+  float inv_std[kMaxChannels];
+};
+
+/**
+ * Places k components (sizes src[i], regular sizes reg[i]) on a canvas. The canvas is as large
+ * as the largest regular image in each dimension, so a collage has the size a regular image
+ * would have; each component gets 1/n of its regular size (floor, at least 1 px), which always
+ * fits its cell. A canvas smaller than n pixels (only for degenerate, 1-2 px tall images) grows
+ * to n so that every cell has at least one pixel.
+ */
+inline void PlaceComponents(CollageSample &s, int k, const Size2 *src, const Size2 *reg) {
+  int n = GridSide(k);
+  int canvas_h = 1, canvas_w = 1;
+  for (int i = 0; i < k; i++) {
+    if (reg[i].h > canvas_h) canvas_h = reg[i].h;
+    if (reg[i].w > canvas_w) canvas_w = reg[i].w;
+  }
+  s.k = k;
+  s.n = n;
+  s.cell_h = canvas_h / n > 0 ? canvas_h / n : 1;
+  s.cell_w = canvas_w / n > 0 ? canvas_w / n : 1;
+  s.out_h = canvas_h > s.cell_h * n ? canvas_h : s.cell_h * n;
+  s.out_w = canvas_w > s.cell_w * n ? canvas_w : s.cell_w * n;
+  for (int i = 0; i < k; i++) {
+    Component &c = s.comp[i];
+    c.src_h = src[i].h;
+    c.src_w = src[i].w;
+    int h = reg[i].h / n, w = reg[i].w / n;
+    c.h = h < 1 ? 1 : (h > s.cell_h ? s.cell_h : h);
+    c.w = w < 1 ? 1 : (w > s.cell_w ? s.cell_w : w);
+    c.y0 = (i / n) * s.cell_h;
+    c.x0 = (i % n) * s.cell_w;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per pixel
+
+/** Nearest source index of output index d (pixel centres), in exact integer arithmetic. */
+DST_HD int NearestSource(int d, int dst_len, int src_len) {
+  int64_t s = ((2 * static_cast<int64_t>(d) + 1) * src_len) / (2 * static_cast<int64_t>(dst_len));
+  return s < src_len ? static_cast<int>(s) : src_len - 1;
+}
+
+/** Bilinear taps of output index d (pixel centres, edge clamped, no antialiasing). */
+DST_HD void LinearSource(int d, int dst_len, int src_len, int &i0, int &i1, float &frac) {
+  float f = (d + 0.5f) * (static_cast<float>(src_len) / dst_len) - 0.5f;
+  if (f < 0.f) f = 0.f;
+  float last = static_cast<float>(src_len - 1);
+  if (f > last) f = last;
+  i0 = static_cast<int>(f);
+  i1 = i0 + 1 < src_len ? i0 + 1 : src_len - 1;
+  frac = f - i0;
+}
+
+/** Source column of collage-local column lx, mirrored first when the component is flipped. */
+DST_HD int SourceColumnIndex(const Component &c, int lx) {
+  return c.flip ? c.w - 1 - lx : lx;
+}
+
+/** The component covering collage pixel (y, x), with its local coordinates; null on padding. */
+DST_HD const Component *ComponentAt(const CollageSample &s, int y, int x, int &ly, int &lx) {
+  int row = y / s.cell_h, col = x / s.cell_w;
+  if (row >= s.n || col >= s.n) return nullptr;
+  const Component &c = s.comp[row * s.n + col];
+  ly = y - c.y0;
+  lx = x - c.x0;
+  return (ly < c.h && lx < c.w) ? &c : nullptr;
+}
+
+template <typename Out>
+DST_HD Out ConvertOut(float v);
+
+template <>
+DST_HD uint8_t ConvertOut<uint8_t>(float v) {
+  v = v < 0.f ? 0.f : (v > 255.f ? 255.f : v);
+  return static_cast<uint8_t>(v + 0.5f);
+}
+
+template <>
+DST_HD float ConvertOut<float>(float v) {
+  return v;
+}
+
+/** Writes all channels of collage pixel (y, x) of sample s. */
+template <typename Out, bool kCHW, Interp kInterp>
+DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int x) {
+  Out *out = static_cast<Out *>(s.out);
+  const int C = p.channels;
+  const int64_t plane = static_cast<int64_t>(s.out_h) * s.out_w;
+  const int64_t pix = static_cast<int64_t>(y) * s.out_w + x;
+  int ly, lx;
+  const Component *c = ComponentAt(s, y, x, ly, lx);
+  for (int ch = 0; ch < C; ch++) {
+    float v;
+    if (!c) {
+      v = p.pad[ch];
+    } else {
+      int sx_out = SourceColumnIndex(*c, lx);
+      if (kInterp == Interp::kNearest) {
+        int sy = NearestSource(ly, c->h, c->src_h);
+        int sx = NearestSource(sx_out, c->w, c->src_w);
+        v = c->src[(static_cast<int64_t>(sy) * c->src_w + sx) * C + ch];
+      } else {
+        int y0, y1, x0, x1;
+        float fy, fx;
+        LinearSource(ly, c->h, c->src_h, y0, y1, fy);
+        LinearSource(sx_out, c->w, c->src_w, x0, x1, fx);
+        const uint8_t *r0 = c->src + static_cast<int64_t>(y0) * c->src_w * C;
+        const uint8_t *r1 = c->src + static_cast<int64_t>(y1) * c->src_w * C;
+        float top = r0[x0 * C + ch] + (r0[x1 * C + ch] - r0[x0 * C + ch]) * fx;
+        float bot = r1[x0 * C + ch] + (r1[x1 * C + ch] - r1[x0 * C + ch]) * fx;
+        v = top + (bot - top) * fy;
+      }
+      v = (v - p.mean[ch]) * p.inv_std[ch];
+    }
+    int64_t o = kCHW ? ch * plane + pix : pix * C + ch;
+    out[o] = ConvertOut<Out>(v);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CUDA launch: one thread per output pixel, a block of kBlockX x kBlockY pixels, blockIdx.z
+// is the sample. Defined here so the CPU can replay the exact launch.
+
+constexpr int kBlockX = 32;
+constexpr int kBlockY = 8;
+
+struct LaunchGrid {
+  int grid_x, grid_y, grid_z;
+  int block_x, block_y;
+};
+
+inline LaunchGrid MakeLaunchGrid(int max_h, int max_w, int num_samples) {
+  return {(max_w + kBlockX - 1) / kBlockX, (max_h + kBlockY - 1) / kBlockY, num_samples,
+          kBlockX, kBlockY};
+}
+
+/** The body of one CUDA thread: bounds check, then one pixel. */
+template <typename Out, bool kCHW, Interp kInterp>
+DST_HD void StitchThread(const CollageSample *samples, const PixelParams &p, int bx, int by,
+                         int bz, int tx, int ty, int bdx, int bdy) {
+  const CollageSample &s = samples[bz];
+  int x = bx * bdx + tx;
+  int y = by * bdy + ty;
+  if (x >= s.out_w || y >= s.out_h) return;
+  StitchPixel<Out, kCHW, kInterp>(s, p, y, x);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per box and per vertex
+
+/** Collage x of source x: mirror in the source, scale by the component's pixel scale, shift. */
+DST_HD float MapX(const Component &c, float x) {
+  float xs = c.flip ? c.src_w - x : x;
+  return xs * (static_cast<float>(c.w) / c.src_w) + c.x0;
+}
+
+DST_HD float MapY(const Component &c, float y) {
+  return y * (static_cast<float>(c.h) / c.src_h) + c.y0;
+}
+
+/** Maps an ltrb box; a flip swaps which source edge becomes the left one. */
+DST_HD void MapBox(const Component &c, const float *in, float *out) {
+  float a = MapX(c, in[0]), b = MapX(c, in[2]);
+  out[0] = c.flip ? b : a;
+  out[1] = MapY(c, in[1]);
+  out[2] = c.flip ? a : b;
+  out[3] = MapY(c, in[3]);
+}
+
+/** A mapped box is kept when both sides exceed min_size (detectron2 drops empty boxes too). */
+DST_HD bool BoxKept(const float *box, float min_size) {
+  return box[2] - box[0] > min_size && box[3] - box[1] > min_size;
+}
+
+}  // namespace dst_dali
+
+#endif  // DST_DALI_COLLAGE_GEOMETRY_H_

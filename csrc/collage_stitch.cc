@@ -1,0 +1,215 @@
+// CollageStitch: the schema and the CPU backend.
+#include "collage_stitch.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+
+namespace dst_dali {
+
+namespace {
+
+constexpr int kRowsPerTask = 64;
+
+void FillPixels(uint8_t *dst, int count, const uint8_t *pad, int C, bool uniform) {
+  if (count <= 0) return;
+  if (uniform) {
+    std::memset(dst, pad[0], static_cast<size_t>(count) * C);
+    return;
+  }
+  for (int i = 0; i < count; i++, dst += C) std::memcpy(dst, pad, C);
+}
+
+template <int C>
+void CopyGathered(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int w) {
+  for (int i = 0; i < w; i++, dst += C) {
+    const uint8_t *s = src_row + xoff[i];
+    for (int c = 0; c < C; c++) dst[c] = s[c];
+  }
+}
+
+void CopyGathered(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int w, int C) {
+  switch (C) {
+    case 1: return CopyGathered<1>(dst, src_row, xoff, w);
+    case 3: return CopyGathered<3>(dst, src_row, xoff, w);
+    case 4: return CopyGathered<4>(dst, src_row, xoff, w);
+    default: return CopyGathered<2>(dst, src_row, xoff, w);
+  }
+}
+
+/**
+ * The CPU fast path for the common case (uint8 HWC out, nearest): byte gathers through a
+ * per-component column table, row by row. Same index arithmetic as StitchPixel (NearestSource,
+ * SourceColumnIndex); an output row whose source rows equal the previous row's is a memcpy of
+ * it (every row twice or more when a component is upscaled).
+ */
+void StitchRowsNearestU8(const CollageSample &s, const PixelParams &p,
+                         const std::vector<int32_t> &xoff, const int *xoff_start, int y_begin,
+                         int y_end) {
+  const int C = p.channels;
+  uint8_t pad[kMaxChannels];
+  bool uniform = true;
+  for (int c = 0; c < C; c++) {
+    pad[c] = ConvertOut<uint8_t>(p.pad[c]);
+    uniform = uniform && pad[c] == pad[0];
+  }
+  const int64_t stride = static_cast<int64_t>(s.out_w) * C;
+  uint8_t *out = static_cast<uint8_t *>(s.out);
+  for (int y = y_begin; y < y_end; y++) {
+    uint8_t *row = out + y * stride;
+    int r = y / s.cell_h;
+    if (r >= s.n) {
+      FillPixels(row, s.out_w, pad, C, uniform);
+      continue;
+    }
+    if (y > y_begin && (y - 1) / s.cell_h == r) {
+      bool same = true;
+      for (int col = 0; col < s.n && same; col++) {
+        const Component &c = s.comp[r * s.n + col];
+        int ly = y - c.y0;
+        bool in = ly < c.h, prev_in = ly - 1 < c.h;
+        same = in == prev_in &&
+               (!in || NearestSource(ly, c.h, c.src_h) == NearestSource(ly - 1, c.h, c.src_h));
+      }
+      if (same) {
+        std::memcpy(row, row - stride, stride);
+        continue;
+      }
+    }
+    int x = 0;
+    for (int col = 0; col < s.n; col++) {
+      int i = r * s.n + col;
+      const Component &c = s.comp[i];
+      FillPixels(row + static_cast<int64_t>(x) * C, c.x0 - x, pad, C, uniform);
+      x = c.x0;
+      int ly = y - c.y0;
+      if (ly < c.h) {
+        int sy = NearestSource(ly, c.h, c.src_h);
+        const uint8_t *src_row = c.src + static_cast<int64_t>(sy) * c.src_w * C;
+        CopyGathered(row + static_cast<int64_t>(x) * C, src_row, xoff.data() + xoff_start[i],
+                     c.w, C);
+        x += c.w;
+      }
+    }
+    FillPixels(row + static_cast<int64_t>(x) * C, s.out_w - x, pad, C, uniform);
+  }
+}
+
+template <typename Out, bool kCHW, Interp kInterp>
+void StitchRowsGeneric(const CollageSample &s, const PixelParams &p, int y_begin, int y_end) {
+  for (int y = y_begin; y < y_end; y++)
+    for (int x = 0; x < s.out_w; x++) StitchPixel<Out, kCHW, kInterp>(s, p, y, x);
+}
+
+}  // namespace
+
+template <>
+void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
+  BindPointers(ws);
+  const int B = samples_.size();
+  auto &tp = ws.GetThreadPool();
+
+  if (emulate_gpu_launch_) {
+    Size2 m = MaxOutputSize();
+    LaunchGrid grid = MakeLaunchGrid(m.h, m.w, B);
+    DispatchPixelFormat(float_out_, chw_, interp_, [&]<typename Out, bool kCHW, Interp kI>() {
+      EmulateLaunch<Out, kCHW, kI>(samples_.data(), params_, grid);
+    });
+  } else if (!float_out_ && !chw_ && interp_ == Interp::kNearest) {
+    // Column tables: per component, the byte offset of the source pixel of each output column.
+    std::vector<std::vector<int32_t>> xoff(B);
+    std::vector<std::array<int, kMaxComponents>> xoff_start(B);
+    for (int s = 0; s < B; s++) {
+      const CollageSample &cs = samples_[s];
+      for (int i = 0; i < k_; i++) {
+        const Component &c = cs.comp[i];
+        xoff_start[s][i] = xoff[s].size();
+        for (int lx = 0; lx < c.w; lx++)
+          xoff[s].push_back(NearestSource(SourceColumnIndex(c, lx), c.w, c.src_w) *
+                            params_.channels);
+      }
+      for (int y = 0; y < cs.out_h; y += kRowsPerTask) {
+        int y_end = std::min(y + kRowsPerTask, cs.out_h);
+        tp.AddWork([&, s, y, y_end](int) {
+          StitchRowsNearestU8(samples_[s], params_, xoff[s], xoff_start[s].data(), y, y_end);
+        }, static_cast<int64_t>(y_end - y) * cs.out_w);
+      }
+    }
+    tp.RunAll();
+  } else {
+    DispatchPixelFormat(float_out_, chw_, interp_, [&]<typename Out, bool kCHW, Interp kI>() {
+      for (int s = 0; s < B; s++) {
+        const CollageSample &cs = samples_[s];
+        for (int y = 0; y < cs.out_h; y += kRowsPerTask) {
+          int y_end = std::min(y + kRowsPerTask, cs.out_h);
+          tp.AddWork([&, s, y, y_end](int) {
+            StitchRowsGeneric<Out, kCHW, kI>(samples_[s], params_, y, y_end);
+          }, static_cast<int64_t>(y_end - y) * cs.out_w);
+        }
+      }
+      tp.RunAll();
+    });
+  }
+
+  auto copy_out = [&](int idx, auto member) {
+    auto &out = ws.Output<dali::CPUBackend>(idx);
+    for (int s = 0; s < B; s++) {
+      const auto &v = annotations_[s].*member;
+      if (!v.empty()) std::memcpy(out.raw_mutable_tensor(s), v.data(), v.size() * sizeof(v[0]));
+    }
+  };
+  copy_out(1, &SampleAnnotations::boxes);
+  copy_out(2, &SampleAnnotations::labels);
+  copy_out(3, &SampleAnnotations::polygons);
+  copy_out(4, &SampleAnnotations::vertices);
+  copy_out(5, &SampleAnnotations::origin);
+  copy_out(6, &SampleAnnotations::placement);
+}
+
+}  // namespace dst_dali
+
+// The DALI version the plugin was compiled against: dst_dali/_plugin.py reads it from the
+// library file before loading it, since a plugin built for another DALI crashes on load.
+extern "C" __attribute__((visibility("default"), used)) const char dst_dali_build_info[] =
+    "dst_dali-build-info: " DST_DALI_BUILD_INFO ";";
+
+DALI_REGISTER_OPERATOR(CollageStitch, ::dst_dali::CollageStitch<::dali::CPUBackend>, ::dali::CPU);
+
+DALI_SCHEMA(CollageStitch)
+    .DocStr(R"(Dynamic Scale Training collage: k = n*n images, each resized to 1/n of the size
+detectron2's ResizeShortestEdge would give it (short side `short_side`, long side capped at
+`max_size`), optionally mirrored, tiled into an n x n grid in one pass per output pixel; boxes,
+labels and polygon vertices are remapped with them. k = 1 is a fused resize + flip.
+
+Inputs: k images (HWC uint8), then optionally k boxes (N, 4 ltrb float) and k labels (int32),
+then optionally k polygons (P, 3 int32) and k vertices (V, 2 float), as DALI's COCO reader
+gives them with ltrb=True, polygon_masks=True.
+
+Outputs: collage, boxes, labels, polygons, vertices, origin (component, input box index) of
+each output box, placement (y0, x0, h, w) of each component.)")
+    .NumInput(1, 5 * ::dst_dali::kMaxComponents)
+    .InputDevice(0, 5 * ::dst_dali::kMaxComponents, ::dali::InputDevice::MatchBackendOrCPU)
+    .NumOutput(7)
+    .AddOptionalArg("k", "Number of components, a square: 1, 4, 9 or 16.", 4)
+    .AddArg("short_side",
+            "Short side of each component's regular (k = 1) size: 1 or k values a sample.",
+            ::DALI_FLOAT_VEC, true)
+    .AddOptionalArg("max_size", "Cap on the long side of the regular size.", 1333.f)
+    .AddOptionalArg("flip", "Mirror components horizontally: 1 or k values (0/1) a sample.",
+                    std::vector<int>{0}, true)
+    .AddOptionalArg("interp", "'nearest' (the method's definition) or 'linear'.", "nearest")
+    .AddOptionalArg("pad_value", "Value of pixels not covered by a component, in output units; "
+                    "1 or one per channel.", std::vector<float>{0.f})
+    .AddOptionalTypeArg("dtype", "Output type: UINT8, or FLOAT for normalized output.",
+                        ::DALI_UINT8)
+    .AddOptionalArg("output_layout", "HWC or CHW.", "HWC")
+    .AddOptionalArg("mean", "Subtracted from pixels (dtype=FLOAT); 1 or one per channel.",
+                    std::vector<float>{0.f})
+    .AddOptionalArg("std", "Pixels are divided by it (dtype=FLOAT); 1 or one per channel.",
+                    std::vector<float>{1.f})
+    .AddOptionalArg("box_tolerance", "Boxes may exceed their image by this many pixels (they "
+                    "are clipped); farther out is an error.", 1.f)
+    .AddOptionalArg("min_box_size", "Boxes whose width or height after mapping is not larger "
+                    "are dropped (see the origin output).", 0.f)
+    .AddOptionalArg("_emulate_gpu_launch", "CPU only, for tests: compute pixels by replaying "
+                    "the CUDA kernel's launch grid with its per-thread function.", false);

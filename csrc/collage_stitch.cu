@@ -1,0 +1,56 @@
+// CollageStitch: the GPU backend. One thread per output pixel; its body is StitchThread from
+// collage_geometry.h, the function the CPU emulation replays in the tests.
+#include <cuda_runtime_api.h>
+
+#include "collage_stitch.h"
+#include "dali/core/cuda_error.h"
+#include "dali/kernels/dynamic_scratchpad.h"
+
+namespace dst_dali {
+
+template <typename Out, bool kCHW, Interp kInterp>
+__global__ void StitchKernel(const CollageSample *samples, PixelParams p) {
+  StitchThread<Out, kCHW, kInterp>(samples, p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x,
+                                   threadIdx.y, blockDim.x, blockDim.y);
+}
+
+template <>
+void CollageStitch<dali::GPUBackend>::RunImpl(dali::Workspace &ws) {
+  DALI_ENFORCE(!emulate_gpu_launch_, "CollageStitch: _emulate_gpu_launch is for the CPU backend");
+  BindPointers(ws);
+  const int B = samples_.size();
+  cudaStream_t stream = ws.stream();
+  dali::kernels::DynamicScratchpad scratch(dali::AccessOrder{stream});
+
+  const CollageSample *samples_gpu = scratch.ToGPU(stream, samples_);
+  Size2 m = MaxOutputSize();
+  LaunchGrid g = MakeLaunchGrid(m.h, m.w, B);
+  dim3 grid(g.grid_x, g.grid_y, g.grid_z), block(g.block_x, g.block_y);
+  DispatchPixelFormat(float_out_, chw_, interp_, [&]<typename Out, bool kCHW, Interp kI>() {
+    StitchKernel<Out, kCHW, kI><<<grid, block, 0, stream>>>(samples_gpu, params_);
+  });
+  CUDA_CALL(cudaGetLastError());
+
+  // Annotations were remapped on the host in SetupImpl: stage them in pinned memory (freed in
+  // stream order by the scratchpad) and copy each output sample.
+  auto copy_out = [&](int idx, auto member) {
+    auto &out = ws.Output<dali::GPUBackend>(idx);
+    for (int s = 0; s < B; s++) {
+      const auto &v = annotations_[s].*member;
+      if (v.empty()) continue;
+      auto *pinned = scratch.ToPinned(v);
+      CUDA_CALL(cudaMemcpyAsync(out.raw_mutable_tensor(s), pinned, v.size() * sizeof(v[0]),
+                                cudaMemcpyHostToDevice, stream));
+    }
+  };
+  copy_out(1, &SampleAnnotations::boxes);
+  copy_out(2, &SampleAnnotations::labels);
+  copy_out(3, &SampleAnnotations::polygons);
+  copy_out(4, &SampleAnnotations::vertices);
+  copy_out(5, &SampleAnnotations::origin);
+  copy_out(6, &SampleAnnotations::placement);
+}
+
+}  // namespace dst_dali
+
+DALI_REGISTER_OPERATOR(CollageStitch, ::dst_dali::CollageStitch<::dali::GPUBackend>, ::dali::GPU);

@@ -1,0 +1,406 @@
+// CollageStitch: the DST collage as one DALI operator (schema and CPU backend in
+// collage_stitch.cc, GPU backend in collage_stitch.cu).
+//
+// Inputs, k = n*n components (each a batch of B samples), in this order:
+//   images[k]  HWC uint8                                  (GPU or CPU, matching the backend)
+//   boxes[k]   (N, 4) float ltrb, source pixels           (CPU; optional)
+//   labels[k]  (N,) or (N, 1) int32                       (CPU; with boxes)
+//   polygons[k] (P, 3) int32 [box index, first vertex, one past last vertex]  (CPU; optional)
+//   vertices[k] (V, 2) float (x, y), source pixels        (CPU; with polygons)
+// i.e. k, 3k or 5k inputs, the layout of DALI's COCO reader with ltrb=True, polygon_masks=True.
+// Sample b of the output is the collage of sample b of every component input.
+//
+// Outputs:
+//   0 collage   HWC uint8, or CHW/HWC float normalized with mean/std
+//   1 boxes     (M, 4) float ltrb, collage pixels
+//   2 labels    (M,) int32
+//   3 polygons  (Q, 3) int32, box index into output 1
+//   4 vertices  (W, 2) float, collage pixels
+//   5 origin    (M, 2) int32 [component, input box index]: an input box missing here was
+//               dropped as degenerate (empty before or after scaling)
+//   6 placement (k, 4) int32 [y0, x0, h, w] of each component's pixels in the collage
+//
+// Host-side planning (sizes, placement, boxes) is done in SetupImpl for both backends: the
+// output shapes depend on it, and the annotations come from the reader on the host anyway, so
+// remapping a few hundred boxes there is cheaper than a device round trip.
+#ifndef DST_DALI_COLLAGE_STITCH_H_
+#define DST_DALI_COLLAGE_STITCH_H_
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "collage_geometry.h"
+#include "dali/core/format.h"
+#include "dali/pipeline/operator/operator.h"
+
+namespace dst_dali {
+
+/** Annotations of one output sample, laid out as the outputs want them. */
+struct SampleAnnotations {
+  std::vector<float> boxes;      // 4 per box
+  std::vector<int32_t> labels;
+  std::vector<int32_t> polygons;  // 3 per polygon
+  std::vector<float> vertices;   // 2 per vertex
+  std::vector<int32_t> origin;   // 2 per box
+  std::vector<int32_t> placement;  // 4 per component
+  void clear() {
+    boxes.clear();
+    labels.clear();
+    polygons.clear();
+    vertices.clear();
+    origin.clear();
+    placement.clear();
+  }
+};
+
+/** Replays the CUDA launch on the CPU: every block and thread of the grid, same bounds checks. */
+template <typename Out, bool kCHW, Interp kInterp>
+void EmulateLaunch(const CollageSample *samples, const PixelParams &p, const LaunchGrid &g) {
+  for (int bz = 0; bz < g.grid_z; bz++)
+    for (int by = 0; by < g.grid_y; by++)
+      for (int bx = 0; bx < g.grid_x; bx++)
+        for (int ty = 0; ty < g.block_y; ty++)
+          for (int tx = 0; tx < g.block_x; tx++)
+            StitchThread<Out, kCHW, kInterp>(samples, p, bx, by, bz, tx, ty, g.block_x,
+                                             g.block_y);
+}
+
+/** Calls f.template operator()<Out, kCHW, kInterp>() for the runtime choice of the three. */
+template <typename F>
+void DispatchPixelFormat(bool float_out, bool chw, Interp interp, F &&f) {
+  auto with_interp = [&](auto out_tag, auto chw_tag) {
+    using Out = decltype(out_tag);
+    if (interp == Interp::kNearest)
+      f.template operator()<Out, decltype(chw_tag)::value, Interp::kNearest>();
+    else
+      f.template operator()<Out, decltype(chw_tag)::value, Interp::kLinear>();
+  };
+  if (float_out) {
+    chw ? with_interp(float{}, std::true_type{}) : with_interp(float{}, std::false_type{});
+  } else {
+    chw ? with_interp(uint8_t{}, std::true_type{}) : with_interp(uint8_t{}, std::false_type{});
+  }
+}
+
+template <typename Backend>
+class CollageStitch : public dali::Operator<Backend> {
+ public:
+  explicit CollageStitch(const dali::OpSpec &spec) : dali::Operator<Backend>(spec) {
+    k_ = spec.template GetArgument<int>("k");
+    n_ = GridSide(k_);
+    DALI_ENFORCE(n_ > 0, dali::make_string("CollageStitch: argument k=", k_,
+                                           " must be a square number of components (1, 4, 9 "
+                                           "or 16), so that they tile a square grid"));
+    max_size_ = spec.template GetArgument<float>("max_size");
+    DALI_ENFORCE(max_size_ > 0, dali::make_string("CollageStitch: argument max_size=", max_size_,
+                                                  " must be positive"));
+    std::string interp = spec.template GetArgument<std::string>("interp");
+    DALI_ENFORCE(interp == "nearest" || interp == "linear",
+                 dali::make_string("CollageStitch: argument interp='", interp,
+                                   "' must be 'nearest' or 'linear'"));
+    interp_ = interp == "nearest" ? Interp::kNearest : Interp::kLinear;
+    auto dtype = spec.template GetArgument<dali::DALIDataType>("dtype");
+    DALI_ENFORCE(dtype == ::DALI_UINT8 || dtype == ::DALI_FLOAT,
+                 "CollageStitch: argument dtype must be types.UINT8 or types.FLOAT");
+    float_out_ = dtype == ::DALI_FLOAT;
+    std::string layout = spec.template GetArgument<std::string>("output_layout");
+    DALI_ENFORCE(layout == "HWC" || layout == "CHW",
+                 dali::make_string("CollageStitch: argument output_layout='", layout,
+                                   "' must be 'HWC' or 'CHW'"));
+    chw_ = layout == "CHW";
+    pad_ = spec.template GetRepeatedArgument<float>("pad_value");
+    mean_ = spec.template GetRepeatedArgument<float>("mean");
+    std_ = spec.template GetRepeatedArgument<float>("std");
+    for (float s : std_)
+      DALI_ENFORCE(s != 0.f, "CollageStitch: argument std must not contain 0");
+    if (!float_out_) {
+      bool identity = true;
+      for (float m : mean_) identity = identity && m == 0.f;
+      for (float s : std_) identity = identity && s == 1.f;
+      DALI_ENFORCE(identity, "CollageStitch: mean/std normalization needs dtype=types.FLOAT");
+    }
+    box_tolerance_ = spec.template GetArgument<float>("box_tolerance");
+    min_box_size_ = spec.template GetArgument<float>("min_box_size");
+    emulate_gpu_launch_ = spec.template GetArgument<bool>("_emulate_gpu_launch");
+  }
+
+ protected:
+  bool SetupImpl(std::vector<dali::OutputDesc> &output_desc, const dali::Workspace &ws) override {
+    Plan(ws);
+    int B = samples_.size();
+    output_desc.resize(7);
+    dali::TensorListShape<> img(B, 3), boxes(B, 2), labels(B, 1), polys(B, 2), verts(B, 2),
+        origin(B, 2), placement(B, 2);
+    for (int s = 0; s < B; s++) {
+      const CollageSample &c = samples_[s];
+      if (chw_)
+        img.set_tensor_shape(s, {params_.channels, c.out_h, c.out_w});
+      else
+        img.set_tensor_shape(s, {c.out_h, c.out_w, params_.channels});
+      const SampleAnnotations &a = annotations_[s];
+      int64_t nbox = a.labels.size();
+      boxes.set_tensor_shape(s, {nbox, 4});
+      labels.set_tensor_shape(s, {nbox});
+      polys.set_tensor_shape(s, {static_cast<int64_t>(a.polygons.size() / 3), 3});
+      verts.set_tensor_shape(s, {static_cast<int64_t>(a.vertices.size() / 2), 2});
+      origin.set_tensor_shape(s, {nbox, 2});
+      placement.set_tensor_shape(s, {k_, 4});
+    }
+    output_desc[0] = {img, float_out_ ? ::DALI_FLOAT : ::DALI_UINT8};
+    output_desc[1] = {boxes, ::DALI_FLOAT};
+    output_desc[2] = {labels, ::DALI_INT32};
+    output_desc[3] = {polys, ::DALI_INT32};
+    output_desc[4] = {verts, ::DALI_FLOAT};
+    output_desc[5] = {origin, ::DALI_INT32};
+    output_desc[6] = {placement, ::DALI_INT32};
+    return true;
+  }
+
+  void RunImpl(dali::Workspace &ws) override;
+
+  /** Points every component at its input sample and every collage at its output sample. */
+  void BindPointers(dali::Workspace &ws) {
+    auto &out = ws.template Output<Backend>(0);
+    out.SetLayout(chw_ ? "CHW" : "HWC");
+    for (size_t s = 0; s < samples_.size(); s++) {
+      samples_[s].out = out.raw_mutable_tensor(s);
+      for (int j = 0; j < k_; j++)
+        samples_[s].comp[j].src = ws.template Input<Backend>(j).template tensor<uint8_t>(s);
+    }
+  }
+
+  /** Max output height and width of the batch, for the launch grid. */
+  Size2 MaxOutputSize() const {
+    Size2 m{0, 0};
+    for (const auto &s : samples_) {
+      if (s.out_h > m.h) m.h = s.out_h;
+      if (s.out_w > m.w) m.w = s.out_w;
+    }
+    return m;
+  }
+
+  int k_, n_;
+  float max_size_;
+  Interp interp_;
+  bool float_out_, chw_;
+  std::vector<float> pad_, mean_, std_;
+  float box_tolerance_, min_box_size_;
+  bool emulate_gpu_launch_;
+
+  PixelParams params_{};
+  std::vector<CollageSample> samples_;
+  std::vector<SampleAnnotations> annotations_;
+
+ private:
+  /** Per-sample, per-component values of argument `name` (1 or k values a sample). */
+  template <typename T>
+  void ReadComponentArg(const dali::Workspace &ws, const char *name, int B,
+                        std::vector<T> &out) const {
+    out.resize(static_cast<size_t>(B) * k_);
+    const auto &spec = this->spec_;
+    auto spread = [&](int s, const T *v, int64_t count) {
+      DALI_ENFORCE(count == 1 || count == k_,
+                   dali::make_string("CollageStitch: argument ", name, " has ", count,
+                                     " values for sample ", s, "; give 1 or k=", k_));
+      for (int j = 0; j < k_; j++) out[s * k_ + j] = v[count == 1 ? 0 : j];
+    };
+    if (spec.HasTensorArgument(name)) {
+      const auto &t = ws.ArgumentInput(name);
+      DALI_ENFORCE(t.type() == dali::type2id<T>::value,
+                   dali::make_string("CollageStitch: argument input ", name, " must be of type ",
+                                     dali::type2id<T>::value, ", got ", t.type()));
+      for (int s = 0; s < B; s++) spread(s, t.template tensor<T>(s), t.shape()[s].num_elements());
+    } else {
+      auto v = spec.template GetRepeatedArgument<T>(name);
+      for (int s = 0; s < B; s++) spread(s, v.data(), v.size());
+    }
+  }
+
+  void Plan(const dali::Workspace &ws);
+  void PlanAnnotations(const dali::Workspace &ws, int s);
+};
+
+/** "sample 3 ('000000000009.jpg')": the reader's file name, when the input carries one. */
+template <typename Backend>
+std::string SampleName(const dali::TensorList<Backend> &t, int s) {
+  const std::string &src = t.GetMeta(s).GetSourceInfo();
+  return src.empty() ? dali::make_string("sample ", s)
+                     : dali::make_string("sample ", s, " ('", src, "')");
+}
+
+template <typename Backend>
+void CollageStitch<Backend>::Plan(const dali::Workspace &ws) {
+  const int num_inputs = ws.NumInput();
+  DALI_ENFORCE(num_inputs == k_ || num_inputs == 3 * k_ || num_inputs == 5 * k_,
+               dali::make_string("CollageStitch: got ", num_inputs, " inputs for k=", k_,
+                                 "; expected k images, optionally followed by k boxes and k "
+                                 "labels, optionally followed by k polygons and k vertices"));
+  const int B = ws.GetInputBatchSize(0);
+  DALI_ENFORCE(B > 0, "CollageStitch: empty batch; every input needs at least one sample");
+
+  for (int j = 0; j < k_; j++) {
+    DALI_ENFORCE(ws.template InputIsType<Backend>(j),
+                 dali::make_string("CollageStitch: image input ", j, " is on the wrong device ",
+                                   "(the GPU operator takes GPU images, the CPU one CPU images)"));
+    const auto &in = ws.template Input<Backend>(j);
+    DALI_ENFORCE(in.type() == ::DALI_UINT8,
+                 dali::make_string("CollageStitch: image input ", j, " has type ", in.type(),
+                                   "; decoded uint8 images are expected"));
+    DALI_ENFORCE(in.sample_dim() == 3,
+                 dali::make_string("CollageStitch: image input ", j, " has ", in.sample_dim(),
+                                   " dimensions; HWC images are expected"));
+    const auto &layout = in.GetLayout();
+    DALI_ENFORCE(layout.empty() || layout == "HWC",
+                 dali::make_string("CollageStitch: image input ", j, " has layout '",
+                                   layout.str(), "'; HWC is expected"));
+  }
+  for (int j = k_; j < num_inputs; j++)
+    DALI_ENFORCE(ws.template InputIsType<dali::CPUBackend>(j),
+                 dali::make_string("CollageStitch: annotation input ", j,
+                                   " must be on the CPU (boxes, labels, polygons, vertices)"));
+
+  std::vector<float> short_side;
+  std::vector<int> flip;
+  ReadComponentArg(ws, "short_side", B, short_side);
+  ReadComponentArg(ws, "flip", B, flip);
+
+  const auto &first = ws.template Input<Backend>(0);
+  const int C = first.shape()[0][2];
+  DALI_ENFORCE(C >= 1 && C <= kMaxChannels,
+               dali::make_string("CollageStitch: images have ", C, " channels; 1 to ",
+                                 kMaxChannels, " are supported"));
+  auto per_channel = [&](const std::vector<float> &v, const char *name, float *dst) {
+    DALI_ENFORCE(v.size() == 1 || static_cast<int>(v.size()) == C,
+                 dali::make_string("CollageStitch: argument ", name, " has ", v.size(),
+                                   " values; give 1 or one per channel (", C, ")"));
+    for (int c = 0; c < C; c++) dst[c] = v[v.size() == 1 ? 0 : c];
+  };
+  params_.channels = C;
+  per_channel(pad_, "pad_value", params_.pad);
+  per_channel(mean_, "mean", params_.mean);
+  per_channel(std_, "std", params_.inv_std);
+  for (int c = 0; c < C; c++) params_.inv_std[c] = 1.f / params_.inv_std[c];
+
+  samples_.resize(B);
+  annotations_.resize(B);
+  for (int s = 0; s < B; s++) {
+    Size2 src[kMaxComponents], reg[kMaxComponents];
+    for (int j = 0; j < k_; j++) {
+      auto shape = ws.template Input<Backend>(j).shape()[s];
+      const std::string name = SampleName(ws.template Input<Backend>(j), s);
+      DALI_ENFORCE(shape[0] > 0 && shape[1] > 0,
+                   dali::make_string("CollageStitch: image input ", j, ", ", name,
+                                     " has size ", shape[0], "x", shape[1],
+                                     "; zero-size images cannot be resized"));
+      DALI_ENFORCE(shape[2] == C,
+                   dali::make_string("CollageStitch: image input ", j, ", ", name, " has ",
+                                     shape[2], " channels, but image input 0, sample 0 has ", C,
+                                     "; decode every image to the same channel count"));
+      float side = short_side[s * k_ + j];
+      DALI_ENFORCE(side > 0 && std::isfinite(side),
+                   dali::make_string("CollageStitch: short_side=", side, " for sample ", s,
+                                     ", component ", j, " must be positive"));
+      src[j] = {static_cast<int>(shape[0]), static_cast<int>(shape[1])};
+      reg[j] = RegularSize(src[j].h, src[j].w, side, max_size_);
+      // An extreme aspect ratio can round one side to 0 in detectron2 too; keep 1 pixel.
+      reg[j].h = reg[j].h < 1 ? 1 : reg[j].h;
+      reg[j].w = reg[j].w < 1 ? 1 : reg[j].w;
+    }
+    CollageSample &cs = samples_[s];
+    PlaceComponents(cs, k_, src, reg);
+    for (int j = 0; j < k_; j++) cs.comp[j].flip = flip[s * k_ + j] != 0;
+    PlanAnnotations(ws, s);
+  }
+}
+
+template <typename Backend>
+void CollageStitch<Backend>::PlanAnnotations(const dali::Workspace &ws, int s) {
+  SampleAnnotations &a = annotations_[s];
+  a.clear();
+  const CollageSample &cs = samples_[s];
+  for (int j = 0; j < k_; j++) {
+    const Component &c = cs.comp[j];
+    a.placement.insert(a.placement.end(), {c.y0, c.x0, c.h, c.w});
+  }
+  const int num_inputs = ws.NumInput();
+  if (num_inputs == k_) return;
+  for (int j = 0; j < k_; j++) {
+    const Component &c = cs.comp[j];
+    const auto &boxes = ws.template Input<dali::CPUBackend>(k_ + j);
+    const auto &labels = ws.template Input<dali::CPUBackend>(2 * k_ + j);
+    auto where = [&]() {
+      return dali::make_string("CollageStitch: component ", j, ", ",
+                               SampleName(ws.template Input<Backend>(j), s));
+    };
+    DALI_ENFORCE(boxes.type() == ::DALI_FLOAT,
+                 dali::make_string(where(), ": boxes must be float, got ", boxes.type()));
+    DALI_ENFORCE(labels.type() == ::DALI_INT32,
+                 dali::make_string(where(), ": labels must be int32, got ", labels.type()));
+    auto bshape = boxes.shape()[s];
+    int64_t nbox = bshape.num_elements() / 4;
+    DALI_ENFORCE(bshape.num_elements() == 0 || (bshape.size() == 2 && bshape[1] == 4),
+                 dali::make_string(where(), ": boxes must have shape (N, 4), got ", bshape));
+    DALI_ENFORCE(labels.shape()[s].num_elements() == nbox,
+                 dali::make_string(where(), ": ", labels.shape()[s].num_elements(),
+                                   " labels for ", nbox, " boxes"));
+    const float *in = boxes.template tensor<float>(s);
+    const int32_t *lab = labels.template tensor<int32_t>(s);
+    std::vector<int32_t> new_index(nbox, -1);
+    for (int64_t b = 0; b < nbox; b++) {
+      float box[4];
+      for (int e = 0; e < 4; e++) {
+        box[e] = in[b * 4 + e];
+        DALI_ENFORCE(std::isfinite(box[e]),
+                     dali::make_string(where(), ": box ", b, " has a non-finite coordinate"));
+      }
+      const float lim[4] = {0.f, 0.f, static_cast<float>(c.src_w), static_cast<float>(c.src_h)};
+      bool inside = box[0] >= -box_tolerance_ && box[1] >= -box_tolerance_ &&
+                    box[2] <= lim[2] + box_tolerance_ && box[3] <= lim[3] + box_tolerance_;
+      DALI_ENFORCE(inside, dali::make_string(where(), ": box ", b, " [", box[0], ", ", box[1],
+                                             ", ", box[2], ", ", box[3],
+                                             "] (ltrb) lies outside its ", c.src_w, "x",
+                                             c.src_h, " image by more than box_tolerance=",
+                                             box_tolerance_, " px"));
+      // Within tolerance: clip, as detectron2 clips boxes to the image.
+      box[0] = box[0] < 0.f ? 0.f : box[0];
+      box[1] = box[1] < 0.f ? 0.f : box[1];
+      box[2] = box[2] > lim[2] ? lim[2] : box[2];
+      box[3] = box[3] > lim[3] ? lim[3] : box[3];
+      if (box[2] - box[0] <= 0.f || box[3] - box[1] <= 0.f) continue;  // empty: dropped
+      float mapped[4];
+      MapBox(c, box, mapped);
+      if (!BoxKept(mapped, min_box_size_)) continue;  // degenerate after scaling: dropped
+      new_index[b] = a.labels.size();
+      a.boxes.insert(a.boxes.end(), mapped, mapped + 4);
+      a.labels.push_back(lab[b]);
+      a.origin.insert(a.origin.end(), {j, static_cast<int32_t>(b)});
+    }
+    if (num_inputs < 5 * k_) continue;
+    const auto &polys = ws.template Input<dali::CPUBackend>(3 * k_ + j);
+    const auto &verts = ws.template Input<dali::CPUBackend>(4 * k_ + j);
+    DALI_ENFORCE(polys.type() == ::DALI_INT32 && verts.type() == ::DALI_FLOAT,
+                 dali::make_string(where(), ": polygons must be int32 and vertices float"));
+    int64_t npoly = polys.shape()[s].num_elements() / 3;
+    int64_t nvert = verts.shape()[s].num_elements() / 2;
+    const int32_t *p = polys.template tensor<int32_t>(s);
+    const float *v = verts.template tensor<float>(s);
+    for (int64_t q = 0; q < npoly; q++) {
+      int32_t box = p[q * 3], first = p[q * 3 + 1], last = p[q * 3 + 2];
+      DALI_ENFORCE(box >= 0 && box < nbox && first >= 0 && first <= last && last <= nvert,
+                   dali::make_string(where(), ": polygon ", q, " [", box, ", ", first, ", ",
+                                     last, "] does not index its ", nbox, " boxes and ", nvert,
+                                     " vertices"));
+      if (new_index[box] < 0) continue;  // its box was dropped
+      int32_t start = a.vertices.size() / 2;
+      for (int32_t i = first; i < last; i++)
+        a.vertices.insert(a.vertices.end(), {MapX(c, v[i * 2]), MapY(c, v[i * 2 + 1])});
+      a.polygons.insert(a.polygons.end(),
+                        {new_index[box], start, static_cast<int32_t>(a.vertices.size() / 2)});
+    }
+  }
+}
+
+}  // namespace dst_dali
+
+#endif  // DST_DALI_COLLAGE_STITCH_H_

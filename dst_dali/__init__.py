@@ -1,0 +1,12 @@
+"""Dynamic Scale Training (Stitcher) collages for object detection, as an NVIDIA DALI pipeline.
+
+Importing the package registers the CollageStitch DALI operator (csrc/), once per process.
+"""
+from ._plugin import PluginError, has_gpu_backend, load_plugin
+
+load_plugin()
+
+from .ops import collage_stitch  # noqa: E402  (needs the registered operator)
+
+__all__ = ["PluginError", "collage_stitch", "has_gpu_backend", "load_plugin"]
+__version__ = "0.1.0"
