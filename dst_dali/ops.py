@@ -20,7 +20,7 @@ class CollageOutputs(NamedTuple):
 def check_k(k: int) -> int:
     """The side n of a k = n*n collage grid; a ValueError naming k otherwise."""
     n = math.isqrt(k) if isinstance(k, int) and k > 0 else 0
-    if n * n != k or k > 16:
+    if not 1 <= k <= 16 or n * n != k:
         raise ValueError(f"k={k!r}: the number of collage components must be a square "
                          "(1, 4, 9 or 16) so that they tile a square grid")
     return n

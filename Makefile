@@ -1,0 +1,32 @@
+# The two commands of a fresh machine (each installs what it needs into .venv, once):
+#   make demo   the main job on the bundled coco128 sample (GPU when DALI sees one, else CPU)
+#   make test   the test suite
+# VENV=/path/to/env uses an existing environment instead (a detectron2 in it is kept).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dst_dali_installed
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt setup.py $(wildcard csrc/*) tools/install_detectron2.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	PYTHON=$(PY) bash tools/install_detectron2.sh
+	$(PY) -m pip install -q --no-build-isolation -e .
+	touch $@
+
+demo: install
+	$(PY) train/demo_collage.py --out output/demo
+
+test: install
+	$(PY) -m pytest tests -q
+
+bench: install
+	$(PY) bench/collage_op.py
+
+clean:
+	rm -rf build output dst_dali/_collage_stitch*.so *.egg-info

@@ -1,0 +1,89 @@
+"""What the benches share: the coco128 sample, timing, and writing results."""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COCO128 = os.path.join(ROOT, "data", "coco128")
+RESULTS = os.path.join(ROOT, "bench", "results")
+
+
+def load_images(root=COCO128, limit=None):
+    """The sample's images decoded to RGB HWC uint8 (sorted by file name)."""
+    import cv2
+    folder = os.path.join(root, "images")
+    names = sorted(os.listdir(folder))[:limit]
+    images = []
+    for name in names:
+        bgr = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"{os.path.join(folder, name)}: not a readable image")
+        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return images
+
+
+def time_call(fn, repeats, warmup=1):
+    """Wall-clock seconds of fn() over `repeats` runs after `warmup` runs: a list."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def machine_info():
+    import nvidia.dali as dali
+    import torch
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        gpu = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu or "none",
+            "python": platform.python_version(), "dali": dali.__version__,
+            "torch": torch.__version__}
+
+
+def write_results(name, rows, columns, meta, notes=(), results_dir=RESULTS):
+    """results_dir/NAME.json and NAME.md: the rows, the machine and the exact command."""
+    os.makedirs(results_dir, exist_ok=True)
+    meta = {**meta, "machine": machine_info(),
+            "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    with open(os.path.join(results_dir, name + ".json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    m = meta["machine"]
+    lines = [f"# {name}", "",
+             f"`{meta['command']}` on {m['cpu']} ({m['cores']} cores), GPU: {m['gpu']}, "
+             f"DALI {m['dali']}, torch {m['torch']}, {meta['date']}.", "",
+             "| " + " | ".join(title for _, title in columns) + " |",
+             "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(key)) for key, _ in columns) + " |")
+    lines += [""] + [f"- {n}" for n in notes]
+    with open(os.path.join(results_dir, name + ".md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return os.path.join(results_dir, name + ".md")
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return "" if v is None else str(v)

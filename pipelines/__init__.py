@@ -1,0 +1,1 @@
+"""DALI pipeline graphs of dst_dali: reader -> decode -> (regular | collage) -> batch."""

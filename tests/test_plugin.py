@@ -1,0 +1,61 @@
+"""Building and loading the plugin: once per process, for the DALI it was built for."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def python(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **env}, timeout=300)
+
+
+def test_loading_twice_does_not_abort():
+    # DALI aborts the process when it loads one plugin library twice.
+    r = python("import importlib, dst_dali\n"
+               "importlib.reload(dst_dali)\n"
+               "dst_dali.load_plugin(); dst_dali.load_plugin()\n"
+               "import nvidia.dali.fn as fn; assert hasattr(fn, 'collage_stitch')\n"
+               "print('ok')")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
+
+
+def test_plugin_built_for_another_dali_is_refused():
+    r = python("import nvidia.dali as dali\n"
+               "dali.__version__ = '1.0.0'\n"
+               "try:\n"
+               "    import dst_dali\n"
+               "except Exception as e:\n"
+               "    print(type(e).__name__, e)\n")
+    assert r.returncode == 0, r.stderr
+    assert "PluginError" in r.stdout
+    assert "was built for DALI 2." in r.stdout and "DALI 1.0.0 is installed" in r.stdout
+    assert "rebuild" in r.stdout
+
+
+def test_cpu_only_build_switch(tmp_path):
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib",
+                        str(tmp_path / "lib"), "--build-temp", str(tmp_path / "tmp")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "DST_DALI_CPU_ONLY": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "nvcc" not in r.stdout.replace("DST_DALI_CPU_ONLY", "")
+    (lib,) = (tmp_path / "lib" / "dst_dali").glob("_collage_stitch*.so")
+    # A fresh process that loads only this library (loading two builds of one operator into
+    # one process would abort it).
+    r = python("import sys\n"
+               "from nvidia.dali import backend, plugin_manager\n"
+               "sys.path.insert(0, 'dst_dali')\n"
+               "import importlib.util as u\n"
+               "spec = u.spec_from_file_location('p', 'dst_dali/_plugin.py')\n"
+               "p = u.module_from_spec(spec); spec.loader.exec_module(p)\n"
+               f"print(p.build_info({str(lib)!r}))\n"
+               f"plugin_manager.load_library({str(lib)!r})\n"
+               "print('CollageStitch' in backend.RegisteredCPUOps(),"
+               " 'CollageStitch' in backend.RegisteredGPUOps())")
+    assert r.returncode == 0, r.stderr
+    info, registered = r.stdout.strip().splitlines()
+    assert "'cuda': False" in info
+    assert registered == "True False"
