@@ -104,7 +104,9 @@ setup(
     version="0.1.0",
     description="Dynamic Scale Training (Stitcher) for object detection as an NVIDIA DALI "
                 "pipeline with a fused CPU/CUDA collage operator",
-    packages=find_packages(include=["dst_dali", "dst_dali.*", "pipelines", "pipelines.*"]),
+    # pipelines/ (the DALI graphs) installs as dst_dali.pipelines: no generic top-level name.
+    packages=find_packages(include=["dst_dali", "dst_dali.*"]) + ["dst_dali.pipelines"],
+    package_dir={"dst_dali.pipelines": "pipelines"},
     ext_modules=[Extension("dst_dali._collage_stitch",
                            sources=CPU_SOURCES + CUDA_SOURCES, depends=HEADERS)],
     cmdclass={"build_ext": BuildDaliPlugin},

@@ -216,6 +216,7 @@ gives them with ltrb=True, polygon_masks=True.
 
 Outputs: collage, boxes, labels, polygons, vertices, origin (component, input box index) of
 each output box, placement (y0, x0, h, w) of each component.)")
+    .MakeStateless()
     .NumInput(1, 5 * ::dst_dali::kMaxComponents)
     .InputDevice(0, 5 * ::dst_dali::kMaxComponents, ::dali::InputDevice::MatchBackendOrCPU)
     .NumOutput(7)

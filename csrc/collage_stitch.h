@@ -32,6 +32,7 @@
 
 #include "collage_geometry.h"
 #include "dali/core/format.h"
+#include "dali/pipeline/operator/checkpointing/stateless_operator.h"
 #include "dali/pipeline/operator/operator.h"
 
 namespace dst_dali {
@@ -83,10 +84,11 @@ void DispatchPixelFormat(bool float_out, bool chw, Interp interp, F &&f) {
   }
 }
 
+// Stateless (its randomness comes in as arguments), so DALI's checkpointing skips it.
 template <typename Backend>
-class CollageStitch : public dali::Operator<Backend> {
+class CollageStitch : public dali::StatelessOperator<Backend> {
  public:
-  explicit CollageStitch(const dali::OpSpec &spec) : dali::Operator<Backend>(spec) {
+  explicit CollageStitch(const dali::OpSpec &spec) : dali::StatelessOperator<Backend>(spec) {
     k_ = spec.template GetArgument<int>("k");
     n_ = GridSide(k_);
     DALI_ENFORCE(n_ > 0, dali::make_string("CollageStitch: argument k=", k_,

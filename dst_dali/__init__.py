@@ -6,7 +6,10 @@ from ._plugin import PluginError, has_gpu_backend, load_plugin
 
 load_plugin()
 
+from .controller import FeedbackController  # noqa: E402
+from .loader import DSTLoader  # noqa: E402
 from .ops import collage_stitch  # noqa: E402  (needs the registered operator)
 
-__all__ = ["PluginError", "collage_stitch", "has_gpu_backend", "load_plugin"]
+__all__ = ["DSTLoader", "FeedbackController", "PluginError", "collage_stitch",
+           "has_gpu_backend", "load_plugin"]
 __version__ = "0.1.0"

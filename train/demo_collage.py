@@ -46,9 +46,11 @@ def main(argv=None):
     from nvidia.dali import pipeline_def
 
     from dst_dali.device import dali_device_id, resolve_device
-    from pipelines.stitch import stitched_batch
+    from dst_dali.dataset import load_coco_index
+    from dst_dali.pipelines.stitch import stitched_batch
 
     device = resolve_device(args.device)
+    index = load_coco_index(args.images, args.annotations)
     os.makedirs(args.out, exist_ok=True)
     print(f"DALI pipelines on the {device.upper()}, data {args.images}")
     stats = {}
@@ -56,8 +58,9 @@ def main(argv=None):
         @pipeline_def(batch_size=args.batch_size, num_threads=2,
                       device_id=dali_device_id(device), seed=0)
         def pipe():
-            out = stitched_batch(args.images, args.annotations, k=k, min_sizes=args.min_size,
-                                 max_size=args.max_size, interp=interp, device=device)
+            out = stitched_batch(args.images, args.annotations, index.category_ids, k=k,
+                                 min_sizes=args.min_size, max_size=args.max_size,
+                                 interp=interp, device=device).out
             return out.image, out.boxes
 
         p = pipe()

@@ -1,0 +1,103 @@
+"""One stitched sample in the formats detectors take: detectron2's DatasetMapper dicts and
+torchvision's (image, target) pairs. Work per sample is proportional to its boxes and polygons,
+never to its pixels (beyond the one copy out of DALI's buffers)."""
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Sample:
+    """One output sample of a stitched batch, copied out of DALI's buffers."""
+    image: torch.Tensor          # HWC uint8 (on the GPU for device="gpu")
+    boxes: np.ndarray            # (N, 4) float32 ltrb
+    labels: np.ndarray           # (N,) int32, contiguous 0..C-1
+    polygons: np.ndarray         # (Q, 3) int32 [box index, first vertex, one past last]
+    vertices: np.ndarray         # (V, 2) float32
+    image_ids: List[int]         # the COCO image id of each component (1 for regular)
+    short_side: np.ndarray       # (k,) the short side drawn for each component
+    flip: np.ndarray             # (k,) the flip drawn for each component
+    placement: np.ndarray        # (k, 4) [y0, x0, h, w] of each component in the image
+    box_component: np.ndarray    # (N,) the component each box came from
+    kind: str                    # "regular" or "collage"
+    original_size: Optional[tuple] = None  # (h, w) of the source image (regular only)
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def landscape(self) -> bool:
+        return self.width > self.height
+
+
+def polygons_per_instance(sample: Sample) -> List[List[np.ndarray]]:
+    """detectron2's polygon format: per instance, a list of flat [x0, y0, x1, y1, ...] arrays."""
+    out: List[List[np.ndarray]] = [[] for _ in range(len(sample.boxes))]
+    if len(sample.polygons):
+        flat = sample.vertices.reshape(-1).astype(np.float64)
+        for box, first, last in sample.polygons.tolist():
+            out[box].append(flat[2 * first:2 * last])
+    return out
+
+
+def transform_record(sample: Sample) -> dict:
+    """What was drawn and where each component went: for logging, debugging and tests."""
+    return {"short_side": sample.short_side.tolist(), "flip": sample.flip.astype(bool).tolist(),
+            "placement": sample.placement.tolist(), "box_component": sample.box_component}
+
+
+def to_detectron2(sample: Sample) -> dict:
+    """A dict as detectron2's DatasetMapper makes it for training.
+
+    `image` is CHW in the loader's image_format, a view of the HWC copy (detectron2 normalizes
+    and pads it into a new tensor anyway). `height`/`width` are the source image's size for a
+    regular sample (what DatasetMapper passes on) and the collage's size for a collage.
+    """
+    from detectron2.structures import Boxes, Instances, PolygonMasks
+    h, w = sample.height, sample.width
+    instances = Instances((h, w))
+    instances.gt_boxes = Boxes(torch.from_numpy(sample.boxes))
+    instances.gt_classes = torch.from_numpy(sample.labels.astype(np.int64))
+    instances.gt_masks = PolygonMasks(polygons_per_instance(sample))
+    oh, ow = sample.original_size or (h, w)
+    out = {"image": sample.image.permute(2, 0, 1), "instances": instances,
+           "height": oh, "width": ow, "image_id": sample.image_ids[0],
+           "dst_kind": sample.kind,
+           "dst_transform": transform_record(sample)}
+    if sample.kind == "collage":
+        out["component_ids"] = list(sample.image_ids)
+    return out
+
+
+def rasterize(sample: Sample) -> torch.Tensor:
+    """(N, H, W) uint8 instance masks from the polygons (pycocotools), for Mask R-CNN."""
+    from pycocotools import mask as mask_utils
+    h, w = sample.height, sample.width
+    masks = np.zeros((len(sample.boxes), h, w), np.uint8)
+    for i, polys in enumerate(polygons_per_instance(sample)):
+        polys = [p.tolist() for p in polys if len(p) >= 6]
+        if polys:
+            rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+            masks[i] = mask_utils.decode(rle)
+    return torch.from_numpy(masks)
+
+
+def to_torchvision(sample: Sample, masks: bool = False):
+    """(image, target) as torchvision's detection models take them: float RGB in [0, 1], CHW;
+    labels 1..C (0 is torchvision's background)."""
+    image = sample.image.permute(2, 0, 1).float().div_(255.0)
+    target = {"boxes": torch.from_numpy(sample.boxes),
+              "labels": torch.from_numpy(sample.labels.astype(np.int64) + 1),
+              "image_id": sample.image_ids[0], "dst_transform": transform_record(sample)}
+    if sample.kind == "collage":
+        target["component_ids"] = list(sample.image_ids)
+    if masks:
+        target["masks"] = rasterize(sample)
+    return image, target
