@@ -21,6 +21,16 @@ OUTPUTS = ("detectron2", "torchvision")
 STATE_VERSION = 1
 
 
+def _dali_cause(error: Exception) -> str:
+    """The operator's own message out of DALI's error report (which opens with a traceback of
+    the pipeline definition): e.g. "Failed to decode sample #0 : 000000000009.jpg"."""
+    text = str(error)
+    cause = text.split("encountered:", 1)[-1]
+    lines = [ln.strip() for ln in cause.splitlines()
+             if ln.strip() and "pipeline object is no longer valid" not in ln]
+    return " ".join(lines) or text
+
+
 def _gpu_to_torch(tensor):
     """A copy of one DALI GPU sample as a CUDA tensor (DALI reuses its buffers)."""
     from nvidia.dali.plugin.pytorch import feed_ndarray
@@ -123,8 +133,12 @@ class DSTLoader:
 
     def _samples(self, kind: str):
         """Runs the kind's pipeline once: its batch as Samples, copied out of DALI's buffers."""
-        image, boxes, labels, polys, verts, origin, place, short, flip, *ids = \
-            self._pipes[kind].run()
+        try:
+            image, boxes, labels, polys, verts, origin, place, short, flip, *ids = \
+                self._pipes[kind].run()
+        except RuntimeError as e:
+            raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {_dali_cause(e)} "
+                               f"(dataset {self._config['annotations']})") from e
         gpu = self.device == "gpu"
         if gpu:
             boxes, labels, polys, verts, origin, place = (

@@ -1,0 +1,57 @@
+"""FeedbackController: decisions over scripted loss shares (the distributed part: issue 4)."""
+import math
+
+import pytest
+
+from dst_dali import FeedbackController
+
+
+def decisions(tau, shares):
+    c = FeedbackController(tau)
+    out = [c.wants_collage()]
+    for r in shares:
+        if r is None:
+            c.observe(0.0, 0.0)
+        else:
+            c.observe(r * 2.0, 2.0)
+        out.append(c.wants_collage())
+    return out, c
+
+
+def test_scripted_sequence():
+    got, c = decisions(0.1, [0.3, 0.1, 0.0999, 0.10001, None, 0.0])
+    # first regular; r <= tau (equality included) -> collage; no positives -> regular
+    assert got == [False, False, True, True, False, False, True]
+    assert c.shares[:4] == pytest.approx([0.3, 0.1, 0.0999, 0.10001]) and c.shares[4] is None
+    assert c.decisions == ["regular", "collage", "collage", "regular", "regular", "collage"]
+    assert c.collage_rate == pytest.approx(3 / 6)
+
+
+def test_tau_bounds():
+    assert decisions(0.0, [0.0, 1e-9, 0.5])[0] == [False, True, False, False]
+    assert decisions(1.0, [1.0, 0.0, None])[0] == [False, True, True, False]
+
+
+@pytest.mark.parametrize("tau", [-0.1, 1.5, math.nan, "0.1", None])
+def test_tau_out_of_range(tau):
+    with pytest.raises(ValueError, match="tau="):
+        FeedbackController(tau)
+
+
+def test_bad_observation():
+    c = FeedbackController(0.1)
+    for small, total in [(2.0, 1.0), (-1.0, 1.0), (math.nan, 1.0), (0.0, math.inf)]:
+        with pytest.raises(ValueError, match="observe"):
+            c.observe(small, total)
+
+
+def test_tensors_and_state_round_trip():
+    import torch
+    c = FeedbackController(0.2)
+    c.observe(torch.tensor(0.1), torch.tensor(1.0))
+    state = c.state_dict()
+    d = FeedbackController(0.2)
+    d.load_state_dict(state)
+    assert d.wants_collage() and d.shares == c.shares and d.decisions == c.decisions
+    with pytest.raises(ValueError, match="tau"):
+        FeedbackController(0.3).load_state_dict(state)
