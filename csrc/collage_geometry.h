@@ -169,6 +169,17 @@ DST_HD float ConvertOut<float>(float v) {
   return v;
 }
 
+/** Bilinear value of one channel from two source rows; x0/x1 are element offsets. */
+DST_HD float Bilinear(const uint8_t *r0, const uint8_t *r1, int x0, int x1, float fx, float fy) {
+  float top = r0[x0] + (r0[x1] - r0[x0]) * fx;
+  float bot = r1[x0] + (r1[x1] - r1[x0]) * fx;
+  return top + (bot - top) * fy;
+}
+
+DST_HD float Normalize(const PixelParams &p, int ch, float v) {
+  return (v - p.mean[ch]) * p.inv_std[ch];
+}
+
 /** Writes all channels of collage pixel (y, x) of sample s. */
 template <typename Out, bool kCHW, Interp kInterp>
 DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int x) {
@@ -176,33 +187,30 @@ DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int
   const int C = p.channels;
   const int64_t plane = static_cast<int64_t>(s.out_h) * s.out_w;
   const int64_t pix = static_cast<int64_t>(y) * s.out_w + x;
+  auto store = [&](int ch, float v) {
+    out[kCHW ? ch * plane + pix : pix * C + ch] = ConvertOut<Out>(v);
+  };
   int ly, lx;
   const Component *c = ComponentAt(s, y, x, ly, lx);
-  for (int ch = 0; ch < C; ch++) {
-    float v;
-    if (!c) {
-      v = p.pad[ch];
-    } else {
-      int sx_out = SourceColumnIndex(*c, lx);
-      if (kInterp == Interp::kNearest) {
-        int sy = NearestSource(ly, c->h, c->src_h);
-        int sx = NearestSource(sx_out, c->w, c->src_w);
-        v = c->src[(static_cast<int64_t>(sy) * c->src_w + sx) * C + ch];
-      } else {
-        int y0, y1, x0, x1;
-        float fy, fx;
-        LinearSource(ly, c->h, c->src_h, y0, y1, fy);
-        LinearSource(sx_out, c->w, c->src_w, x0, x1, fx);
-        const uint8_t *r0 = c->src + static_cast<int64_t>(y0) * c->src_w * C;
-        const uint8_t *r1 = c->src + static_cast<int64_t>(y1) * c->src_w * C;
-        float top = r0[x0 * C + ch] + (r0[x1 * C + ch] - r0[x0 * C + ch]) * fx;
-        float bot = r1[x0 * C + ch] + (r1[x1 * C + ch] - r1[x0 * C + ch]) * fx;
-        v = top + (bot - top) * fy;
-      }
-      v = (v - p.mean[ch]) * p.inv_std[ch];
-    }
-    int64_t o = kCHW ? ch * plane + pix : pix * C + ch;
-    out[o] = ConvertOut<Out>(v);
+  if (!c) {
+    for (int ch = 0; ch < C; ch++) store(ch, p.pad[ch]);
+    return;
+  }
+  int sx_out = SourceColumnIndex(*c, lx);
+  if (kInterp == Interp::kNearest) {
+    int sy = NearestSource(ly, c->h, c->src_h);
+    int sx = NearestSource(sx_out, c->w, c->src_w);
+    const uint8_t *src = c->src + (static_cast<int64_t>(sy) * c->src_w + sx) * C;
+    for (int ch = 0; ch < C; ch++) store(ch, Normalize(p, ch, src[ch]));
+  } else {
+    int y0, y1, x0, x1;
+    float fy, fx;
+    LinearSource(ly, c->h, c->src_h, y0, y1, fy);
+    LinearSource(sx_out, c->w, c->src_w, x0, x1, fx);
+    const uint8_t *r0 = c->src + static_cast<int64_t>(y0) * c->src_w * C;
+    const uint8_t *r1 = c->src + static_cast<int64_t>(y1) * c->src_w * C;
+    for (int ch = 0; ch < C; ch++)
+      store(ch, Normalize(p, ch, Bilinear(r0, r1, x0 * C + ch, x1 * C + ch, fx, fy)));
   }
 }
 

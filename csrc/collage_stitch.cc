@@ -11,6 +11,12 @@ namespace {
 
 constexpr int kRowsPerTask = 64;
 
+/** A component's output column lx samples source elements x0 (and x1, weight fx: linear). */
+struct ColumnTap {
+  int32_t x0, x1;
+  float fx;
+};
+
 void FillPixels(uint8_t *dst, int count, const uint8_t *pad, int C, bool uniform) {
   if (count <= 0) return;
   if (uniform) {
@@ -21,9 +27,9 @@ void FillPixels(uint8_t *dst, int count, const uint8_t *pad, int C, bool uniform
 }
 
 template <int C>
-void CopyGathered(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int w) {
+void CopyGathered(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w) {
   for (int i = 0; i < w; i++, dst += C) {
-    const uint8_t *s = src_row + xoff[i];
+    const uint8_t *s = src_row + xoff[i].x0;
     for (int c = 0; c < C; c++) dst[c] = s[c];
   }
 }
@@ -33,16 +39,16 @@ void CopyGathered(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int
  * twelve 1-byte moves. The 4th byte loaded must exist, which it does unless the source row is
  * the image's last one (then the plain loop does it all).
  */
-void CopyGathered3(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int w,
+void CopyGathered3(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w,
                    bool last_source_row) {
   int i = 0;
   if (!last_source_row) {
     for (; i + 4 <= w; i += 4, dst += 12) {
       uint32_t v0, v1, v2, v3;
-      std::memcpy(&v0, src_row + xoff[i], 4);
-      std::memcpy(&v1, src_row + xoff[i + 1], 4);
-      std::memcpy(&v2, src_row + xoff[i + 2], 4);
-      std::memcpy(&v3, src_row + xoff[i + 3], 4);
+      std::memcpy(&v0, src_row + xoff[i].x0, 4);
+      std::memcpy(&v1, src_row + xoff[i + 1].x0, 4);
+      std::memcpy(&v2, src_row + xoff[i + 2].x0, 4);
+      std::memcpy(&v3, src_row + xoff[i + 3].x0, 4);
       // little-endian: pixel bytes are the low 3 bytes of each v
       uint32_t w0 = (v0 & 0xFFFFFFu) | (v1 << 24);
       uint32_t w1 = ((v1 >> 8) & 0xFFFFu) | (v2 << 16);
@@ -55,7 +61,7 @@ void CopyGathered3(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, in
   CopyGathered<3>(dst, src_row, xoff + i, w - i);
 }
 
-void CopyGathered(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int w, int C,
+void CopyGathered(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w, int C,
                   bool last_source_row) {
   switch (C) {
     case 1: return CopyGathered<1>(dst, src_row, xoff, w);
@@ -66,63 +72,110 @@ void CopyGathered(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int
 }
 
 /**
- * The CPU fast path for the common case (uint8 HWC out, nearest): byte gathers through a
- * per-component column table, row by row. Same index arithmetic as StitchPixel (NearestSource,
- * SourceColumnIndex); an output row whose source rows equal the previous row's is a memcpy of
- * it (every row twice or more when a component is upscaled).
+ * The CPU fast paths for uint8 HWC output: row by row, each row a run of padding and component
+ * spans, with per-component column tables built once a sample, so a pixel costs only its
+ * sampling. Same arithmetic as StitchPixel (NearestSource, LinearSource, Bilinear, Normalize,
+ * SourceColumnIndex), hence the same bytes; with nearest, an output row whose source rows
+ * equal the previous row's is a memcpy of it (every row twice or more on an upscale).
  */
-void StitchRowsNearestU8(const CollageSample &s, const PixelParams &p,
-                         const std::vector<int32_t> &xoff, const int *xoff_start, int y_begin,
-                         int y_end) {
-  const int C = p.channels;
-  uint8_t pad[kMaxChannels];
-  bool uniform = true;
-  for (int c = 0; c < C; c++) {
-    pad[c] = ConvertOut<uint8_t>(p.pad[c]);
-    uniform = uniform && pad[c] == pad[0];
-  }
-  const int64_t stride = static_cast<int64_t>(s.out_w) * C;
-  uint8_t *out = static_cast<uint8_t *>(s.out);
-  for (int y = y_begin; y < y_end; y++) {
-    uint8_t *row = out + y * stride;
-    int r = y / s.cell_h;
-    if (r >= s.n) {
-      FillPixels(row, s.out_w, pad, C, uniform);
-      continue;
+class FastRowsU8 {
+ public:
+  FastRowsU8(const CollageSample &s, const PixelParams &p, Interp interp)
+      : s_(s), p_(p), interp_(interp) {
+    const int C = p.channels;
+    uniform_pad_ = true;
+    for (int c = 0; c < C; c++) {
+      pad_[c] = ConvertOut<uint8_t>(p.pad[c]);
+      uniform_pad_ = uniform_pad_ && pad_[c] == pad_[0];
     }
-    if (y > y_begin && (y - 1) / s.cell_h == r) {
-      bool same = true;
-      for (int col = 0; col < s.n && same; col++) {
-        const Component &c = s.comp[r * s.n + col];
-        int ly = y - c.y0;
-        bool in = ly < c.h, prev_in = ly - 1 < c.h;
-        same = in == prev_in &&
-               (!in || NearestSource(ly, c.h, c.src_h) == NearestSource(ly - 1, c.h, c.src_h));
+    for (int i = 0; i < s.k; i++) {
+      const Component &c = s.comp[i];
+      start_[i] = taps_.size();
+      for (int lx = 0; lx < c.w; lx++) {
+        ColumnTap t{0, 0, 0.f};
+        int sx = SourceColumnIndex(c, lx);
+        if (interp == Interp::kNearest)
+          t.x0 = NearestSource(sx, c.w, c.src_w);
+        else
+          LinearSource(sx, c.w, c.src_w, t.x0, t.x1, t.fx);
+        t.x0 *= C;
+        t.x1 *= C;
+        taps_.push_back(t);
       }
-      if (same) {
+    }
+  }
+
+  void Run(int y_begin, int y_end) const {
+    const int C = p_.channels;
+    const int64_t stride = static_cast<int64_t>(s_.out_w) * C;
+    uint8_t *out = static_cast<uint8_t *>(s_.out);
+    for (int y = y_begin; y < y_end; y++) {
+      uint8_t *row = out + y * stride;
+      int r = y / s_.cell_h;
+      if (r < s_.n && y > y_begin && SameSourceRowsAsAbove(r, y)) {
         std::memcpy(row, row - stride, stride);
         continue;
       }
-    }
-    int x = 0;
-    for (int col = 0; col < s.n; col++) {
-      int i = r * s.n + col;
-      const Component &c = s.comp[i];
-      FillPixels(row + static_cast<int64_t>(x) * C, c.x0 - x, pad, C, uniform);
-      x = c.x0;
-      int ly = y - c.y0;
-      if (ly < c.h) {
-        int sy = NearestSource(ly, c.h, c.src_h);
-        const int64_t src_stride = static_cast<int64_t>(c.src_w) * C;
-        const uint8_t *src_row = c.src + sy * src_stride;
-        CopyGathered(row + static_cast<int64_t>(x) * C, src_row, xoff.data() + xoff_start[i],
-                     c.w, C, sy == c.src_h - 1);
-        x += c.w;
+      int x = 0;
+      for (int col = 0; r < s_.n && col < s_.n; col++) {
+        int i = r * s_.n + col;
+        const Component &c = s_.comp[i];
+        Fill(row + static_cast<int64_t>(x) * C, c.x0 - x);
+        x = c.x0;
+        int ly = y - c.y0;
+        if (ly < c.h) {
+          CopySpan(c, taps_.data() + start_[i], ly, row + static_cast<int64_t>(x) * C);
+          x += c.w;
+        }
       }
+      Fill(row + static_cast<int64_t>(x) * C, s_.out_w - x);
     }
-    FillPixels(row + static_cast<int64_t>(x) * C, s.out_w - x, pad, C, uniform);
   }
-}
+
+ private:
+  void Fill(uint8_t *dst, int count) const {
+    FillPixels(dst, count, pad_, p_.channels, uniform_pad_);
+  }
+
+  bool SameSourceRowsAsAbove(int r, int y) const {
+    if (interp_ != Interp::kNearest || (y - 1) / s_.cell_h != r) return false;
+    for (int col = 0; col < s_.n; col++) {
+      const Component &c = s_.comp[r * s_.n + col];
+      int ly = y - c.y0;
+      bool in = ly < c.h, prev_in = ly - 1 < c.h;
+      if (in != prev_in ||
+          (in && NearestSource(ly, c.h, c.src_h) != NearestSource(ly - 1, c.h, c.src_h)))
+        return false;
+    }
+    return true;
+  }
+
+  void CopySpan(const Component &c, const ColumnTap *t, int ly, uint8_t *dst) const {
+    const int C = p_.channels;
+    const int64_t src_stride = static_cast<int64_t>(c.src_w) * C;
+    if (interp_ == Interp::kNearest) {
+      int sy = NearestSource(ly, c.h, c.src_h);
+      CopyGathered(dst, c.src + sy * src_stride, t, c.w, C, sy == c.src_h - 1);
+      return;
+    }
+    int y0, y1;
+    float fy;
+    LinearSource(ly, c.h, c.src_h, y0, y1, fy);
+    const uint8_t *r0 = c.src + y0 * src_stride, *r1 = c.src + y1 * src_stride;
+    for (int lx = 0; lx < c.w; lx++, dst += C)
+      for (int ch = 0; ch < C; ch++)
+        dst[ch] = ConvertOut<uint8_t>(
+            Normalize(p_, ch, Bilinear(r0, r1, t[lx].x0 + ch, t[lx].x1 + ch, t[lx].fx, fy)));
+  }
+
+  const CollageSample &s_;
+  const PixelParams &p_;
+  Interp interp_;
+  uint8_t pad_[kMaxChannels];
+  bool uniform_pad_;
+  std::vector<ColumnTap> taps_;
+  std::array<int, kMaxComponents> start_{};
+};
 
 template <typename Out, bool kCHW, Interp kInterp>
 void StitchRowsGeneric(const CollageSample &s, const PixelParams &p, int y_begin, int y_end) {
@@ -144,24 +197,15 @@ void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
     DispatchPixelFormat(float_out_, chw_, interp_, [&]<typename Out, bool kCHW, Interp kI>() {
       EmulateLaunch<Out, kCHW, kI>(samples_.data(), params_, grid);
     });
-  } else if (!float_out_ && !chw_ && interp_ == Interp::kNearest) {
-    // Column tables: per component, the byte offset of the source pixel of each output column.
-    std::vector<std::vector<int32_t>> xoff(B);
-    std::vector<std::array<int, kMaxComponents>> xoff_start(B);
+  } else if (!float_out_ && !chw_) {
+    std::vector<FastRowsU8> rows;
+    rows.reserve(B);
     for (int s = 0; s < B; s++) {
-      const CollageSample &cs = samples_[s];
-      for (int i = 0; i < k_; i++) {
-        const Component &c = cs.comp[i];
-        xoff_start[s][i] = xoff[s].size();
-        for (int lx = 0; lx < c.w; lx++)
-          xoff[s].push_back(NearestSource(SourceColumnIndex(c, lx), c.w, c.src_w) *
-                            params_.channels);
-      }
-      for (int y = 0; y < cs.out_h; y += kRowsPerTask) {
-        int y_end = std::min(y + kRowsPerTask, cs.out_h);
-        tp.AddWork([&, s, y, y_end](int) {
-          StitchRowsNearestU8(samples_[s], params_, xoff[s], xoff_start[s].data(), y, y_end);
-        }, static_cast<int64_t>(y_end - y) * cs.out_w);
+      rows.emplace_back(samples_[s], params_, interp_);
+      for (int y = 0; y < samples_[s].out_h; y += kRowsPerTask) {
+        int y_end = std::min(y + kRowsPerTask, samples_[s].out_h);
+        tp.AddWork([&, s, y, y_end](int) { rows[s].Run(y, y_end); },
+                   static_cast<int64_t>(y_end - y) * samples_[s].out_w);
       }
     }
     tp.RunAll();
