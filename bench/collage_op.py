@@ -19,6 +19,10 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+# Idle OpenMP workers (torch's) spin for a while after each call and would steal a core from
+# whichever method runs next in the interleaved rounds; let them sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,5 @@
 """What the benches share: the coco128 sample, timing, and writing results."""
+import gc
 import json
 import os
 import platform
@@ -27,14 +28,21 @@ def load_images(root=COCO128, limit=None):
 
 
 def time_call(fn, repeats, warmup=1):
-    """Wall-clock seconds of fn() over `repeats` runs after `warmup` runs: a list."""
+    """Wall-clock seconds of fn() over `repeats` runs after `warmup` runs: a list. The garbage
+    collector is off while timing (as in timeit): its passes over the benches' large heaps
+    would land on whichever method happens to be running."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    finally:
+        gc.enable()
     return times
 
 
