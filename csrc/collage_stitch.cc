@@ -11,6 +11,9 @@ namespace {
 
 constexpr int kRowsPerTask = 64;
 
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "CopyGathered3 packs pixels assuming little-endian words");
+
 /** A component's output column lx samples source elements x0 (and x1, weight fx: linear). */
 struct ColumnTap {
   int32_t x0, x1;

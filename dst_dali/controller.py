@@ -41,7 +41,7 @@ class FeedbackController:
     """
 
     def __init__(self, tau: float = 0.1):
-        if not isinstance(tau, (int, float)) or not 0.0 <= float(tau) <= 1.0 or math.isnan(tau):
+        if not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0:  # NaN fails too
             raise ValueError(f"tau={tau!r}: the small-object loss share threshold must be a "
                              "number in [0, 1]")
         self.tau = float(tau)
@@ -52,7 +52,9 @@ class FeedbackController:
     def observe(self, small, total) -> Optional[float]:
         """Feeds one iteration's loss owed to small objects and its total; returns r."""
         small, total = _sum_over_ranks(small, total)
-        if not (math.isfinite(small) and math.isfinite(total)) or small < 0 or small > total * (1 + 1e-6) + 1e-12:
+        finite = math.isfinite(small) and math.isfinite(total)
+        # small is a part of total; summed in floating point it may exceed it by rounding
+        if not finite or small < 0 or small > total * (1 + 1e-6) + 1e-12:
             raise ValueError(f"observe(small={small}, total={total}): need 0 <= small <= total, "
                              "both finite")
         share = small / total if total > 0 else None

@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 KINDS = (REGULAR, COLLAGE)
 OUTPUTS = ("detectron2", "torchvision")
 STATE_VERSION = 1
+# Settings that decide the sequence of batches: a saved state resumes only under the same ones
+# (paths, threads and prefetch depth may change, e.g. on another node).
+SEQUENCE_KEYS = ("batch_size", "k", "min_size", "max_size", "flip_prob", "seed", "shard_id",
+                 "num_shards", "image_format", "aspect_ratio_grouping")
 
 
 def _dali_cause(error: Exception) -> str:
@@ -89,7 +93,8 @@ class DSTLoader:
                             min_size=list(min_size), max_size=max_size, flip_prob=flip_prob,
                             seed=seed, shard_id=shard_id, num_shards=num_shards,
                             image_format=image_format, num_threads=num_threads,
-                            prefetch=prefetch, device_id=device_id)
+                            prefetch=prefetch, device_id=device_id,
+                            aspect_ratio_grouping=self.aspect_ratio_grouping)
         self._pipes = {kind: self._build(kind) for kind in KINDS}
         n = self._pipes[REGULAR].reader_meta("reader0")["epoch_size"]
         self.shard_size = n * (shard_id + 1) // num_shards - n * shard_id // num_shards
@@ -208,7 +213,8 @@ class DSTLoader:
         """Everything a resumed run needs to continue with the identical batches: DALI's
         checkpoints of both pipelines (reader positions, random generators), the batches
         waiting in grouping buckets, the counters and the controller."""
-        return {"version": STATE_VERSION, "config": dict(self._config),
+        return {"version": STATE_VERSION,
+                "config": {key: self._config[key] for key in SEQUENCE_KEYS},
                 "iteration": self.iteration, "last_kind": self.last_kind,
                 "images_read": dict(self._images_read),
                 "pipelines": {kind: p.checkpoint() for kind, p in self._pipes.items()},
@@ -221,9 +227,9 @@ class DSTLoader:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"loader state version {state.get('version')!r}: this DSTLoader "
                              f"reads version {STATE_VERSION}")
-        if state["config"] != self._config:
-            diff = {k: (v, self._config.get(k)) for k, v in state["config"].items()
-                    if self._config.get(k) != v}
+        diff = {key: (saved, self._config[key]) for key, saved in state["config"].items()
+                if self._config[key] != saved}
+        if diff:
             raise ValueError(f"loader state was saved with other settings (saved, now): {diff}")
         self._pipes = {kind: self._build(kind, state["pipelines"][kind]) for kind in KINDS}
         self.iteration = state["iteration"]

@@ -167,6 +167,8 @@ def test_same_seed_same_batches_and_resume(coco128):
                                       for k in ["regular", "collage", "regular"]]
     for x, y in zip(after, again):
         batches_equal(x, y)
+    with pytest.raises(ValueError, match=r"other settings .*'seed': \(0, 1\)"):
+        make_loader(coco128, aspect_ratio_grouping=True, seed=1).load_state_dict(state)
     other = make_loader(coco128, seed=1)
     assert ids_of(other.next_batch("regular")) != ids_of(make_loader(coco128).next_batch("regular"))
 
