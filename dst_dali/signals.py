@@ -1,0 +1,117 @@
+"""The feedback signal: how much of a detector's loss small objects owe, measured each forward
+pass from the very per-proposal losses the model trains on, without changing those losses.
+
+Objects are grouped by the area of their matched ground-truth box in network-input pixels, as
+COCO does: small < 32², medium < 96², large otherwise.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+SMALL_AREA, MEDIUM_AREA = 32 ** 2, 96 ** 2
+GROUPS = ("small", "medium", "large")
+FEEDBACK_SIGNALS = ("reg", "cls", "joint")         # from the model's losses
+INPUT_SIGNAL = "input"                             # from the batch's boxes
+STATIC_SIGNALS = ("random", "always_collage", "never")
+SIGNALS = FEEDBACK_SIGNALS + (INPUT_SIGNAL,) + STATIC_SIGNALS
+
+
+def area_groups(areas: torch.Tensor) -> torch.Tensor:
+    """(3, N) boolean masks: small, medium, large."""
+    small = areas < SMALL_AREA
+    medium = ~small & (areas < MEDIUM_AREA)
+    return torch.stack([small, medium, ~small & ~medium])
+
+
+def roi_loss_parts(predictor, predictions, proposals) -> torch.Tensor:
+    """(2, 4) tensor: rows reg, cls; columns the loss summed over positive proposals matched to
+    small, medium, large objects, and over all of them.
+
+    `predictor` is detectron2's FastRCNNOutputLayers (or a subclass with its attributes);
+    `predictions` and `proposals` are what its `losses()` receives. The regression part calls
+    detectron2's own `_dense_box_regression_loss` with a foreground mask per group, so it is
+    the model's loss (smooth L1 / GIoU / ...), only split.
+    """
+    from detectron2.layers import cat
+    from detectron2.modeling.box_regression import _dense_box_regression_loss
+    scores, deltas = predictions
+    out = torch.zeros(2, 4, device=scores.device)
+    if not len(proposals):
+        return out
+    gt_classes = cat([p.gt_classes for p in proposals], dim=0)
+    fg = (gt_classes >= 0) & (gt_classes < predictor.num_classes)
+    if not fg.any():
+        return out
+    proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals], dim=0)[fg]
+    gt_boxes = cat([p.gt_boxes.tensor for p in proposals], dim=0)[fg]
+    classes = gt_classes[fg]
+    box_dim = proposal_boxes.shape[1]
+    if deltas.shape[1] == box_dim:  # class-agnostic regression
+        fg_deltas = deltas[fg]
+    else:
+        fg_deltas = deltas.view(-1, predictor.num_classes, box_dim)[fg, classes]
+    areas = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+    masks = area_groups(areas)
+    for g in range(3):
+        out[0, g] = _dense_box_regression_loss(
+            [proposal_boxes], predictor.box2box_transform, [fg_deltas.unsqueeze(0)], [gt_boxes],
+            masks[g].unsqueeze(0), predictor.box_reg_loss_type, predictor.smooth_l1_beta)
+    if getattr(predictor, "use_sigmoid_ce", False):
+        target = F.one_hot(classes, scores.shape[1]).float()[:, :-1]
+        cls = F.binary_cross_entropy_with_logits(scores[fg][:, :-1], target,
+                                                 reduction="none").sum(1)
+    else:
+        cls = F.cross_entropy(scores[fg], classes, reduction="none")
+    out[1, :3] = (masks.float() * cls).sum(1)
+    out[:, 3] = out[:, :3].sum(1)
+    return out
+
+
+def signal_parts(parts: torch.Tensor, signal: str) -> torch.Tensor:
+    """The (small, medium, large, total) row of `parts` for a feedback signal."""
+    if signal == "reg":
+        return parts[0]
+    if signal == "cls":
+        return parts[1]
+    if signal == "joint":
+        return parts[0] + parts[1]
+    raise ValueError(f"signal={signal!r} is not measured from the model's losses; "
+                     f"those are {FEEDBACK_SIGNALS}")
+
+
+class LossShareProbe:
+    """Wraps a detectron2 R-CNN's box predictor so each training forward also leaves its loss
+    parts in `self.parts` (see roi_loss_parts). The returned losses are untouched."""
+
+    def __init__(self, model):
+        model = getattr(model, "module", model)  # DistributedDataParallel
+        heads = getattr(model, "roi_heads", None)
+        predictor = getattr(heads, "box_predictor", None)
+        if predictor is None or not hasattr(predictor, "losses"):
+            raise ValueError(f"{type(model).__name__} has no ROI box predictor "
+                             "(roi_heads.box_predictor) to measure the loss share from; use "
+                             f"DST.SIGNAL in {(INPUT_SIGNAL,) + STATIC_SIGNALS}")
+        self.parts: Optional[torch.Tensor] = None
+        original = predictor.losses
+
+        def losses(predictions, proposals):
+            result = original(predictions, proposals)
+            with torch.no_grad():
+                self.parts = roi_loss_parts(predictor, predictions, proposals)
+            return result
+
+        predictor.losses = losses
+
+    def pop(self) -> Optional[torch.Tensor]:
+        parts, self.parts = self.parts, None
+        return parts
+
+
+def box_count_parts(boxes) -> torch.Tensor:
+    """(4,) counts of ground-truth boxes (a list of (N, 4) ltrb arrays, one per sample) that
+    are small, medium, large, and all: the "input" signal of the paper's ablation."""
+    boxes = torch.cat([torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    counts = area_groups(areas).sum(1).float()
+    return torch.cat([counts, counts.sum().reshape(1)])

@@ -1,0 +1,114 @@
+"""The loss-share signal against an independent recomputation (numpy) on hand-built cases."""
+import numpy as np
+import pytest
+import torch
+from detectron2.utils.events import EventStorage
+
+from dst_dali.signals import LossShareProbe, box_count_parts, roi_loss_parts, signal_parts
+
+NUM_CLASSES = 3
+WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+BETA = 0.5
+
+
+def predictor(agnostic=False):
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.box_regression import Box2BoxTransform
+    from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+    return FastRCNNOutputLayers(ShapeSpec(channels=8), box2box_transform=Box2BoxTransform(WEIGHTS),
+                                num_classes=NUM_CLASSES, smooth_l1_beta=BETA,
+                                cls_agnostic_bbox_reg=agnostic)
+
+
+def hand_built(fg_classes, agnostic=False):
+    """Two images of proposals; gt boxes of areas 10x10 (small), 50x50 (medium), 120x120
+    (large); classes NUM_CLASSES are background."""
+    from detectron2.structures import Boxes, Instances
+    gen = torch.Generator().manual_seed(0)
+    proposals = []
+    for img, classes in enumerate(fg_classes):
+        n = len(classes)
+        sides = torch.tensor([10.0, 50.0, 120.0, 10.0, 50.0, 300.0])[:n]
+        x0 = torch.rand(n, generator=gen) * 50
+        gt = torch.stack([x0, x0, x0 + sides, x0 + sides], 1)
+        jitter = (torch.rand(n, 4, generator=gen) - 0.5) * sides[:, None] * 0.4
+        inst = Instances((600, 600))
+        inst.proposal_boxes = Boxes(gt + jitter)
+        inst.gt_boxes = Boxes(gt)
+        inst.gt_classes = torch.tensor(classes)
+        proposals.append(inst)
+    R = sum(len(c) for c in fg_classes)
+    scores = torch.randn(R, NUM_CLASSES + 1, generator=gen)
+    deltas = torch.randn(R, 4 if agnostic else NUM_CLASSES * 4, generator=gen) * 0.3
+    return (scores, deltas), proposals
+
+
+def reference(predictions, proposals, agnostic=False):
+    """numpy: Box2BoxTransform deltas, smooth L1 (beta), softmax CE, summed by gt area."""
+    scores, deltas = (t.numpy().astype(np.float64) for t in predictions)
+    p = np.concatenate([x.proposal_boxes.tensor.numpy() for x in proposals]).astype(np.float64)
+    g = np.concatenate([x.gt_boxes.tensor.numpy() for x in proposals]).astype(np.float64)
+    c = np.concatenate([x.gt_classes.numpy() for x in proposals])
+    out = np.zeros((2, 4))
+    for i in np.flatnonzero(c < NUM_CLASSES):
+        pw, ph = p[i, 2] - p[i, 0], p[i, 3] - p[i, 1]
+        px, py = p[i, 0] + 0.5 * pw, p[i, 1] + 0.5 * ph
+        gw, gh = g[i, 2] - g[i, 0], g[i, 3] - g[i, 1]
+        gx, gy = g[i, 0] + 0.5 * gw, g[i, 1] + 0.5 * gh
+        target = np.array([WEIGHTS[0] * (gx - px) / pw, WEIGHTS[1] * (gy - py) / ph,
+                           WEIGHTS[2] * np.log(gw / pw), WEIGHTS[3] * np.log(gh / ph)])
+        pred = deltas[i, :4] if agnostic else deltas[i, 4 * c[i]:4 * c[i] + 4]
+        d = np.abs(pred - target)
+        reg = np.where(d < BETA, 0.5 * d ** 2 / BETA, d - 0.5 * BETA).sum()
+        z = scores[i] - scores[i].max()
+        cls = -(z[c[i]] - np.log(np.exp(z).sum()))
+        area = gw * gh
+        group = 0 if area < 32 ** 2 else (1 if area < 96 ** 2 else 2)
+        out[:, group] += [reg, cls]
+    out[:, 3] = out[:, :3].sum(1)
+    return out
+
+
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_loss_parts_equal_independent_recomputation(agnostic):
+    fg = [[0, 1, 2, NUM_CLASSES, 0], [2, NUM_CLASSES, 1, 0, 1, 2]]
+    predictions, proposals = hand_built(fg, agnostic)
+    pred = predictor(agnostic)
+    parts = roi_loss_parts(pred, predictions, proposals).numpy()
+    ref = reference(predictions, proposals, agnostic)
+    np.testing.assert_allclose(parts, ref, rtol=1e-5, atol=1e-6)
+    assert ref[0, 0] > 0 and ref[0, 2] > 0  # the case has small and large positives
+    # the split adds up to exactly the regression loss the model trains on
+    with EventStorage():  # detectron2's losses() logs classification stats
+        loss = pred.losses(predictions, proposals)["loss_box_reg"].item()
+    assert parts[0, 3] / 11 == pytest.approx(loss, rel=1e-5)  # detectron2 divides by R = 11
+    np.testing.assert_allclose(signal_parts(torch.tensor(parts), "joint").numpy(),
+                               ref[0] + ref[1], rtol=1e-5)
+
+
+def test_no_positives_gives_no_evidence():
+    predictions, proposals = hand_built([[NUM_CLASSES] * 3])
+    parts = roi_loss_parts(predictor(), predictions, proposals)
+    assert torch.equal(parts, torch.zeros(2, 4))
+
+
+def test_probe_leaves_the_loss_unchanged():
+    from types import SimpleNamespace
+    predictions, proposals = hand_built([[0, 1, 2], [NUM_CLASSES, 0]])
+    pred = predictor()
+    model = SimpleNamespace(roi_heads=SimpleNamespace(box_predictor=pred))
+    with EventStorage():
+        before = pred.losses(predictions, proposals)
+        probe = LossShareProbe(model)
+        after = pred.losses(predictions, proposals)
+    assert {k: v.item() for k, v in before.items()} == {k: v.item() for k, v in after.items()}
+    np.testing.assert_allclose(probe.pop().numpy(), reference(predictions, proposals), rtol=1e-5)
+    assert probe.pop() is None
+    with pytest.raises(ValueError, match="no ROI box predictor"):
+        LossShareProbe(SimpleNamespace())
+
+
+def test_input_signal_counts_boxes_by_area():
+    boxes = [np.array([[0, 0, 10, 10], [0, 0, 40, 40]]), np.array([[0, 0, 100, 100]]),
+             np.zeros((0, 4))]
+    assert box_count_parts(boxes).tolist() == [1.0, 1.0, 1.0, 3.0]
