@@ -68,6 +68,34 @@ def roi_loss_parts(predictor, predictions, proposals) -> torch.Tensor:
     return out
 
 
+def retinanet_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_deltas,
+                         gt_boxes) -> torch.Tensor:
+    """(2, 4) like roi_loss_parts, for detectron2's RetinaNet: its losses over positive anchors
+    (regression, and focal classification), split by the area of each anchor's matched box."""
+    from detectron2.layers import cat
+    from detectron2.modeling.box_regression import _dense_box_regression_loss
+    from fvcore.nn import sigmoid_focal_loss
+    labels = torch.stack(gt_labels)                      # (N, R)
+    boxes = torch.stack(gt_boxes)                        # (N, R, 4)
+    pos = (labels >= 0) & (labels != model.num_classes)
+    out = torch.zeros(2, 4, device=labels.device)
+    if not pos.any():
+        return out
+    areas = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    masks = area_groups(areas) & pos                     # (3, N, R)
+    logits = cat(pred_logits, dim=1)
+    target = F.one_hot(labels.clamp(0, model.num_classes), model.num_classes + 1)[..., :-1]
+    focal = sigmoid_focal_loss(logits, target.to(logits.dtype), alpha=model.focal_loss_alpha,
+                               gamma=model.focal_loss_gamma, reduction="none").sum(-1)
+    for g in range(3):
+        out[0, g] = _dense_box_regression_loss(
+            anchors, model.box2box_transform, pred_anchor_deltas, gt_boxes, masks[g],
+            box_reg_loss_type=model.box_reg_loss_type, smooth_l1_beta=model.smooth_l1_beta)
+        out[1, g] = focal[masks[g]].sum()
+    out[:, 3] = out[:, :3].sum(1)
+    return out
+
+
 def signal_parts(parts: torch.Tensor, signal: str) -> torch.Tensor:
     """The (small, medium, large, total) row of `parts` for a feedback signal."""
     if signal == "reg":
@@ -81,27 +109,31 @@ def signal_parts(parts: torch.Tensor, signal: str) -> torch.Tensor:
 
 
 class LossShareProbe:
-    """Wraps a detectron2 R-CNN's box predictor so each training forward also leaves its loss
-    parts in `self.parts` (see roi_loss_parts). The returned losses are untouched."""
+    """Wraps a detectron2 detector's loss so each training forward also leaves its loss parts
+    in `self.parts` (see roi_loss_parts, retinanet_loss_parts). The returned losses are
+    untouched: the parts are computed afterwards, without gradients."""
 
     def __init__(self, model):
         model = getattr(model, "module", model)  # DistributedDataParallel
-        heads = getattr(model, "roi_heads", None)
-        predictor = getattr(heads, "box_predictor", None)
-        if predictor is None or not hasattr(predictor, "losses"):
-            raise ValueError(f"{type(model).__name__} has no ROI box predictor "
-                             "(roi_heads.box_predictor) to measure the loss share from; use "
-                             f"DST.SIGNAL in {(INPUT_SIGNAL,) + STATIC_SIGNALS}")
+        predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+        if predictor is not None and hasattr(predictor, "losses"):
+            owner, parts_of = predictor, roi_loss_parts
+        elif hasattr(model, "focal_loss_alpha") and hasattr(model, "losses"):  # RetinaNet
+            owner, parts_of = model, retinanet_loss_parts
+        else:
+            raise ValueError(f"{type(model).__name__} has neither an ROI box predictor "
+                             "(roi_heads.box_predictor) nor RetinaNet's losses to measure the "
+                             f"loss share from; use DST.SIGNAL in {(INPUT_SIGNAL,) + STATIC_SIGNALS}")
         self.parts: Optional[torch.Tensor] = None
-        original = predictor.losses
+        original = owner.losses
 
-        def losses(predictions, proposals):
-            result = original(predictions, proposals)
+        def losses(*args):
+            result = original(*args)
             with torch.no_grad():
-                self.parts = roi_loss_parts(predictor, predictions, proposals)
+                self.parts = parts_of(owner, *args)
             return result
 
-        predictor.losses = losses
+        owner.losses = losses
 
     def pop(self) -> Optional[torch.Tensor]:
         parts, self.parts = self.parts, None

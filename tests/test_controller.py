@@ -4,6 +4,7 @@ import math
 import pytest
 
 from dst_dali import FeedbackController
+from dst_dali.controller import StaticController
 
 
 def decisions(tau, shares):
@@ -55,3 +56,29 @@ def test_tensors_and_state_round_trip():
     assert d.wants_collage() and d.shares == c.shares and d.decisions == c.decisions
     with pytest.raises(ValueError, match="tau"):
         FeedbackController(0.3).load_state_dict(state)
+
+
+def test_static_controls():
+    never, always = StaticController("never"), StaticController("always_collage")
+    assert not never.wants_collage() and always.wants_collage()  # from the first iteration
+    for _ in range(5):
+        never.observe(0.0, 1.0)
+        always.observe()
+    assert never.decisions == ["regular"] * 5 and always.decisions == ["collage"] * 5
+    assert never.shares == [0.0] * 5  # measured shares are kept for the plots
+
+
+def test_random_control_is_seeded_and_resumes():
+    a, b = StaticController("random", prob=0.3, seed=7), StaticController("random", prob=0.3, seed=7)
+    for _ in range(50):
+        a.observe(), b.observe()
+    assert a.decisions == b.decisions
+    assert 0.1 < a.collage_rate < 0.5
+    state = a.state_dict()
+    c = StaticController("random", prob=0.3, seed=123)
+    c.load_state_dict(state)
+    for _ in range(20):
+        a.observe(), c.observe()
+    assert a.decisions == c.decisions
+    with pytest.raises(ValueError, match="mode="):
+        StaticController("sometimes")

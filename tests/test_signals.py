@@ -104,7 +104,7 @@ def test_probe_leaves_the_loss_unchanged():
     assert {k: v.item() for k, v in before.items()} == {k: v.item() for k, v in after.items()}
     np.testing.assert_allclose(probe.pop().numpy(), reference(predictions, proposals), rtol=1e-5)
     assert probe.pop() is None
-    with pytest.raises(ValueError, match="no ROI box predictor"):
+    with pytest.raises(ValueError, match="neither an ROI box predictor"):
         LossShareProbe(SimpleNamespace())
 
 
@@ -112,3 +112,39 @@ def test_input_signal_counts_boxes_by_area():
     boxes = [np.array([[0, 0, 10, 10], [0, 0, 40, 40]]), np.array([[0, 0, 100, 100]]),
              np.zeros((0, 4))]
     assert box_count_parts(boxes).tolist() == [1.0, 1.0, 1.0, 3.0]
+
+
+def test_retinanet_parts_split_its_losses():
+    """On a real (tiny, untrained) RetinaNet forward: the regression parts add up to the loss
+    RetinaNet trains on, the probe leaves that loss unchanged, and each group's regression part
+    equals detectron2's loss over exactly that group's positive anchors."""
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.structures import Boxes, Instances
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
+    cfg.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
+    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 18, 64
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    cfg.MODEL.RETINANET.NUM_CLASSES = 3
+    cfg.MODEL.DEVICE = "cpu"
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    inst = Instances((256, 256))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10, 30, 30], [40, 40, 140, 140], [0, 0, 250, 250]]))
+    inst.gt_classes = torch.tensor([0, 1, 2])
+    batch = [{"image": torch.randint(0, 255, (3, 256, 256), dtype=torch.uint8), "instances": inst}]
+    with EventStorage():
+        plain = model(batch)
+        del model.loss_normalizer  # an EMA each forward creates or updates: start both alike
+        probe = LossShareProbe(model)
+        probed = model(batch)
+    assert {k: v.item() for k, v in plain.items()} == pytest.approx(
+        {k: v.item() for k, v in probed.items()})
+    parts = probe.pop()
+    normalizer = model.loss_normalizer
+    assert (parts[0, 3] / normalizer).item() == pytest.approx(probed["loss_box_reg"].item(),
+                                                              rel=1e-4)
+    assert parts[0, 0] > 0 and parts[0, 2] > 0 and parts[1, 3] > 0

@@ -1,0 +1,78 @@
+"""The `DST:` section of a detectron2 config, and loading a config with it checked.
+
+    DST:
+      ENABLED: True        # False: the baseline (regular batches only, same loader)
+      TAU: 0.1             # next iteration is a collage iff r <= TAU
+      K: 4                 # images a collage: 1, 4, 9 or 16
+      SIGNAL: "reg"        # reg | cls | joint | input | random | always_collage | never
+      DEVICE: "auto"       # where DALI runs: auto | cpu | gpu
+      RANDOM_PROB: 0.5     # collage probability of SIGNAL "random"
+      NUM_THREADS: 2       # DALI CPU threads per pipeline
+"""
+from detectron2.config import CfgNode, get_cfg
+
+from .device import DEVICES
+from .ops import check_k
+from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
+
+DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
+                "RANDOM_PROB": 0.5, "NUM_THREADS": 2}
+# What each meta-architecture can feed back: the loss-based signals need its box loss probe.
+SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS}
+MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS
+
+
+def add_dst_config(cfg: CfgNode) -> None:
+    cfg.DST = CfgNode(dict(DST_DEFAULTS))
+
+
+def _check_keys(keys, where: str) -> None:
+    unknown = sorted(set(keys) - set(DST_DEFAULTS))
+    if unknown:
+        raise KeyError(f"{where}: unknown DST key(s) {unknown}; the valid ones are "
+                       f"{sorted(DST_DEFAULTS)}")
+
+
+def check_dst_config(cfg: CfgNode) -> None:
+    """ValueErrors naming the key, for settings no run could use."""
+    dst = cfg.DST
+    if not isinstance(dst.TAU, (int, float)) or not 0.0 <= dst.TAU <= 1.0:
+        raise ValueError(f"DST.TAU={dst.TAU!r}: must be a number in [0, 1]")
+    try:
+        check_k(dst.K)
+    except ValueError as e:
+        raise ValueError(f"DST.K: {e}") from None
+    if dst.SIGNAL not in SIGNALS:
+        raise ValueError(f"DST.SIGNAL={dst.SIGNAL!r}: must be one of {SIGNALS}")
+    arch = cfg.MODEL.META_ARCHITECTURE
+    possible = SIGNALS_OF.get(arch, MODEL_FREE_SIGNALS)
+    if dst.ENABLED and dst.SIGNAL not in possible:
+        raise ValueError(f"DST.SIGNAL={dst.SIGNAL!r}: MODEL.META_ARCHITECTURE={arch!r} has no "
+                         f"box loss to measure it from; it can use {possible}")
+    if dst.ENABLED and dst.SIGNAL in FEEDBACK_SIGNALS and arch == "GeneralizedRCNN" \
+            and cfg.MODEL.ROI_HEADS.NAME == "":
+        raise ValueError("DST.SIGNAL needs ROI heads (MODEL.ROI_HEADS.NAME)")
+    if dst.DEVICE not in DEVICES:
+        raise ValueError(f"DST.DEVICE={dst.DEVICE!r}: must be one of {DEVICES}")
+    if not 0.0 <= dst.RANDOM_PROB <= 1.0:
+        raise ValueError(f"DST.RANDOM_PROB={dst.RANDOM_PROB!r}: must be in [0, 1]")
+    if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
+        raise ValueError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING={cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING!r}: "
+                         "DSTLoader draws the short side as 'choice'")
+    if len(cfg.DATASETS.TRAIN) != 1:
+        raise ValueError(f"DATASETS.TRAIN={cfg.DATASETS.TRAIN}: DSTLoader reads one dataset")
+
+
+def load_config(config_file: str, opts=()) -> CfgNode:
+    """detectron2's config with the DST section, from a yaml file and KEY VALUE overrides.
+    Unknown DST keys fail with the list of valid ones (detectron2 alone names only the key)."""
+    cfg = get_cfg()
+    add_dst_config(cfg)
+    loaded = CfgNode.load_yaml_with_base(config_file, allow_unsafe=True)
+    _check_keys((loaded.get("DST") or {}).keys(), config_file)
+    opts = list(opts)
+    _check_keys([k[len("DST."):] for k in opts[0::2] if k.startswith("DST.")], "command line")
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts)
+    check_dst_config(cfg)
+    return cfg
