@@ -20,7 +20,7 @@ $(STAMP): requirements.txt setup.py $(wildcard csrc/*) tools/install_detectron2.
 	touch $@
 
 demo: install
-	$(PY) train/demo_collage.py --out output/demo
+	$(PY) train/train_dali.py --config train/configs/demo_coco128_cpu.yaml
 
 test: install
 	$(PY) -m pytest tests -q

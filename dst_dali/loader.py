@@ -105,6 +105,8 @@ class DSTLoader:
                 f"{self.shard_size} (of {n} usable images in {annotations})")
         self.iteration = 0
         self.last_kind: Optional[str] = None
+        self.last_boxes: list = []
+        self.last_image_ids: list = []
         self._images_read = {REGULAR: 0, COLLAGE: 0}
         self._ready = {kind: deque() for kind in KINDS}       # batches of Samples
         self._buckets = {kind: {True: [], False: []} for kind in KINDS}  # landscape?
@@ -191,6 +193,8 @@ class DSTLoader:
         samples = self._next_group(kind)
         self.iteration += 1
         self.last_kind = kind
+        self.last_boxes = [s.boxes for s in samples]  # for the "input" signal
+        self.last_image_ids = [list(s.image_ids) for s in samples]
         if self.output == "detectron2":
             return [to_detectron2(s) for s in samples]
         pairs = [to_torchvision(s, self.masks) for s in samples]

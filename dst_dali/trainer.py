@@ -1,0 +1,201 @@
+"""DST inside detectron2: a DefaultTrainer whose train loader is DSTLoader, and a hook that feeds
+each iteration's small-object loss share to the controller.
+
+    batch (DSTLoader) -> model forward (probe splits the loss) -> DSTHook.after_step:
+    one all-reduce + one host read -> controller.observe -> next batch's kind
+"""
+import logging
+import os
+import random
+from typing import List, Optional
+
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+
+from .controller import COLLAGE, FeedbackController, StaticController
+from .loader import DSTLoader
+from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, LossShareProbe, box_count_parts, signal_parts
+
+logger = logging.getLogger(__name__)
+
+
+def build_controller(cfg):
+    if not cfg.DST.ENABLED:
+        return StaticController("never")  # the baseline: same loader, regular batches only
+    if cfg.DST.SIGNAL in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
+        return FeedbackController(cfg.DST.TAU)
+    return StaticController(cfg.DST.SIGNAL, prob=cfg.DST.RANDOM_PROB, seed=max(cfg.SEED, 0))
+
+
+def build_dst_loader(cfg, controller) -> DSTLoader:
+    """DSTLoader for cfg.DATASETS.TRAIN[0], a COCO-format dataset registered with detectron2
+    (its metadata gives json_file and image_root); this rank's shard of the data."""
+    name = cfg.DATASETS.TRAIN[0]
+    meta = MetadataCatalog.get(name)
+    if not hasattr(meta, "json_file") or not hasattr(meta, "image_root"):
+        raise ValueError(f"DATASETS.TRAIN: {name!r} is not a registered COCO-format dataset "
+                         "(register it with detectron2's register_coco_instances)")
+    world = comm.get_world_size()
+    if cfg.SOLVER.IMS_PER_BATCH % world:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} does not split over "
+                         f"{world} processes")
+    return DSTLoader(
+        meta.image_root, meta.json_file, batch_size=cfg.SOLVER.IMS_PER_BATCH // world,
+        k=cfg.DST.K, min_size=tuple(cfg.INPUT.MIN_SIZE_TRAIN), max_size=cfg.INPUT.MAX_SIZE_TRAIN,
+        flip_prob=0.5 if cfg.INPUT.RANDOM_FLIP == "horizontal" else 0.0, device=cfg.DST.DEVICE,
+        seed=max(cfg.SEED, 0), shard_id=comm.get_rank(), num_shards=world, output="detectron2",
+        image_format=cfg.INPUT.FORMAT, controller=controller,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        num_threads=cfg.DST.NUM_THREADS)
+
+
+def _rng_states() -> dict:
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+              "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class _Forever:
+    """detectron2's trainers draw from an endless iterable; DSTLoader's streams are endless."""
+
+    def __init__(self, loader: DSTLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        while True:
+            yield self.loader.next_batch()
+
+
+class DSTHook(HookBase):
+    """After each step: measure r, feed the controller, log dst/* scalars; keeps the loader's
+    state beside each checkpoint (per rank: shards differ) and plots the run at the end."""
+
+    def __init__(self, loader: DSTLoader, signal: str, probe: Optional[LossShareProbe],
+                 checkpoint_period: int, output_dir: str):
+        self.loader, self.signal, self.probe = loader, signal, probe
+        self.checkpoint_period = checkpoint_period
+        self.output_dir = output_dir
+        self.history: List[dict] = []
+
+    # -- the feedback ------------------------------------------------------------------------
+    def _measure(self) -> Optional[torch.Tensor]:
+        """(small, medium, large, total) of this iteration, summed over ranks, or None."""
+        if self.signal in FEEDBACK_SIGNALS:
+            parts = self.probe.pop()
+            row = signal_parts(parts, self.signal) if parts is not None else None
+        elif self.signal == INPUT_SIGNAL:
+            row = box_count_parts(self.loader.last_boxes)
+        else:
+            row = self.probe.pop() if self.probe is not None else None
+            row = signal_parts(row, "reg") if row is not None else None
+        if row is None:
+            return None
+        if comm.get_world_size() > 1:
+            row = row.to(torch.float64)
+            if torch.distributed.get_backend() == "nccl":
+                row = row.cuda()
+            torch.distributed.all_reduce(row)
+        return row
+
+    def after_step(self):
+        kind = self.loader.last_kind
+        row = self._measure()
+        controller = self.loader.controller
+        values = row.tolist() if row is not None else None  # the one host read of the step
+        if values is None:
+            share = controller.observe(0.0, 0.0, summed_over_ranks=True)
+        else:
+            share = controller.observe(values[0], values[3], summed_over_ranks=True)
+        record = {"iteration": self.trainer.iter, "kind": kind, "share": share,
+                  "next": controller.decisions[-1], "image_ids": self.loader.last_image_ids}
+        scalars = {"dst/collage": float(kind == COLLAGE), "dst/collage_rate":
+                   controller.collage_rate}
+        if values is not None and values[3] > 0:
+            for name, v in zip(("small", "medium", "large"), values[:3]):
+                record[name] = v / values[3]
+                scalars[f"dst/share_{name}"] = record[name]
+            scalars["dst/small_share"] = share
+        self.history.append(record)
+        self.trainer.storage.put_scalars(**scalars, smoothing_hint=False)
+        nxt = self.trainer.iter + 1
+        if nxt % self.checkpoint_period == 0 or nxt == self.trainer.max_iter:
+            self._save_state(nxt)
+
+    # -- state beside detectron2's checkpoints -------------------------------------------------
+    def _state_path(self, start_iter: int) -> str:
+        return os.path.join(self.output_dir, "dst_state",
+                            f"rank{comm.get_rank()}_iter{start_iter:07d}.pth")
+
+    def _save_state(self, start_iter: int):
+        path = self._state_path(start_iter)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # The random generators too: the RPN and ROI heads sample proposals with torch's global
+        # RNG, which detectron2's checkpoints leave out; without it a resumed run would sample
+        # other positives, measure another r and possibly choose other batches.
+        torch.save({"loader": self.loader.state_dict(), "history": self.history,
+                    "rng": _rng_states()}, path)
+
+    def before_train(self):
+        if self.trainer.start_iter == 0:
+            return
+        path = self._state_path(self.trainer.start_iter)
+        if not os.path.exists(path):
+            logger.warning("%s is missing: resuming at iteration %d with a fresh data order",
+                           path, self.trainer.start_iter)
+            return
+        state = torch.load(path, weights_only=False)
+        self.loader.load_state_dict(state["loader"])
+        self.history = state["history"]
+        _set_rng_states(state["rng"])
+        logger.info("DST: loader and controller resumed from %s", path)
+
+    def after_train(self):
+        if comm.is_main_process() and self.history:
+            from .plots import plot_feedback
+            path = plot_feedback(self.history, self.loader.controller, self.output_dir)
+            logger.info("DST: feedback plot written to %s", path)
+
+
+class DSTTrainer(DefaultTrainer):
+    """detectron2's DefaultTrainer (SimpleTrainer or AMPTrainer inside, as SOLVER.AMP says)
+    with DSTLoader as its train loader and DSTHook feeding the controller."""
+
+    def __init__(self, cfg):
+        self._dst_loader = build_dst_loader(cfg, build_controller(cfg))  # fails before the model
+        super().__init__(cfg)
+
+    def build_train_loader(self, cfg):  # DefaultTrainer calls it on the instance
+        return _Forever(self._dst_loader)
+
+    def build_hooks(self):
+        cfg = self.cfg
+        signal = cfg.DST.SIGNAL if cfg.DST.ENABLED else "never"
+        try:  # a baseline still logs the loss shares it would have fed back
+            probe = LossShareProbe(self.model)
+        except ValueError:
+            if signal in FEEDBACK_SIGNALS:
+                raise
+            probe = None
+        hook = DSTHook(self._dst_loader, signal, probe, cfg.SOLVER.CHECKPOINT_PERIOD,
+                       cfg.OUTPUT_DIR)
+        # first, so the controller has seen the step before the checkpointer saves it
+        return [hook] + super().build_hooks()
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return COCOEvaluator(dataset_name, output_dir=output_folder or os.path.join(
+            cfg.OUTPUT_DIR, "inference", dataset_name))

@@ -1,0 +1,129 @@
+"""train/train_dali.py end to end on the demo config (a few iterations on the CPU), and the
+config checks that must fail before any training starts."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "train", "configs", "demo_coco128_cpu.yaml")
+QUICK = ["DATASETS.TEST", "('coco128_first16',)", "SOLVER.STEPS", "()",
+         "SOLVER.WARMUP_ITERS", "2"]
+
+
+def train(out_dir, *opts, resume=False):
+    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", DEMO]
+    cmd += ["--resume"] if resume else []
+    cmd += QUICK + ["OUTPUT_DIR", str(out_dir)] + list(opts)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def metrics(out_dir):
+    with open(out_dir / "metrics.json") as f:
+        return [json.loads(line) for line in f]
+
+
+def history(path):
+    return torch.load(path, weights_only=False)["history"]
+
+
+@pytest.fixture(scope="module")
+def dst_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dst")
+    train(out, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DST.TAU", "0.3")
+    return out
+
+
+def test_dst_run_writes_metrics_checkpoints_eval_and_plot(dst_run):
+    rows = metrics(dst_run)  # detectron2 writes it every 20 iterations and at the end
+    last = [r for r in rows if "dst/collage" in r][-1]
+    assert last["iteration"] == 5
+    assert {"dst/collage", "dst/collage_rate", "dst/small_share", "dst/share_small",
+            "dst/share_medium", "dst/share_large"} <= set(last)
+    assert any("bbox/AP" in r for r in rows)                       # COCO evaluation ran
+    assert (dst_run / "inference" / "coco128_first16").is_dir()
+    assert (dst_run / "model_final.pth").is_file() and (dst_run / "model_0000002.pth").is_file()
+    assert (dst_run / "dst_feedback.png").stat().st_size > 10_000
+    # the decisions follow r <= tau, one iteration later
+    hist = history(dst_run / "dst_state" / "rank0_iter0000006.pth")
+    assert [h["iteration"] for h in hist] == list(range(6))
+    for before, after in zip(hist, hist[1:]):
+        expected = before["share"] is not None and before["share"] <= 0.3
+        assert (after["kind"] == "collage") == expected
+        assert len(after["image_ids"]) == 2
+        assert all(len(ids) == (4 if after["kind"] == "collage" else 1)
+                   for ids in after["image_ids"])
+
+
+def test_resume_continues_with_the_same_batches(dst_run, tmp_path):
+    import shutil
+    out = tmp_path / "resumed"
+    shutil.copytree(dst_run, out)
+    for f in ("model_final.pth", "model_0000005.pth"):
+        os.remove(out / f)
+    (out / "last_checkpoint").write_text("model_0000002.pth")
+    full = history(dst_run / "dst_state" / "rank0_iter0000006.pth")
+    train(out, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DST.TAU", "0.3",
+          resume=True)
+    resumed = history(out / "dst_state" / "rank0_iter0000006.pth")
+    assert [h["iteration"] for h in resumed] == list(range(6))
+    for a, b in zip(full, resumed):
+        assert a["kind"] == b["kind"] and a["image_ids"] == b["image_ids"]
+        assert (a["share"] is None) == (b["share"] is None)
+        if a["share"] is not None:
+            assert a["share"] == pytest.approx(b["share"], abs=1e-3)
+
+
+def test_baseline_never_collages(tmp_path):
+    train(tmp_path, "SOLVER.MAX_ITER", "3", "DST.ENABLED", "False")
+    hist = history(tmp_path / "dst_state" / "rank0_iter0000003.pth")
+    assert [h["kind"] for h in hist] == ["regular"] * 3
+    assert any(h["share"] is not None for h in hist)  # the baseline still measures r
+    last = [r for r in metrics(tmp_path) if "dst/collage" in r][-1]
+    assert last["dst/collage_rate"] == 0.0 and "dst/share_small" in last
+
+
+def check_setup(*opts, config=DEMO):
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    from train_dali import parse_args, register_bundled_datasets, setup
+    register_bundled_datasets()
+    return setup(parse_args(["--config", config, *opts]))
+
+
+@pytest.mark.parametrize("opts, error, message", [
+    (["DST.TUA", "0.2"], KeyError, r"unknown DST key\(s\) \['TUA'\]; the valid ones are "
+                                   r"\['DEVICE', 'ENABLED', 'K', 'NUM_THREADS'"),
+    (["DST.TAU", "1.5"], ValueError, r"DST.TAU=1.5: must be a number in \[0, 1\]"),
+    (["DST.K", "3"], ValueError, r"DST.K: k=3"),
+    (["DST.SIGNAL", "mask"], ValueError, r"DST.SIGNAL='mask': must be one of"),
+    (["MODEL.META_ARCHITECTURE", "SemanticSegmentor"], ValueError,
+     r"DST.SIGNAL='reg': MODEL.META_ARCHITECTURE='SemanticSegmentor' has no box loss"),
+])
+def test_bad_config_fails_before_training(opts, error, message):
+    with pytest.raises(error, match=message):
+        check_setup(*opts)
+
+
+def test_unknown_dst_key_in_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{DEMO}"\nDST:\n  SIGNAL: "reg"\n  THRESHOLD: 0.1\n')
+    with pytest.raises(KeyError, match=r"bad.yaml: unknown DST key\(s\) \['THRESHOLD'\]"):
+        check_setup(config=str(bad))
+
+
+def test_missing_dataset_fails_before_the_model_is_built(tmp_path):
+    from detectron2.data.datasets import register_coco_instances
+
+    from dst_dali.trainer import DSTTrainer
+    register_coco_instances("dst_missing", {}, str(tmp_path / "none.json"), str(tmp_path))
+    cfg = check_setup("DATASETS.TRAIN", "('dst_missing',)", "OUTPUT_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="none.json"):
+        DSTTrainer(cfg)
+    cfg = check_setup("DATASETS.TRAIN", "('not_registered',)", "OUTPUT_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="'not_registered' is not a registered COCO"):
+        DSTTrainer(cfg)
