@@ -26,7 +26,8 @@ test: install
 	$(PY) -m pytest tests -q
 
 bench: install
-	$(PY) bench/collage_op.py
+	$(PY) bench/collage_op.py --repeats 11
+	$(PY) bench/throughput.py
 
 clean:
 	rm -rf build output dst_dali/_collage_stitch*.so *.egg-info

@@ -198,6 +198,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few images, 1 repeat (smoke test)")
     ap.add_argument("--name", default="collage_op", help="results file name")
     ap.add_argument("--results-dir", default=RESULTS)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, limit = 1, 4 * args.k
@@ -263,7 +264,8 @@ def main(argv=None):
     path = write_results(args.name, rows, columns,
                          {"k": args.k, "collages": len(groups), "repeats": args.repeats,
                           "short_side": args.short_side, "max_size": args.max_size}, notes,
-                         results_dir=args.results_dir)
+                         results_dir=args.results_dir,
+                         script=__file__, argv=argv)
     print(open(path).read())
     return path
 

@@ -69,11 +69,15 @@ def machine_info():
             "torch": torch.__version__}
 
 
-def write_results(name, rows, columns, meta, notes=(), results_dir=RESULTS):
-    """results_dir/NAME.json and NAME.md: the rows, the machine and the exact command."""
+def write_results(name, rows, columns, meta, notes=(), results_dir=RESULTS, script=None,
+                  argv=None):
+    """results_dir/NAME.json and NAME.md: the rows, the machine and the exact command
+    (`script` run with `argv`; by default this process's own command line)."""
     os.makedirs(results_dir, exist_ok=True)
+    script = os.path.relpath(script or sys.argv[0], ROOT)
+    argv = sys.argv[1:] if argv is None else argv
     meta = {**meta, "machine": machine_info(),
-            "command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
+            "command": " ".join(["python", script, *argv]),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with open(os.path.join(results_dir, name + ".json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=2)

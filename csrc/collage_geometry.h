@@ -83,6 +83,7 @@ struct CollageSample {
 /** Batch-wide pixel parameters. Padding is written as-is (it is in output units). */
 struct PixelParams {
   int channels;
+  int reverse_channels;  // output channel c reads input channel channels-1-c (RGB <-> BGR)
   float pad[kMaxChannels];
   float mean[kMaxChannels];
   float inv_std[kMaxChannels];
@@ -169,11 +170,20 @@ DST_HD float ConvertOut<float>(float v) {
   return v;
 }
 
-/** Bilinear value of one channel from two source rows; x0/x1 are element offsets. */
+/** a + (b - a) * f: the one interpolation step, so every path rounds alike. */
+DST_HD float Lerp(float a, float b, float f) {
+  return a + (b - a) * f;
+}
+
+/** Bilinear value of one channel from two source rows; x0/x1 are element offsets: the
+ * horizontal step on each row, then the vertical one (the CPU fast path caches the former). */
 DST_HD float Bilinear(const uint8_t *r0, const uint8_t *r1, int x0, int x1, float fx, float fy) {
-  float top = r0[x0] + (r0[x1] - r0[x0]) * fx;
-  float bot = r1[x0] + (r1[x1] - r1[x0]) * fx;
-  return top + (bot - top) * fy;
+  return Lerp(Lerp(r0[x0], r0[x1], fx), Lerp(r1[x0], r1[x1], fx), fy);
+}
+
+/** The input channel output channel ch reads. */
+DST_HD int SourceChannel(const PixelParams &p, int ch) {
+  return p.reverse_channels ? p.channels - 1 - ch : ch;
 }
 
 DST_HD float Normalize(const PixelParams &p, int ch, float v) {
@@ -201,7 +211,7 @@ DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int
     int sy = NearestSource(ly, c->h, c->src_h);
     int sx = NearestSource(sx_out, c->w, c->src_w);
     const uint8_t *src = c->src + (static_cast<int64_t>(sy) * c->src_w + sx) * C;
-    for (int ch = 0; ch < C; ch++) store(ch, Normalize(p, ch, src[ch]));
+    for (int ch = 0; ch < C; ch++) store(ch, Normalize(p, ch, src[SourceChannel(p, ch)]));
   } else {
     int y0, y1, x0, x1;
     float fy, fx;
@@ -209,8 +219,10 @@ DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int
     LinearSource(sx_out, c->w, c->src_w, x0, x1, fx);
     const uint8_t *r0 = c->src + static_cast<int64_t>(y0) * c->src_w * C;
     const uint8_t *r1 = c->src + static_cast<int64_t>(y1) * c->src_w * C;
-    for (int ch = 0; ch < C; ch++)
-      store(ch, Normalize(p, ch, Bilinear(r0, r1, x0 * C + ch, x1 * C + ch, fx, fy)));
+    for (int ch = 0; ch < C; ch++) {
+      int sc = SourceChannel(p, ch);
+      store(ch, Normalize(p, ch, Bilinear(r0, r1, x0 * C + sc, x1 * C + sc, fx, fy)));
+    }
   }
 }
 

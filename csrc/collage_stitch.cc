@@ -29,12 +29,19 @@ void FillPixels(uint8_t *dst, int count, const uint8_t *pad, int C, bool uniform
   for (int i = 0; i < count; i++, dst += C) std::memcpy(dst, pad, C);
 }
 
-template <int C>
+template <int C, bool kReverse>
 void CopyGathered(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w) {
   for (int i = 0; i < w; i++, dst += C) {
     const uint8_t *s = src_row + xoff[i].x0;
-    for (int c = 0; c < C; c++) dst[c] = s[c];
+    for (int c = 0; c < C; c++) dst[c] = s[kReverse ? C - 1 - c : c];
   }
+}
+
+/** The low 3 bytes of v as one pixel, channels reversed when asked. */
+template <bool kReverse>
+inline uint32_t Pixel3(uint32_t v) {
+  v &= 0xFFFFFFu;
+  return kReverse ? ((v & 0xFFu) << 16) | (v & 0xFF00u) | (v >> 16) : v;
 }
 
 /**
@@ -42,35 +49,37 @@ void CopyGathered(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, i
  * twelve 1-byte moves. The 4th byte loaded must exist, which it does unless the source row is
  * the image's last one (then the plain loop does it all).
  */
+template <bool kReverse>
 void CopyGathered3(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w,
                    bool last_source_row) {
   int i = 0;
   if (!last_source_row) {
     for (; i + 4 <= w; i += 4, dst += 12) {
-      uint32_t v0, v1, v2, v3;
-      std::memcpy(&v0, src_row + xoff[i].x0, 4);
-      std::memcpy(&v1, src_row + xoff[i + 1].x0, 4);
-      std::memcpy(&v2, src_row + xoff[i + 2].x0, 4);
-      std::memcpy(&v3, src_row + xoff[i + 3].x0, 4);
-      // little-endian: pixel bytes are the low 3 bytes of each v
-      uint32_t w0 = (v0 & 0xFFFFFFu) | (v1 << 24);
-      uint32_t w1 = ((v1 >> 8) & 0xFFFFu) | (v2 << 16);
-      uint32_t w2 = ((v2 >> 16) & 0xFFu) | (v3 << 8);
+      uint32_t v[4];
+      for (int j = 0; j < 4; j++) {
+        std::memcpy(&v[j], src_row + xoff[i + j].x0, 4);
+        v[j] = Pixel3<kReverse>(v[j]);
+      }
+      // little-endian: pixel j's bytes are the low 3 bytes of v[j]
+      uint32_t w0 = v[0] | (v[1] << 24);
+      uint32_t w1 = (v[1] >> 8) | (v[2] << 16);
+      uint32_t w2 = (v[2] >> 16) | (v[3] << 8);
       std::memcpy(dst, &w0, 4);
       std::memcpy(dst + 4, &w1, 4);
       std::memcpy(dst + 8, &w2, 4);
     }
   }
-  CopyGathered<3>(dst, src_row, xoff + i, w - i);
+  CopyGathered<3, kReverse>(dst, src_row, xoff + i, w - i);
 }
 
+template <bool kReverse>
 void CopyGathered(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w, int C,
                   bool last_source_row) {
   switch (C) {
-    case 1: return CopyGathered<1>(dst, src_row, xoff, w);
-    case 3: return CopyGathered3(dst, src_row, xoff, w, last_source_row);
-    case 4: return CopyGathered<4>(dst, src_row, xoff, w);
-    default: return CopyGathered<2>(dst, src_row, xoff, w);
+    case 1: return CopyGathered<1, false>(dst, src_row, xoff, w);
+    case 3: return CopyGathered3<kReverse>(dst, src_row, xoff, w, last_source_row);
+    case 4: return CopyGathered<4, kReverse>(dst, src_row, xoff, w);
+    default: return CopyGathered<2, kReverse>(dst, src_row, xoff, w);
   }
 }
 
@@ -110,6 +119,7 @@ class FastRowsU8 {
 
   void Run(int y_begin, int y_end) const {
     const int C = p_.channels;
+    std::array<RowCache, kMaxComponents> caches;  // bilinear: per component, for this band
     const int64_t stride = static_cast<int64_t>(s_.out_w) * C;
     uint8_t *out = static_cast<uint8_t *>(s_.out);
     for (int y = y_begin; y < y_end; y++) {
@@ -127,7 +137,8 @@ class FastRowsU8 {
         x = c.x0;
         int ly = y - c.y0;
         if (ly < c.h) {
-          CopySpan(c, taps_.data() + start_[i], ly, row + static_cast<int64_t>(x) * C);
+          CopySpan(c, taps_.data() + start_[i], ly, row + static_cast<int64_t>(x) * C,
+                   caches[i]);
           x += c.w;
         }
       }
@@ -136,6 +147,13 @@ class FastRowsU8 {
   }
 
  private:
+  /** The two most recent horizontal rows of one component (bilinear). */
+  struct RowCache {
+    int row[2] = {-1, -1};
+    int next = 0;
+    std::vector<float> values[2];
+  };
+
   void Fill(uint8_t *dst, int count) const {
     FillPixels(dst, count, pad_, p_.channels, uniform_pad_);
   }
@@ -153,22 +171,52 @@ class FastRowsU8 {
     return true;
   }
 
-  void CopySpan(const Component &c, const ColumnTap *t, int ly, uint8_t *dst) const {
+  void CopySpan(const Component &c, const ColumnTap *t, int ly, uint8_t *dst,
+                RowCache &cache) const {
     const int C = p_.channels;
     const int64_t src_stride = static_cast<int64_t>(c.src_w) * C;
     if (interp_ == Interp::kNearest) {
       int sy = NearestSource(ly, c.h, c.src_h);
-      CopyGathered(dst, c.src + sy * src_stride, t, c.w, C, sy == c.src_h - 1);
+      const uint8_t *row = c.src + sy * src_stride;
+      if (p_.reverse_channels)
+        CopyGathered<true>(dst, row, t, c.w, C, sy == c.src_h - 1);
+      else
+        CopyGathered<false>(dst, row, t, c.w, C, sy == c.src_h - 1);
       return;
     }
     int y0, y1;
     float fy;
     LinearSource(ly, c.h, c.src_h, y0, y1, fy);
-    const uint8_t *r0 = c.src + y0 * src_stride, *r1 = c.src + y1 * src_stride;
-    for (int lx = 0; lx < c.w; lx++, dst += C)
-      for (int ch = 0; ch < C; ch++)
-        dst[ch] = ConvertOut<uint8_t>(
-            Normalize(p_, ch, Bilinear(r0, r1, t[lx].x0 + ch, t[lx].x1 + ch, t[lx].fx, fy)));
+    const float *h0 = HorizontalRow(c, t, y0, cache);
+    const float *h1 = HorizontalRow(c, t, y1, cache);
+    // uint8 output never normalizes (the operator refuses mean/std without dtype FLOAT), and
+    // Normalize with mean 0, std 1 is the identity, so it is left out of this loop
+    const int n = c.w * C;
+    for (int i = 0; i < n; i++) dst[i] = ConvertOut<uint8_t>(Lerp(h0[i], h1[i], fy));
+  }
+
+  /**
+   * The horizontal interpolation of source row sy over a component's columns (channels
+   * already in output order), computed once however many output rows read it: an upscale
+   * reads each source row for two or more output rows, as y0 and as y1.
+   */
+  const float *HorizontalRow(const Component &c, const ColumnTap *t, int sy,
+                             RowCache &cache) const {
+    for (int k = 0; k < 2; k++)
+      if (cache.row[k] == sy) return cache.values[k].data();
+    int k = cache.next;
+    cache.next ^= 1;
+    const int C = p_.channels;
+    const uint8_t *r = c.src + static_cast<int64_t>(sy) * c.src_w * C;
+    std::vector<float> &h = cache.values[k];
+    h.resize(static_cast<size_t>(c.w) * C);
+    for (int lx = 0; lx < c.w; lx++)
+      for (int ch = 0; ch < C; ch++) {
+        int sc = SourceChannel(p_, ch);
+        h[lx * C + ch] = Lerp(r[t[lx].x0 + sc], r[t[lx].x1 + sc], t[lx].fx);
+      }
+    cache.row[k] = sy;
+    return h.data();
   }
 
   const CollageSample &s_;
@@ -179,6 +227,7 @@ class FastRowsU8 {
   std::vector<ColumnTap> taps_;
   std::array<int, kMaxComponents> start_{};
 };
+
 
 template <typename Out, bool kCHW, Interp kInterp>
 void StitchRowsGeneric(const CollageSample &s, const PixelParams &p, int y_begin, int y_end) {
@@ -280,6 +329,9 @@ each output box, placement (y0, x0, h, w) of each component.)")
     .AddOptionalTypeArg("dtype", "Output type: UINT8, or FLOAT for normalized output.",
                         ::DALI_UINT8)
     .AddOptionalArg("output_layout", "HWC or CHW.", "HWC")
+    .AddOptionalArg("reverse_channels", "Output channel c is input channel C-1-c: RGB in, BGR "
+                    "out (DALI's CPU decoder pays a conversion pass for BGR; here it is free).",
+                    false)
     .AddOptionalArg("mean", "Subtracted from pixels (dtype=FLOAT); 1 or one per channel.",
                     std::vector<float>{0.f})
     .AddOptionalArg("std", "Pixels are divided by it (dtype=FLOAT); 1 or one per channel.",

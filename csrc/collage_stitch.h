@@ -111,6 +111,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
                  dali::make_string("CollageStitch: argument output_layout='", layout,
                                    "' must be 'HWC' or 'CHW'"));
     chw_ = layout == "CHW";
+    reverse_channels_ = spec.template GetArgument<bool>("reverse_channels");
     pad_ = spec.template GetRepeatedArgument<float>("pad_value");
     mean_ = spec.template GetRepeatedArgument<float>("mean");
     std_ = spec.template GetRepeatedArgument<float>("std");
@@ -185,7 +186,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
   int k_, n_;
   float max_size_;
   Interp interp_;
-  bool float_out_, chw_;
+  bool float_out_, chw_, reverse_channels_;
   std::vector<float> pad_, mean_, std_;
   float box_tolerance_, min_box_size_;
   bool emulate_gpu_launch_;
@@ -279,6 +280,7 @@ void CollageStitch<Backend>::Plan(const dali::Workspace &ws) {
     for (int c = 0; c < C; c++) dst[c] = v[v.size() == 1 ? 0 : c];
   };
   params_.channels = C;
+  params_.reverse_channels = reverse_channels_;
   per_channel(pad_, "pad_value", params_.pad);
   per_channel(mean_, "mean", params_.mean);
   per_channel(std_, "std", params_.inv_std);

@@ -40,6 +40,7 @@ def collage_stitch(images: Sequence[DataNode], boxes: Optional[Sequence[DataNode
                    vertices: Optional[Sequence[DataNode]] = None, *, short_side,
                    max_size: float = 1333, flip=0, interp: str = "nearest", pad_value=0,
                    dtype=types.UINT8, output_layout: str = "HWC", mean=0.0, std=1.0,
+                   reverse_channels: bool = False,
                    box_tolerance: float = 1.0, min_box_size: float = 0.0,
                    device: Optional[str] = None, **kwargs) -> CollageOutputs:
     """Stitches k = len(images) image batches into one batch of collages (see csrc/).
@@ -47,7 +48,7 @@ def collage_stitch(images: Sequence[DataNode], boxes: Optional[Sequence[DataNode
     `short_side` and `flip` take a constant, a list of k constants, or a DataNode with 1 or k
     values a sample (e.g. drawn with fn.random.choice). Annotations are optional: boxes with
     labels, and polygons with vertices, as DALI's COCO reader gives them (ltrb=True,
-    polygon_masks=True).
+    polygon_masks=True). reverse_channels turns RGB input into BGR output (or back) for free.
     """
     k = len(images)
     check_k(k)
@@ -73,6 +74,7 @@ def collage_stitch(images: Sequence[DataNode], boxes: Optional[Sequence[DataNode
         *inputs, k=k, short_side=_per_component(short_side, types.FLOAT), max_size=max_size,
         flip=_per_component(flip, types.INT32), interp=interp,
         pad_value=[float(v) for v in pad_value], dtype=dtype, output_layout=output_layout,
+        reverse_channels=reverse_channels,
         mean=[float(v) for v in mean], std=[float(v) for v in std],
         box_tolerance=box_tolerance, min_box_size=min_box_size, **kwargs)
     return CollageOutputs(*outputs)

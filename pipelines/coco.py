@@ -7,7 +7,7 @@ import nvidia.dali.types as types
 
 def read_coco(images_dir: str, annotations: str, category_ids: Sequence[int], *,
               shard_id: int = 0, num_shards: int = 1, seed: int = 0, shuffle: bool = True,
-              device: str = "cpu", image_format: str = "RGB", name: str = "reader"):
+              device: str = "cpu", name: str = "reader"):
     """Decoded images with their boxes (ltrb pixels), contiguous labels, polygons, vertices
     and image ids.
 
@@ -16,6 +16,9 @@ def read_coco(images_dir: str, annotations: str, category_ids: Sequence[int], *,
     and images with no annotation left are skipped. With `shuffle`, every epoch is a fresh
     permutation of the whole dataset drawn from `seed`, then split into shards: ranks that share
     the seed hold disjoint shards every epoch. device="gpu" decodes on the GPU ("mixed").
+
+    Images are decoded to RGB: DALI's CPU decoder makes BGR with an extra conversion pass that
+    doubles its cost, while CollageStitch reverses the channels for free (reverse_channels).
     """
     jpegs, boxes, labels, polygons, vertices, image_ids = fn.readers.coco(
         file_root=images_dir, annotations_file=annotations, ltrb=True, polygon_masks=True,
@@ -26,5 +29,5 @@ def read_coco(images_dir: str, annotations: str, category_ids: Sequence[int], *,
                              values=list(range(len(category_ids))), default_value=-1,
                              dtype=types.INT32)
     images = fn.decoders.image(jpegs, device="mixed" if device == "gpu" else "cpu",
-                               output_type=types.BGR if image_format == "BGR" else types.RGB)
+                               output_type=types.RGB)
     return images, boxes, labels, polygons, vertices, image_ids

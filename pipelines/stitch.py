@@ -46,8 +46,7 @@ def stitched_batch(images_dir: str, annotations: str, category_ids: Sequence[int
     # data in step.
     parts = [read_coco(images_dir, annotations, category_ids, shard_id=shard_id * k + j,
                        num_shards=num_shards * k, seed=derived_seed(seed, "shuffle", k),
-                       device=device,
-                       image_format=image_format, name=f"reader{j}") for j in range(k)]
+                       device=device, name=f"reader{j}") for j in range(k)]
     # Per component, drawn as detectron2 draws them per image: a short side ("choice") and a
     # flip; each rank and each graph draws its own stream.
     short_side = fn.random.choice([float(s) for s in min_sizes], shape=[k],
@@ -56,5 +55,6 @@ def stitched_batch(images_dir: str, annotations: str, category_ids: Sequence[int
                                seed=derived_seed(seed, "flip", k, shard_id))
     images, boxes, labels, polygons, vertices, image_ids = (list(x) for x in zip(*parts))
     out = collage_stitch(images, boxes, labels, polygons, vertices, short_side=short_side,
-                         flip=flip, max_size=max_size, interp=interp, min_box_size=min_box_size)
+                         flip=flip, max_size=max_size, interp=interp, min_box_size=min_box_size,
+                         reverse_channels=image_format == "BGR")
     return StitchedBatch(out, image_ids, short_side, flip)

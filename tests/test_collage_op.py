@@ -307,3 +307,31 @@ def test_gpu_backend_is_registered():
     assert dst_dali.has_gpu_backend() == info["cuda"]
     if info["cuda"]:
         assert "CollageStitch" in backend.RegisteredGPUOps()
+
+
+@pytest.mark.parametrize("channels, interp, dtype", [
+    (3, "nearest", "uint8"), (4, "nearest", "uint8"), (1, "nearest", "uint8"),
+    (3, "linear", "uint8"), (3, "nearest", "float")])
+def test_reverse_channels(channels, interp, dtype):
+    """RGB in, BGR out: the same bytes as stitching channel-reversed images, on the CPU fast
+    paths, the generic path and the emulated CUDA launch alike (the pad value as given)."""
+    import nvidia.dali.types as types
+    rng = np.random.default_rng(20 + channels)
+    images = random_batch(rng, 4, 2, channels)
+    short = [rng.integers(8, 80, 4).astype(np.float32) for _ in range(2)]
+    flips = [rng.integers(0, 2, 4).astype(np.int32) for _ in range(2)]
+    pad = list(range(1, channels + 1))
+    kw = dict(max_size=MAX_SIZE, interp=interp, pad_value=pad,
+              dtype=types.UINT8 if dtype == "uint8" else types.FLOAT)
+    args = {"short_side": short, "flip": flips}
+    flipped_input = [[im[..., ::-1].copy() for im in comp] for comp in images]
+    expected = run_collage(flipped_input, arg_inputs=args, **kw)
+    reversed_ = run_collage(images, arg_inputs=args, reverse_channels=True, **kw)
+    emulated = run_collage(images, arg_inputs=args, reverse_channels=True,
+                           _emulate_gpu_launch=True, **kw)
+    ref = reference_batch(flipped_input, short, flips, interp=interp, pad=pad)
+    for b in range(2):
+        np.testing.assert_array_equal(reversed_[0][b], expected[0][b])
+        np.testing.assert_array_equal(emulated[0][b], expected[0][b])
+        if interp == "nearest":
+            np.testing.assert_allclose(reversed_[0][b], ref[b], atol=1e-4)

@@ -34,3 +34,26 @@ def test_collage_op_bench_quick(tmp_path):
         assert row["ms_per_collage"] > 0 and row["output_GB_per_s"] > 0
     assert data["meta"]["machine"]["cores"] >= 1 and "command" in data["meta"]
     assert (tmp_path / "smoke.md").read_text().count("\n| ") == 7  # header + 6 rows
+
+
+def test_throughput_bench_quick(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from throughput import collage_pattern, main
+    assert collage_pattern(0.5, 6) == ["regular", "collage"] * 3
+    assert collage_pattern(0.0, 3) == ["regular"] * 3 and collage_pattern(1.0, 2) == ["collage"] * 2
+    main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke"])
+    with open(tmp_path / "smoke.json") as f:
+        data = json.load(f)
+    rows = {r["variant"]: r for r in data["rows"]}
+    assert {"detectron2", "stitcher", "dst_cpu", "decode_only", "dst_gpu"} <= set(rows)
+    for name in ("detectron2", "stitcher", "dst_cpu", "decode_only"):
+        r = rows[name]
+        for key in ("samples_per_s", "images_per_s", "cpu_s_per_sample", "data_ms_p50",
+                    "data_ms_p95", "data_ms_max", "peak_rss_mb"):
+            assert r[key] >= 0, (name, key)
+    # collage iterations consume k images a sample, regular ones 1
+    assert rows["dst_cpu"]["images_per_s"] > rows["dst_cpu"]["samples_per_s"]
+    assert rows["stitcher"]["collage_step_cpu_ms_per_batch"] > 0
+    assert "not run" in rows["dst_gpu"].get("note", "") or "samples_per_s" in rows["dst_gpu"]
+    assert (tmp_path / "smoke.png").stat().st_size > 5000
+    assert data["meta"]["command"].startswith("python bench/throughput.py")

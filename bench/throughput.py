@@ -1,0 +1,388 @@
+"""DALI vs CPU collage, side by side: the figures that matter to a trainer's data loading.
+
+Variants, on the same data and cores, in one run: each (variant, collage fraction) in a fresh
+process of its own, the variants taking turns at every fraction:
+  detectron2   build_detection_train_loader + DatasetMapper (ResizeShortestEdge + RandomFlip),
+               N workers: regular batches only, whatever the fraction (the baseline everyone has)
+  stitcher     the same loader plus the original Stitcher collage on the CPU (normalize, pad,
+               F.interpolate nearest 1/2 of k*B images into the quadrants, boxes scaled and
+               offset) on the collage iterations, which consume k batches of the loader
+  dst_cpu      DSTLoader on DALI's CPU backend (CollageStitch), same collage iterations
+  dst_gpu      DSTLoader with mixed decode + the CUDA kernel: only where a GPU exists,
+               otherwise reported as "not run" (never estimated)
+  decode_only  DALI reading + decoding alone (the reference for a collage sample's CPU cost)
+Collage iterations: a fixed fraction (--fractions, spread evenly) or the decisions a
+FeedbackController makes over a recorded r sequence (--controller FILE). The CPU cost of a
+regular and of a collage sample is read from the all-regular (0) and all-collage (1) runs.
+
+    python bench/throughput.py                 # ~3-5 min on 2 cores
+    python bench/throughput.py --quick         # smoke run (tests)
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see collage_op.py
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import COCO128, RESULTS, write_results  # noqa: E402
+
+PIXEL_MEAN, PIXEL_STD = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]  # detectron2's BGR
+
+
+class ProcessTree:
+    """CPU seconds and RSS of this process and all its children (loader workers). CPU comes
+    from every thread's /proc schedstat, in nanoseconds: psutil's 10 ms ticks are too coarse
+    to see a short refill end."""
+
+    def __init__(self):
+        import psutil
+        self.root = psutil.Process()
+
+    def _procs(self):
+        import psutil
+        try:
+            return [self.root] + self.root.children(recursive=True)
+        except psutil.Error:
+            return [self.root]
+
+    def cpu(self) -> float:
+        total = 0
+        for p in self._procs():
+            task_dir = f"/proc/{p.pid}/task"
+            try:
+                tids = os.listdir(task_dir)
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"{task_dir}/{tid}/schedstat") as f:
+                        total += int(f.read().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pass
+        return total / 1e9
+
+    def rss(self) -> int:
+        import psutil
+        total = 0
+        for p in self._procs():
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+
+def collage_pattern(fraction: float, n: int):
+    """n kinds with exactly round(fraction * n) collages, spread evenly."""
+    return ["collage" if int((i + 1) * fraction) > int(i * fraction) else "regular"
+            for i in range(n)]
+
+
+def replayed_pattern(path: str, n: int, tau: float):
+    """The kinds a FeedbackController chooses over a recorded r sequence: a JSON list of r
+    values (null for no evidence), or a dst_state .pth written by train_dali.py."""
+    from dst_dali import FeedbackController
+    if path.endswith(".pth"):
+        import torch
+        shares = [h["share"] for h in torch.load(path, weights_only=False)["history"]]
+    else:
+        with open(path) as f:
+            shares = json.load(f)
+    ctrl = FeedbackController(tau)
+    kinds = []
+    for i in range(n):
+        kinds.append("collage" if ctrl.wants_collage() else "regular")
+        r = shares[i % len(shares)]
+        ctrl.observe(0.0, 0.0) if r is None else ctrl.observe(r, 1.0)
+    return kinds
+
+
+# -- the variants: each a next_batch(kind) -> (samples, images decoded, collage step seconds) --
+
+def detectron2_loader(args):
+    from detectron2.data import DatasetMapper, build_detection_train_loader
+    from detectron2.data import transforms as T
+    from detectron2.data.datasets import load_coco_json
+    dicts = [d for d in load_coco_json(args.annotations, args.images, "dst_bench")
+             if any(not a.get("iscrowd", 0) for a in d["annotations"])]
+    mapper = DatasetMapper(is_train=True, augmentations=[
+        T.ResizeShortestEdge(args.min_size, args.max_size, "choice"), T.RandomFlip()],
+        image_format="BGR", use_instance_mask=False)
+    return iter(build_detection_train_loader(dicts, mapper=mapper, total_batch_size=args.batch,
+                                             num_workers=args.workers,
+                                             aspect_ratio_grouping=False))
+
+
+def stitcher_collage(batches, k):
+    """The original Stitcher collage of k batches (as its code does it, on the CPU): images
+    normalized and padded into one tensor, each F.interpolate'd by 1/sqrt(k) (nearest) into
+    its quadrant, boxes scaled and offset."""
+    import torch
+    import torch.nn.functional as F
+    from detectron2.structures import Boxes, ImageList, Instances
+    n = int(round(k ** 0.5))
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+    flat = [d for b in batches for d in b]
+    images = ImageList.from_tensors([(d["image"].float() - mean) / std for d in flat], 32)
+    B = len(batches[0])
+    H, W = images.tensor.shape[-2:]
+    h, w = H // n, W // n
+    out = images.tensor.new_zeros((B, 3, H, W))
+    results = []
+    for i in range(B):
+        boxes, classes = [], []
+        for j in range(k):
+            src = images.tensor[j * B + i: j * B + i + 1]
+            small = F.interpolate(src, scale_factor=1.0 / n, mode="nearest")[0]
+            y0, x0 = (j // n) * h, (j % n) * w
+            out[i, :, y0:y0 + h, x0:x0 + w] = small[:, :h, :w]
+            inst = batches[j][i]["instances"]
+            boxes.append(inst.gt_boxes.tensor / n + torch.tensor([x0, y0, x0, y0]))
+            classes.append(inst.gt_classes)
+        inst = Instances((H, W), gt_boxes=Boxes(torch.cat(boxes)), gt_classes=torch.cat(classes))
+        results.append({"image": out[i], "instances": inst})
+    return results
+
+
+class Detectron2Variant:
+    def __init__(self, args, collage: bool):
+        self.it, self.k, self.collage = detectron2_loader(args), args.k, collage
+
+    def next_batch(self, kind):
+        if kind == "regular" or not self.collage:
+            batch = next(self.it)
+            return len(batch), len(batch), 0.0
+        batches = [next(self.it) for _ in range(self.k)]
+        t = time.process_time()
+        out = stitcher_collage(batches, self.k)
+        return len(out), self.k * len(out), time.process_time() - t
+
+
+class DSTVariant:
+    def __init__(self, args, device):
+        from dst_dali import DSTLoader
+        self.k = args.k
+        self.loader = DSTLoader(args.images, args.annotations, batch_size=args.batch, k=args.k,
+                                min_size=args.min_size, max_size=args.max_size, device=device,
+                                aspect_ratio_grouping=False, num_threads=args.threads)
+
+    def next_batch(self, kind):
+        batch = self.loader.next_batch(kind)
+        return len(batch), len(batch) * (self.k if kind == "collage" else 1), None
+
+
+class DecodeOnlyVariant:
+    """DALI's COCO reader + image decoder alone, batch k*B: the CPU cost of decoding."""
+
+    def __init__(self, args):
+        from nvidia.dali import pipeline_def
+
+        from dst_dali.dataset import load_coco_index
+        from dst_dali.pipelines.coco import read_coco
+        index = load_coco_index(args.images, args.annotations)
+
+        @pipeline_def(batch_size=args.batch, num_threads=args.threads, device_id=None)
+        def graph():
+            images, *_ = read_coco(args.images, args.annotations, index.category_ids)
+            return images.shape()
+
+        self.pipe = graph()
+        self.pipe.build()
+
+    def next_batch(self, kind):
+        (shapes,) = self.pipe.run()
+        return len(shapes), len(shapes), None
+
+
+def build_variants(args, names_only=False):
+    from dst_dali.device import resolve_device
+    variants = {"detectron2": lambda: Detectron2Variant(args, collage=False),
+                "stitcher": lambda: Detectron2Variant(args, collage=True),
+                "dst_cpu": lambda: DSTVariant(args, "cpu"),
+                "decode_only": lambda: DecodeOnlyVariant(args)}
+    try:
+        resolve_device("gpu")
+        variants["dst_gpu"] = lambda: DSTVariant(args, "gpu")
+    except ValueError:
+        pass  # reported as "not run"
+    if names_only:
+        return list(variants)
+    return {name: make() for name, make in variants.items() if name in args.variants}
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+def run_one(args, variant: str, kinds, warmup: int) -> dict:
+    """Runs one variant over `kinds` in this process: per iteration the wall time of
+    next_batch (what detectron2 logs as data_time), its kind, samples and images; over the
+    whole loop the process tree's CPU, and the peak RSS."""
+    v = build_variants(args)[variant]
+    tree = ProcessTree()
+    for kind in ("regular", "collage") * warmup:
+        v.next_batch(kind)
+    rows, peak = [], tree.rss()
+    c0, t0 = tree.cpu(), time.perf_counter()
+    for i, kind in enumerate(kinds):
+        t = time.perf_counter()
+        samples, images, collage_s = v.next_batch(kind)
+        rows.append(dict(kind=kind, wall=time.perf_counter() - t, samples=samples,
+                         images=images, collage_s=collage_s))
+        if i % 10 == 9:  # walking /proc costs the loop; every 10th iteration finds the peak
+            peak = max(peak, tree.rss())
+    return {"rows": rows, "wall": time.perf_counter() - t0, "cpu": tree.cpu() - c0,
+            "peak_rss": peak}
+
+
+def run_in_child(argv, variant, fraction, kinds) -> dict:
+    """One (variant, fraction) in a fresh process: nothing else's threads or workers run."""
+    import subprocess
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", variant,
+           "--child-kinds", ",".join(k[0] for k in kinds)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{variant} at fraction {fraction} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def summarize(name, run, fraction):
+    rows, wall, cpu = run["rows"], run["wall"], run["cpu"]
+    samples = sum(r["samples"] for r in rows)
+    out = {"variant": name, "fraction": fraction, "iterations": len(rows),
+           "samples_per_s": samples / wall, "images_per_s": sum(r["images"] for r in rows) / wall,
+           "cpu_s_per_sample": cpu / samples, "peak_rss_mb": run["peak_rss"] / 2**20}
+    dt = np.array([r["wall"] for r in rows]) * 1000
+    out.update(data_ms_p50=float(np.percentile(dt, 50)), data_ms_p95=float(np.percentile(dt, 95)),
+               data_ms_max=float(dt.max()))
+    for kind in ("regular", "collage"):
+        mine = [r for r in rows if r["kind"] == kind]
+        if mine and not (name in ("detectron2", "decode_only") and kind == "collage"):
+            out[f"{kind}_data_ms_p50"] = float(np.median([r["wall"] for r in mine]) * 1000)
+    steps = [r["collage_s"] for r in rows if r["collage_s"]]
+    if steps:
+        out["collage_step_cpu_ms_per_batch"] = 1000 * float(np.mean(steps))
+    return out
+
+
+def chart(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = [f"{r['variant']}\nf={r['fraction']:g}" for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(8, len(rows) * 0.9), 4))
+    a.bar(labels, [r["samples_per_s"] for r in rows], color="tab:blue")
+    a.set_ylabel("output samples / s")
+    b.bar(labels, [r["cpu_s_per_sample"] * 1000 for r in rows], color="tab:orange")
+    b.set_ylabel("CPU ms / output sample (process tree)")
+    for ax in (a, b):
+        ax.tick_params(axis="x", labelsize=7, rotation=60)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", default=os.path.join(COCO128, "images"))
+    ap.add_argument("--annotations", default=os.path.join(COCO128, "instances.json"))
+    ap.add_argument("--batch", type=int, default=2, help="images a regular batch (B)")
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--min-size", type=int, nargs="+", default=[640, 672, 704, 736, 768, 800])
+    ap.add_argument("--max-size", type=int, default=1333)
+    ap.add_argument("--workers", type=int, default=2, help="detectron2 loader workers")
+    ap.add_argument("--threads", type=int, default=2, help="DALI CPU threads")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    ap.add_argument("--controller", help="replay the decisions over a recorded r sequence")
+    ap.add_argument("--tau", type=float, default=0.1)
+    ap.add_argument("--iterations", type=int, default=80, help="measured iterations a fraction")
+    ap.add_argument("--variants", nargs="+",
+                    default=["detectron2", "stitcher", "dst_cpu", "dst_gpu", "decode_only"])
+    ap.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
+
+    ap.add_argument("--name", default="throughput")
+    ap.add_argument("--results-dir", default=RESULTS)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-kinds", help=argparse.SUPPRESS)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.iterations, args.fractions = 6, [0.5]
+    warmup = 1 if args.quick else 4
+    if args.child:
+        kinds = ["collage" if c == "c" else "regular" for c in args.child_kinds.split(",")]
+        print(json.dumps(run_one(args, args.child, kinds, warmup)))
+        return None
+
+    available = set(build_variants(args, names_only=True))
+    rows = []
+    plans = ([("replay", replayed_pattern(args.controller, args.iterations, args.tau))]
+             if args.controller else
+             [(f, collage_pattern(f, args.iterations)) for f in args.fractions])
+    runs = [(f, kinds, v) for f, kinds in plans for v in args.variants if v in available]
+    from tqdm import tqdm
+    for fraction, kinds, variant in tqdm(runs, desc="runs (one process each)", unit="run"):
+        run = run_in_child(argv, variant, fraction, kinds)
+        rows.append(summarize(variant, run, kinds.count("collage") / len(kinds)))
+    for v in args.variants:
+        if v not in available:
+            rows.append({"variant": v, "fraction": None, "note": "not run: no GPU"})
+
+    measured = [r for r in rows if "samples_per_s" in r]
+    notes = goal_notes(measured, args)
+    columns = [("variant", "variant"), ("fraction", "collage fraction"),
+               ("samples_per_s", "samples/s"), ("images_per_s", "decoded images/s"),
+               ("cpu_s_per_sample", "CPU s/sample"), ("data_ms_p50", "data ms p50"),
+               ("data_ms_p95", "p95"), ("data_ms_max", "max"),
+               ("regular_data_ms_p50", "regular data ms p50"),
+               ("collage_data_ms_p50", "collage data ms p50"),
+               ("collage_step_cpu_ms_per_batch", "collage step CPU ms/batch"),
+               ("peak_rss_mb", "peak RSS MB"), ("note", "note")]
+    meta = {"batch": args.batch, "k": args.k, "workers": args.workers, "threads": args.threads,
+            "iterations": args.iterations, "warmup": warmup, "data": args.annotations}
+    path = write_results(args.name, rows, columns, meta, notes, results_dir=args.results_dir,
+                         script=__file__, argv=argv)
+    chart(measured, os.path.join(args.results_dir, args.name + ".png"))
+    print(open(path).read())
+    return path
+
+
+def goal_notes(rows, args):
+    by = {(r["variant"], r["fraction"]): r for r in rows}
+    notes = ["Each variant runs in a process of its own after a warm-up. samples/s and CPU "
+             "s/sample are over its measured loop; CPU is user+sys of the whole process tree "
+             "(loader workers and DALI threads included), from /proc schedstat. Every loader "
+             "starts the loop with its prefetch queue full (detectron2: workers x 2 batches, "
+             "DALI: 2), a head start of a few batches over the loop.",
+             "data ms: the wait a trainer sees in next() (detectron2's data_time). The CPU of a "
+             "regular or a collage sample: CPU s/sample at fraction 0 or 1.",
+             "decode_only decodes without resizing: its CPU s/sample is the CPU of decoding one "
+             "image.",
+             "DSTLoader's collage step runs inside DALI (CollageStitch); its time is measured "
+             "by bench/collage_op.py, not here."]
+    # detectron2's variant makes regular batches at every fraction: the median of its runs
+    d2 = [r["samples_per_s"] for r in rows if r["variant"] == "detectron2"]
+    reg_dst = by.get(("dst_cpu", 0.0))
+    if d2 and reg_dst:
+        notes.append(f"goal DSTLoader regular >= 2x detectron2's loader (median of its "
+                     f"{len(d2)} runs, {float(np.median(d2)):.0f} samples/s): "
+                     f"{reg_dst['samples_per_s'] / float(np.median(d2)):.2f}x")
+    full, dec = by.get(("dst_cpu", 1.0)), next((r for r in rows if r["variant"] ==
+                                                 "decode_only"), None)
+    if full and dec:
+        ratio = full["cpu_s_per_sample"] / (args.k * dec["cpu_s_per_sample"])
+        notes.append(f"goal a collage sample <= 1.15x the CPU of decoding its {args.k} images: "
+                     f"{ratio:.2f}x")
+    half_st, half_dst = by.get(("stitcher", 0.5)), by.get(("dst_cpu", 0.5))
+    if half_st and half_dst:
+        notes.append(f"goal at collage fraction 0.5 >= 4x the Stitcher way's samples/s: "
+                     f"{half_dst['samples_per_s'] / half_st['samples_per_s']:.2f}x")
+    return notes
+
+
+if __name__ == "__main__":
+    main()
