@@ -14,7 +14,7 @@ constexpr int kRowsPerTask = 64;
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "CopyGathered3 packs pixels assuming little-endian words");
 
-/** A component's output column lx samples source elements x0 (and x1, weight fx: linear). */
+/** Bilinear: a component's output column samples source elements x0 and x1 with weight fx. */
 struct ColumnTap {
   int32_t x0, x1;
   float fx;
@@ -30,9 +30,9 @@ void FillPixels(uint8_t *dst, int count, const uint8_t *pad, int C, bool uniform
 }
 
 template <int C, bool kReverse>
-void CopyGathered(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w) {
+void CopyGathered(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int w) {
   for (int i = 0; i < w; i++, dst += C) {
-    const uint8_t *s = src_row + xoff[i].x0;
+    const uint8_t *s = src_row + xoff[i];
     for (int c = 0; c < C; c++) dst[c] = s[kReverse ? C - 1 - c : c];
   }
 }
@@ -50,14 +50,14 @@ inline uint32_t Pixel3(uint32_t v) {
  * the image's last one (then the plain loop does it all).
  */
 template <bool kReverse>
-void CopyGathered3(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w,
+void CopyGathered3(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int w,
                    bool last_source_row) {
   int i = 0;
   if (!last_source_row) {
     for (; i + 4 <= w; i += 4, dst += 12) {
       uint32_t v[4];
       for (int j = 0; j < 4; j++) {
-        std::memcpy(&v[j], src_row + xoff[i + j].x0, 4);
+        std::memcpy(&v[j], src_row + xoff[i + j], 4);
         v[j] = Pixel3<kReverse>(v[j]);
       }
       // little-endian: pixel j's bytes are the low 3 bytes of v[j]
@@ -73,7 +73,7 @@ void CopyGathered3(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, 
 }
 
 template <bool kReverse>
-void CopyGathered(uint8_t *dst, const uint8_t *src_row, const ColumnTap *xoff, int w, int C,
+void CopyGathered(uint8_t *dst, const uint8_t *src_row, const int32_t *xoff, int w, int C,
                   bool last_source_row) {
   switch (C) {
     case 1: return CopyGathered<1, false>(dst, src_row, xoff, w);
@@ -100,19 +100,22 @@ class FastRowsU8 {
       pad_[c] = ConvertOut<uint8_t>(p.pad[c]);
       uniform_pad_ = uniform_pad_ && pad_[c] == pad_[0];
     }
+    // Column tables: nearest keeps 4 bytes a column (the gather streams the table), linear
+    // the two taps and their weight.
     for (int i = 0; i < s.k; i++) {
       const Component &c = s.comp[i];
-      start_[i] = taps_.size();
+      start_[i] = interp == Interp::kNearest ? offsets_.size() : taps_.size();
       for (int lx = 0; lx < c.w; lx++) {
-        ColumnTap t{0, 0, 0.f};
         int sx = SourceColumnIndex(c, lx);
-        if (interp == Interp::kNearest)
-          t.x0 = NearestSource(sx, c.w, c.src_w);
-        else
+        if (interp == Interp::kNearest) {
+          offsets_.push_back(NearestSource(sx, c.w, c.src_w) * C);
+        } else {
+          ColumnTap t;
           LinearSource(sx, c.w, c.src_w, t.x0, t.x1, t.fx);
-        t.x0 *= C;
-        t.x1 *= C;
-        taps_.push_back(t);
+          t.x0 *= C;
+          t.x1 *= C;
+          taps_.push_back(t);
+        }
       }
     }
   }
@@ -137,8 +140,7 @@ class FastRowsU8 {
         x = c.x0;
         int ly = y - c.y0;
         if (ly < c.h) {
-          CopySpan(c, taps_.data() + start_[i], ly, row + static_cast<int64_t>(x) * C,
-                   caches[i]);
+          CopySpan(c, i, ly, row + static_cast<int64_t>(x) * C, caches[i]);
           x += c.w;
         }
       }
@@ -171,19 +173,20 @@ class FastRowsU8 {
     return true;
   }
 
-  void CopySpan(const Component &c, const ColumnTap *t, int ly, uint8_t *dst,
-                RowCache &cache) const {
+  void CopySpan(const Component &c, int i, int ly, uint8_t *dst, RowCache &cache) const {
     const int C = p_.channels;
     const int64_t src_stride = static_cast<int64_t>(c.src_w) * C;
     if (interp_ == Interp::kNearest) {
       int sy = NearestSource(ly, c.h, c.src_h);
       const uint8_t *row = c.src + sy * src_stride;
+      const int32_t *xoff = offsets_.data() + start_[i];
       if (p_.reverse_channels)
-        CopyGathered<true>(dst, row, t, c.w, C, sy == c.src_h - 1);
+        CopyGathered<true>(dst, row, xoff, c.w, C, sy == c.src_h - 1);
       else
-        CopyGathered<false>(dst, row, t, c.w, C, sy == c.src_h - 1);
+        CopyGathered<false>(dst, row, xoff, c.w, C, sy == c.src_h - 1);
       return;
     }
+    const ColumnTap *t = taps_.data() + start_[i];
     int y0, y1;
     float fy;
     LinearSource(ly, c.h, c.src_h, y0, y1, fy);
@@ -224,7 +227,8 @@ class FastRowsU8 {
   Interp interp_;
   uint8_t pad_[kMaxChannels];
   bool uniform_pad_;
-  std::vector<ColumnTap> taps_;
+  std::vector<int32_t> offsets_;  // nearest
+  std::vector<ColumnTap> taps_;    // linear
   std::array<int, kMaxComponents> start_{};
 };
 

@@ -140,6 +140,57 @@ class LossShareProbe:
         return parts
 
 
+class TorchvisionLossShareProbe:
+    """The same loss split for torchvision's two-stage detectors (Faster/Mask R-CNN RoIHeads),
+    so DSTLoader's torchvision output gets feedback too. It keeps what the training forward
+    computes anyway: the matched ground truth of each sampled proposal (from
+    `select_training_samples`) and the box predictor's outputs (a forward hook); `pop()` then
+    splits fastrcnn_loss's terms (smooth L1 with beta 1/9, cross-entropy) by matched-box area.
+    The model and its losses are untouched."""
+
+    def __init__(self, model):
+        heads = getattr(getattr(model, "module", model), "roi_heads", None)
+        if heads is None or not hasattr(heads, "select_training_samples"):
+            raise ValueError(f"{type(model).__name__} has no torchvision RoIHeads")
+        self._sampled = self._predicted = None
+        original = heads.select_training_samples
+
+        def select_training_samples(proposals, targets):
+            out = original(proposals, targets)
+            _, matched, labels, regression_targets = out
+            areas = []
+            for m, t in zip(matched, targets):
+                gt = t["boxes"][m.clamp(min=0)] if len(t["boxes"]) else torch.zeros(len(m), 4)
+                areas.append((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))
+            self._sampled = (torch.cat(labels), torch.cat(regression_targets), torch.cat(areas))
+            return out
+
+        heads.select_training_samples = select_training_samples
+        heads.box_predictor.register_forward_hook(self._keep_predictions)
+
+    def _keep_predictions(self, module, inputs, outputs):
+        if module.training:
+            self._predicted = tuple(o.detach() for o in outputs)
+
+    def pop(self) -> Optional[torch.Tensor]:
+        """(2, 4) like roi_loss_parts, for the last training forward; None if there was none."""
+        if self._sampled is None or self._predicted is None:
+            return None
+        (labels, targets, areas), (logits, deltas) = self._sampled, self._predicted
+        self._sampled = self._predicted = None
+        out = torch.zeros(2, 4, device=logits.device)
+        pos = torch.where(labels > 0)[0]
+        if len(pos) == 0:
+            return out
+        deltas = deltas.reshape(len(labels), -1, 4)[pos, labels[pos]]
+        reg = F.smooth_l1_loss(deltas, targets[pos], beta=1 / 9, reduction="none").sum(1)
+        cls = F.cross_entropy(logits[pos], labels[pos], reduction="none")
+        masks = area_groups(areas[pos]).float()
+        out[0, :3], out[1, :3] = (masks * reg).sum(1), (masks * cls).sum(1)
+        out[:, 3] = out[:, :3].sum(1)
+        return out
+
+
 def box_count_parts(boxes) -> torch.Tensor:
     """(4,) counts of ground-truth boxes (a list of (N, 4) ltrb arrays, one per sample) that
     are small, medium, large, and all: the "input" signal of the paper's ablation."""

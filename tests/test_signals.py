@@ -148,3 +148,35 @@ def test_retinanet_parts_split_its_losses():
     assert (parts[0, 3] / normalizer).item() == pytest.approx(probed["loss_box_reg"].item(),
                                                               rel=1e-4)
     assert parts[0, 0] > 0 and parts[0, 2] > 0 and parts[1, 3] > 0
+
+
+def test_torchvision_probe_splits_fastrcnn_loss():
+    """On a real torchvision Faster R-CNN training forward: the probe leaves the losses as
+    they are, its regression parts add up to loss_box_reg (fastrcnn_loss divides the sum by the
+    number of sampled proposals), and small, medium and large positives each get their part."""
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+    from dst_dali.signals import TorchvisionLossShareProbe
+    torch.manual_seed(0)
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4,
+                                    min_size=256, max_size=256)
+    model.train()
+    images = [torch.rand(3, 256, 256)]
+    targets = [{"boxes": torch.tensor([[10.0, 10, 30, 30], [40, 40, 100, 100], [0, 0, 250, 250]]),
+                "labels": torch.tensor([1, 2, 3])}]
+    torch.manual_seed(1)
+    plain = model(images, targets)
+    probe = TorchvisionLossShareProbe(model)
+    torch.manual_seed(1)  # the same proposal sampling
+    probed = model(images, targets)
+    assert {k: v.item() for k, v in plain.items()} == {k: v.item() for k, v in probed.items()}
+    labels, _, areas = probe._sampled
+    parts = probe.pop()
+    assert parts[0, 3].item() / len(labels) == pytest.approx(probed["loss_box_reg"].item(),
+                                                             rel=1e-5)
+    pos = labels > 0
+    groups = [(areas[pos] < 32 ** 2).sum(), ((areas[pos] >= 32 ** 2) & (areas[pos] < 96 ** 2)).sum(),
+              (areas[pos] >= 96 ** 2).sum()]
+    assert all(g > 0 for g in groups)  # small, medium and large positives all present
+    assert all((parts[0, i] > 0).item() for i in range(3))
+    assert probe.pop() is None
