@@ -280,19 +280,13 @@ void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
     });
   }
 
-  auto copy_out = [&](int idx, auto member) {
+  ForEachAnnotationOutput([&](int idx, auto member) {
     auto &out = ws.Output<dali::CPUBackend>(idx);
     for (int s = 0; s < B; s++) {
       const auto &v = annotations_[s].*member;
       if (!v.empty()) std::memcpy(out.raw_mutable_tensor(s), v.data(), v.size() * sizeof(v[0]));
     }
-  };
-  copy_out(1, &SampleAnnotations::boxes);
-  copy_out(2, &SampleAnnotations::labels);
-  copy_out(3, &SampleAnnotations::polygons);
-  copy_out(4, &SampleAnnotations::vertices);
-  copy_out(5, &SampleAnnotations::origin);
-  copy_out(6, &SampleAnnotations::placement);
+  });
 }
 
 }  // namespace dst_dali

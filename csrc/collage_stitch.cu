@@ -33,7 +33,7 @@ void CollageStitch<dali::GPUBackend>::RunImpl(dali::Workspace &ws) {
 
   // Annotations were remapped on the host in SetupImpl: stage them in pinned memory (freed in
   // stream order by the scratchpad) and copy each output sample.
-  auto copy_out = [&](int idx, auto member) {
+  ForEachAnnotationOutput([&](int idx, auto member) {
     auto &out = ws.Output<dali::GPUBackend>(idx);
     for (int s = 0; s < B; s++) {
       const auto &v = annotations_[s].*member;
@@ -42,13 +42,7 @@ void CollageStitch<dali::GPUBackend>::RunImpl(dali::Workspace &ws) {
       CUDA_CALL(cudaMemcpyAsync(out.raw_mutable_tensor(s), pinned, v.size() * sizeof(v[0]),
                                 cudaMemcpyHostToDevice, stream));
     }
-  };
-  copy_out(1, &SampleAnnotations::boxes);
-  copy_out(2, &SampleAnnotations::labels);
-  copy_out(3, &SampleAnnotations::polygons);
-  copy_out(4, &SampleAnnotations::vertices);
-  copy_out(5, &SampleAnnotations::origin);
-  copy_out(6, &SampleAnnotations::placement);
+  });
 }
 
 }  // namespace dst_dali

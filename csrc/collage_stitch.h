@@ -55,6 +55,17 @@ struct SampleAnnotations {
   }
 };
 
+/** Calls copy(output index, member) for each annotation output, in the outputs' order. */
+template <typename F>
+void ForEachAnnotationOutput(F &&copy) {
+  copy(1, &SampleAnnotations::boxes);
+  copy(2, &SampleAnnotations::labels);
+  copy(3, &SampleAnnotations::polygons);
+  copy(4, &SampleAnnotations::vertices);
+  copy(5, &SampleAnnotations::origin);
+  copy(6, &SampleAnnotations::placement);
+}
+
 /** Replays the CUDA launch on the CPU: every block and thread of the grid, same bounds checks. */
 template <typename Out, bool kCHW, Interp kInterp>
 void EmulateLaunch(const CollageSample *samples, const PixelParams &p, const LaunchGrid &g) {
