@@ -12,7 +12,8 @@ from typing import List, Optional
 import numpy as np
 import torch
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, HookBase
+from detectron2.engine import DefaultTrainer, HookBase, create_ddp_model
+from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
@@ -170,13 +171,28 @@ class DSTHook(HookBase):
             logger.info("DST: feedback plot written to %s", path)
 
 
+def _ddp_on_any_device(model, **kwargs):
+    """detectron2's create_ddp_model, but a CPU model gets no device_ids (which DDP refuses
+    for CPU modules): multi-process training on CPUs, over gloo."""
+    if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
+        kwargs.setdefault("device_ids", None)
+    return create_ddp_model(model, **kwargs)
+
+
 class DSTTrainer(DefaultTrainer):
     """detectron2's DefaultTrainer (SimpleTrainer or AMPTrainer inside, as SOLVER.AMP says)
     with DSTLoader as its train loader and DSTHook feeding the controller."""
 
     def __init__(self, cfg):
         self._dst_loader = build_dst_loader(cfg, build_controller(cfg))  # fails before the model
-        super().__init__(cfg)
+        # DefaultTrainer.__init__ wraps the model with create_ddp_model from its own module;
+        # give it the CPU-aware one for the duration of the call.
+        original = d2_defaults.create_ddp_model
+        d2_defaults.create_ddp_model = _ddp_on_any_device
+        try:
+            super().__init__(cfg)
+        finally:
+            d2_defaults.create_ddp_model = original
 
     def build_train_loader(self, cfg):  # DefaultTrainer calls it on the instance
         return _Forever(self._dst_loader)

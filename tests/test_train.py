@@ -127,3 +127,19 @@ def test_missing_dataset_fails_before_the_model_is_built(tmp_path):
     cfg = check_setup("DATASETS.TRAIN", "('not_registered',)", "OUTPUT_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="'not_registered' is not a registered COCO"):
         DSTTrainer(cfg)
+
+
+def test_two_processes_on_the_cpu(tmp_path):
+    """--num-gpus 2 without a GPU: detectron2's launch() over gloo, DDP on the CPU; both ranks
+    see the summed loss share, make the same decisions, and read different images."""
+    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", DEMO,
+           "--num-gpus", "2"] + QUICK + ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "3",
+                                         "DST.TAU", "0.5"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    h0, h1 = (history(tmp_path / "dst_state" / f"rank{k}_iter0000003.pth") for k in (0, 1))
+    assert [h["kind"] for h in h0] == [h["kind"] for h in h1]
+    assert [h["share"] for h in h0] == pytest.approx([h["share"] for h in h1])
+    ids0 = {i for h in h0 for ids in h["image_ids"] for i in ids}
+    ids1 = {i for h in h1 for ids in h["image_ids"] for i in ids}
+    assert ids0 and ids1 and not ids0 & ids1
