@@ -143,3 +143,21 @@ def test_two_processes_on_the_cpu(tmp_path):
     ids0 = {i for h in h0 for ids in h["image_ids"] for i in ids}
     ids1 = {i for h in h1 for ids in h["image_ids"] for i in ids}
     assert ids0 and ids1 and not ids0 & ids1
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "train",
+                                                                           "configs"))
+                                        if f.endswith(".yaml") and not f.startswith("Base")))
+def test_every_config_loads_and_passes_the_checks(name):
+    """The paper configs cannot run here (no GPU, no COCO), but they must load, pass the DST
+    checks, and pair each DST config with a baseline that differs only in DST.ENABLED."""
+    from dst_dali.config import load_config
+    cfg = load_config(os.path.join(ROOT, "train", "configs", name))
+    if name.endswith("_baseline.yaml"):
+        twin = load_config(os.path.join(ROOT, "train", "configs",
+                                        name.replace("_baseline", "_dst")))
+        assert not cfg.DST.ENABLED and twin.DST.ENABLED
+        assert cfg.MODEL == twin.MODEL and cfg.SOLVER == twin.SOLVER and cfg.INPUT == twin.INPUT
+    elif name.endswith("_dst.yaml"):
+        assert cfg.DST.ENABLED and cfg.DST.TAU == 0.1 and cfg.DST.K == 4
+        assert cfg.SOLVER.MAX_ITER == 90000 and cfg.SOLVER.IMS_PER_BATCH == 16  # COCO 1x
