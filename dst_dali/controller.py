@@ -21,15 +21,18 @@ def _sum_over_ranks(small, total):
         import torch.distributed as dist
     except ImportError:  # numpy-only use
         return float(small), float(total)
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    tensors = [x for x in (small, total) if isinstance(x, torch.Tensor)]
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if not tensors and not distributed:
         return float(small), float(total)
-    device = small.device if isinstance(small, torch.Tensor) else "cpu"
-    if dist.get_backend() == "nccl":
+    device = tensors[0].device if tensors else torch.device("cpu")
+    if distributed and dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
-    both = torch.stack([torch.as_tensor(small, dtype=torch.float64),
-                        torch.as_tensor(total, dtype=torch.float64)]).to(device)
-    dist.all_reduce(both)
-    small, total = both.tolist()
+    both = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=device)
+                        for x in (small, total)])
+    if distributed:
+        dist.all_reduce(both)
+    small, total = both.tolist()  # the one host read
     return small, total
 
 
