@@ -16,7 +16,6 @@ rebuild.
 import os
 import shutil
 import subprocess
-import sys
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext

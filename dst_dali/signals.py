@@ -123,7 +123,8 @@ class LossShareProbe:
         else:
             raise ValueError(f"{type(model).__name__} has neither an ROI box predictor "
                              "(roi_heads.box_predictor) nor RetinaNet's losses to measure the "
-                             f"loss share from; use DST.SIGNAL in {(INPUT_SIGNAL,) + STATIC_SIGNALS}")
+                             "loss share from; use DST.SIGNAL in "
+                             f"{(INPUT_SIGNAL,) + STATIC_SIGNALS}")
         self.parts: Optional[torch.Tensor] = None
         original = owner.losses
 

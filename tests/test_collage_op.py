@@ -1,5 +1,4 @@
 """CollageStitch against the independent numpy reference (collage_reference.py)."""
-import math
 
 import numpy as np
 import pytest
