@@ -200,20 +200,19 @@ class DecodeOnlyVariant:
         return len(shapes), len(shapes), None
 
 
-def build_variants(args, names_only=False):
+def variant_builders(args) -> dict:
+    """name -> constructor of the variants this machine can run (dst_gpu needs a GPU)."""
     from dst_dali.device import resolve_device
-    variants = {"detectron2": lambda: Detectron2Variant(args, collage=False),
+    builders = {"detectron2": lambda: Detectron2Variant(args, collage=False),
                 "stitcher": lambda: Detectron2Variant(args, collage=True),
                 "dst_cpu": lambda: DSTVariant(args, "cpu"),
                 "decode_only": lambda: DecodeOnlyVariant(args)}
     try:
         resolve_device("gpu")
-        variants["dst_gpu"] = lambda: DSTVariant(args, "gpu")
+        builders["dst_gpu"] = lambda: DSTVariant(args, "gpu")
     except ValueError:
         pass  # reported as "not run"
-    if names_only:
-        return list(variants)
-    return {name: make() for name, make in variants.items() if name in args.variants}
+    return builders
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -222,7 +221,7 @@ def run_one(args, variant: str, kinds, warmup: int) -> dict:
     """Runs one variant over `kinds` in this process: per iteration the wall time of
     next_batch (what detectron2 logs as data_time), its kind, samples and images; over the
     whole loop the process tree's CPU, and the peak RSS."""
-    v = build_variants(args)[variant]
+    v = variant_builders(args)[variant]()  # only this one: no other loader's workers around
     tree = ProcessTree()
     for kind in ("regular", "collage") * warmup:
         v.next_batch(kind)
@@ -318,7 +317,7 @@ def main(argv=None):
         print(json.dumps(run_one(args, args.child, kinds, warmup)))
         return None
 
-    available = set(build_variants(args, names_only=True))
+    available = set(variant_builders(args))
     rows = []
     plans = ([("replay", replayed_pattern(args.controller, args.iterations, args.tau))]
              if args.controller else

@@ -195,7 +195,7 @@ class FastRowsU8 {
     // uint8 output never normalizes (the operator refuses mean/std without dtype FLOAT), and
     // Normalize with mean 0, std 1 is the identity, so it is left out of this loop
     const int n = c.w * C;
-    for (int i = 0; i < n; i++) dst[i] = ConvertOut<uint8_t>(Lerp(h0[i], h1[i], fy));
+    for (int e = 0; e < n; e++) dst[e] = ConvertOut<uint8_t>(Lerp(h0[e], h1[e], fy));
   }
 
   /**
@@ -231,7 +231,6 @@ class FastRowsU8 {
   std::vector<ColumnTap> taps_;    // linear
   std::array<int, kMaxComponents> start_{};
 };
-
 
 template <typename Out, bool kCHW, Interp kInterp>
 void StitchRowsGeneric(const CollageSample &s, const PixelParams &p, int y_begin, int y_end) {

@@ -13,7 +13,7 @@ from detectron2.config import CfgNode, get_cfg
 
 from .device import DEVICES
 from .ops import check_k
-from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
+from .signals import INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
 
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
                 "RANDOM_PROB": 0.5, "NUM_THREADS": 2}
@@ -49,9 +49,6 @@ def check_dst_config(cfg: CfgNode) -> None:
     if dst.ENABLED and dst.SIGNAL not in possible:
         raise ValueError(f"DST.SIGNAL={dst.SIGNAL!r}: MODEL.META_ARCHITECTURE={arch!r} has no "
                          f"box loss to measure it from; it can use {possible}")
-    if dst.ENABLED and dst.SIGNAL in FEEDBACK_SIGNALS and arch == "GeneralizedRCNN" \
-            and cfg.MODEL.ROI_HEADS.NAME == "":
-        raise ValueError("DST.SIGNAL needs ROI heads (MODEL.ROI_HEADS.NAME)")
     if dst.DEVICE not in DEVICES:
         raise ValueError(f"DST.DEVICE={dst.DEVICE!r}: must be one of {DEVICES}")
     if not 0.0 <= dst.RANDOM_PROB <= 1.0:
