@@ -26,6 +26,8 @@
 #ifndef DST_DALI_COLLAGE_STITCH_H_
 #define DST_DALI_COLLAGE_STITCH_H_
 
+#include <time.h>
+
 #include <cmath>
 #include <string>
 #include <vector>
@@ -36,6 +38,20 @@
 #include "dali/pipeline/operator/operator.h"
 
 namespace dst_dali {
+
+/** The calling thread's CPU time, in nanoseconds. */
+inline uint64_t ThreadCpuNs() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<uint64_t>(t.tv_sec) * 1000000000ull + t.tv_nsec;
+}
+
+/**
+ * Adds to the process-wide totals that say where a pipeline's CPU goes (collage_stitch.cc,
+ * read from Python with dst_dali.host_cpu_stats): host CPU time of runs with k components
+ * (planning and, on the CPU backend, every pixel task), batches and samples.
+ */
+void RecordHostCpu(int k, uint64_t ns, int batches, int samples);
 
 /** Annotations of one output sample, laid out as the outputs want them. */
 struct SampleAnnotations {
@@ -137,10 +153,12 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
     box_tolerance_ = spec.template GetArgument<float>("box_tolerance");
     min_box_size_ = spec.template GetArgument<float>("min_box_size");
     emulate_gpu_launch_ = spec.template GetArgument<bool>("_emulate_gpu_launch");
+    portable_cpu_ = spec.template GetArgument<bool>("_portable_cpu");
   }
 
  protected:
   bool SetupImpl(std::vector<dali::OutputDesc> &output_desc, const dali::Workspace &ws) override {
+    uint64_t start = ThreadCpuNs();
     Plan(ws);
     int B = samples_.size();
     output_desc.resize(7);
@@ -168,6 +186,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
     output_desc[4] = {verts, ::DALI_FLOAT};
     output_desc[5] = {origin, ::DALI_INT32};
     output_desc[6] = {placement, ::DALI_INT32};
+    RecordHostCpu(k_, ThreadCpuNs() - start, 0, 0);
     return true;
   }
 
@@ -201,6 +220,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
   std::vector<float> pad_, mean_, std_;
   float box_tolerance_, min_box_size_;
   bool emulate_gpu_launch_;
+  bool portable_cpu_;  // the CPU backend without SIMD, as on CPUs other than x86-64
 
   PixelParams params_{};
   std::vector<CollageSample> samples_;

@@ -2,7 +2,7 @@
 
 Importing the package registers the CollageStitch DALI operator (csrc/), once per process.
 """
-from ._plugin import PluginError, has_gpu_backend, load_plugin
+from ._plugin import PluginError, has_gpu_backend, host_cpu_stats, load_plugin
 
 load_plugin()
 
@@ -11,5 +11,5 @@ from .loader import DSTLoader  # noqa: E402
 from .ops import collage_stitch  # noqa: E402  (needs the registered operator)
 
 __all__ = ["DSTLoader", "FeedbackController", "PluginError", "collage_stitch",
-           "has_gpu_backend", "load_plugin"]
+           "has_gpu_backend", "host_cpu_stats", "load_plugin"]
 __version__ = "0.1.0"

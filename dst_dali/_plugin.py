@@ -6,6 +6,7 @@ with the DALI it was compiled against; both are checked here, before DALI sees t
 import glob
 import os
 import re
+from typing import Optional
 
 import nvidia.dali as dali
 from nvidia.dali import backend as _dali_backend
@@ -53,3 +54,26 @@ def load_plugin() -> None:
 def has_gpu_backend() -> bool:
     """True when the plugin was built with its CUDA backend (nvcc was found at build time)."""
     return OP_NAME in _dali_backend.RegisteredGPUOps()
+
+
+def host_cpu_stats(since: Optional[dict] = None) -> dict:
+    """Where CollageStitch's CPU went since the plugin was loaded, or since the snapshot
+    `since` (an earlier result), per k (1: the regular pipeline's resize, 4: collages):
+    {k: {"cpu_s", "batches", "samples"}}, only the k that ran. The CPU is thread CPU time of
+    its planning and of every pixel task (CPU backend), summed over threads; on the GPU backend
+    only its host part. For benchmarks: bench/throughput.py reads it."""
+    import ctypes
+    load_plugin()
+    # dlopen of the path DALI loaded returns the same handle: nothing is registered twice
+    lib = ctypes.CDLL(plugin_path())
+    n = 17  # kMaxComponents + 1
+    arrays = [(ctypes.c_uint64 * n)() for _ in range(3)]
+    lib.dst_dali_host_cpu(*arrays)
+    ns, batches, samples = ([int(v) for v in a] for a in arrays)
+    now = {k: {"cpu_s": ns[k] / 1e9, "batches": batches[k], "samples": samples[k]}
+           for k in range(n) if ns[k] or batches[k]}
+    if since is None:
+        return now
+    zero = {"cpu_s": 0.0, "batches": 0, "samples": 0}
+    return {k: {f: v[f] - since.get(k, zero)[f] for f in zero}
+            for k, v in now.items() if v != since.get(k)}

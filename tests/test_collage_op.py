@@ -297,6 +297,39 @@ def test_coco128_collages_match_reference(coco128):
     assert n_small > 0  # the collage makes small objects, the point of the method
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_nearest_rows_over_widths_and_scales(channels, reverse):
+    """The CPU nearest path gathers wide rows as 16-byte shuffles and their ends byte by byte
+    (x86-64), or a pixel at a time (the portable code other CPUs run): rows of 2 to 400 pixels,
+    from 20x downscales to 4x upscales, flipped or not, with the last source row read (windows
+    must stay inside the image) equal the reference either way."""
+    rng = np.random.default_rng(40 + channels + 10 * reverse)
+    k, B = 4, 4
+    images, short = [[] for _ in range(k)], []
+    for b in range(B):
+        sides = []
+        for j in range(k):
+            h = int(rng.integers(2, 40))
+            images[j].append(rng.integers(0, 256, (h, int(rng.integers(h, 400)), channels),
+                                          dtype=np.uint8))
+            sides.append(max(1.0, h * float(rng.choice([0.1, 0.3, 0.8, 1.0, 1.7, 4.0]))))
+        short.append(np.array(sides, np.float32))
+    flips = [rng.integers(0, 2, k).astype(np.int32) for _ in range(B)]
+    args = {"short_side": short, "flip": flips}
+    out = run_collage(images, arg_inputs=args, max_size=2000, reverse_channels=reverse)
+    portable = run_collage(images, arg_inputs=args, max_size=2000, reverse_channels=reverse,
+                           _portable_cpu=True)
+    emulated = run_collage(images, arg_inputs=args, max_size=2000, reverse_channels=reverse,
+                           _emulate_gpu_launch=True)
+    seen = [[im[..., ::-1] if reverse else im for im in comp] for comp in images]
+    for b in range(B):
+        ref, _ = collage([seen[j][b] for j in range(k)], short[b], flips[b], 2000)
+        np.testing.assert_array_equal(out[0][b], ref.astype(np.uint8))
+        np.testing.assert_array_equal(portable[0][b], out[0][b])
+        np.testing.assert_array_equal(emulated[0][b], out[0][b])
+
+
 def test_gpu_backend_is_registered():
     from nvidia.dali import backend
 

@@ -59,3 +59,27 @@ def test_cpu_only_build_switch(tmp_path):
     info, registered = r.stdout.strip().splitlines()
     assert "'cuda': False" in info
     assert registered == "True False"
+
+
+def test_host_cpu_stats_count_each_k_apart():
+    """The totals benchmarks read: a k = 4 run of 3 collages adds 1 batch and 3 samples to
+    k = 4 only, a k = 1 run to k = 1 only, each with the CPU its pixel tasks took."""
+    import numpy as np
+
+    import dst_dali
+    from dali_helpers import run_collage
+    rng = np.random.default_rng(0)
+    images = [[rng.integers(0, 256, (300, 400, 3), dtype=np.uint8) for _ in range(3)]
+              for _ in range(4)]
+
+    def delta(run):
+        before = dst_dali.host_cpu_stats()
+        run()
+        return dst_dali.host_cpu_stats(since=before)
+
+    d4 = delta(lambda: run_collage(images, short_side=600, max_size=1000, num_threads=2))
+    assert list(d4) == [4] and d4[4]["batches"] == 1 and d4[4]["samples"] == 3
+    d1 = delta(lambda: run_collage(images[:1], short_side=600, max_size=1000))
+    assert list(d1) == [1] and d1[1]["batches"] == 1 and d1[1]["samples"] == 3
+    # a 600x800 output per sample is far more than a microsecond of CPU
+    assert d4[4]["cpu_s"] > 3e-6 * 3 and d1[1]["cpu_s"] > 3e-6 * 3
