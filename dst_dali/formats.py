@@ -1,6 +1,6 @@
 """One stitched sample in the formats detectors take: detectron2's DatasetMapper dicts and
 torchvision's (image, target) pairs. Work per sample is proportional to its boxes and polygons,
-never to its pixels (beyond the one copy out of DALI's buffers)."""
+never to its pixels (the image is DALI's output buffer itself, not a copy)."""
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -10,7 +10,7 @@ import torch
 
 @dataclass
 class Sample:
-    """One output sample of a stitched batch, copied out of DALI's buffers."""
+    """One output sample of a stitched batch (its image shares DALI's output buffer)."""
     image: torch.Tensor          # HWC uint8 (on the GPU for device="gpu")
     boxes: np.ndarray            # (N, 4) float32 ltrb
     labels: np.ndarray           # (N,) int32, contiguous 0..C-1
@@ -53,8 +53,9 @@ def transform_record(sample: Sample) -> dict:
             "placement": sample.placement.tolist(), "box_component": sample.box_component}
 
 
-def to_detectron2(sample: Sample) -> dict:
-    """A dict as detectron2's DatasetMapper makes it for training.
+def to_detectron2(sample: Sample, masks: bool = False) -> dict:
+    """A dict as detectron2's DatasetMapper makes it for training; with `masks` (its
+    use_instance_mask, i.e. MODEL.MASK_ON) the instances carry gt_masks as PolygonMasks.
 
     `image` is CHW in the loader's image_format, a view of the HWC copy (detectron2 normalizes
     and pads it into a new tensor anyway). `height`/`width` are the source image's size for a
@@ -65,7 +66,8 @@ def to_detectron2(sample: Sample) -> dict:
     instances = Instances((h, w))
     instances.gt_boxes = Boxes(torch.from_numpy(sample.boxes))
     instances.gt_classes = torch.from_numpy(sample.labels.astype(np.int64))
-    instances.gt_masks = PolygonMasks(polygons_per_instance(sample))
+    if masks:
+        instances.gt_masks = PolygonMasks(polygons_per_instance(sample))
     oh, ow = sample.original_size or (h, w)
     out = {"image": sample.image.permute(2, 0, 1), "instances": instances,
            "height": oh, "width": ow, "image_id": sample.image_ids[0],

@@ -122,7 +122,7 @@ class DSTLoader:
         @pipeline_def(batch_size=c["batch_size"], num_threads=c["num_threads"],
                       device_id=dali_device_id(self.device, local),
                       prefetch_queue_depth=c["prefetch"], enable_checkpointing=True,
-                      seed=c["seed"])
+                      seed=c["seed"], exec_dynamic=True)  # outputs outlive run(): see _samples
         def graph():
             sb = stitched_batch(
                 c["images"], c["annotations"], self.index.category_ids, k=k,
@@ -139,7 +139,10 @@ class DSTLoader:
         return pipe
 
     def _samples(self, kind: str):
-        """Runs the kind's pipeline once: its batch as Samples, copied out of DALI's buffers."""
+        """Runs the kind's pipeline once: its batch as Samples. CPU images are views of DALI's
+        output buffers, not copies: DALI's dynamic executor hands each run's outputs over to
+        the caller and never reuses a buffer something still refers to (a collage is 3-4 MB,
+        and copying it costs about two thirds of stitching it: bench/collage_op.py)."""
         try:
             image, boxes, labels, polys, verts, origin, place, short, flip, *ids = \
                 self._pipes[kind].run()
@@ -154,7 +157,7 @@ class DSTLoader:
         for i in range(len(image)):
             ids_i = [int(np.array(t[i]).reshape(-1)[0]) for t in ids]
             samples.append(Sample(
-                image=_gpu_to_torch(image[i]) if gpu else torch.from_numpy(np.array(image[i])),
+                image=_gpu_to_torch(image[i]) if gpu else torch.from_numpy(np.asarray(image[i])),
                 boxes=np.array(boxes[i]).reshape(-1, 4), labels=np.array(labels[i]).reshape(-1),
                 polygons=np.array(polys[i]).reshape(-1, 3),
                 vertices=np.array(verts[i]).reshape(-1, 2),
@@ -196,7 +199,7 @@ class DSTLoader:
         self.last_boxes = [s.boxes for s in samples]  # for the "input" signal
         self.last_image_ids = [list(s.image_ids) for s in samples]
         if self.output == "detectron2":
-            return [to_detectron2(s) for s in samples]
+            return [to_detectron2(s, self.masks) for s in samples]
         pairs = [to_torchvision(s, self.masks) for s in samples]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 

@@ -50,7 +50,7 @@ def build_dst_loader(cfg, controller) -> DSTLoader:
         flip_prob=0.5 if cfg.INPUT.RANDOM_FLIP == "horizontal" else 0.0, device=cfg.DST.DEVICE,
         seed=max(cfg.SEED, 0), shard_id=comm.get_rank(), num_shards=world, output="detectron2",
         image_format=cfg.INPUT.FORMAT, controller=controller,
-        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, masks=cfg.MODEL.MASK_ON,
         num_threads=cfg.DST.NUM_THREADS)
 
 

@@ -40,7 +40,7 @@ def make_loader(coco128, **kw):
 
 
 def test_regular_batches_equal_detectron2_mapper(coco128, d2_dataset):
-    loader = make_loader(coco128)
+    loader = make_loader(coco128, masks=True)
     diffs = []
     for _ in range(3):
         for d in loader.next_batch("regular"):
@@ -64,6 +64,9 @@ def test_regular_batches_equal_detectron2_mapper(coco128, d2_dataset):
     d = torch.cat([x.reshape(-1) for x in diffs])
     assert d.mean() < 0.5, d.mean()
     assert torch.quantile(d[:1_000_000], 0.999) <= 2
+    # without masks (DatasetMapper's use_instance_mask=False, a Faster R-CNN) no gt_masks
+    for kind in ("regular", "collage"):
+        assert not make_loader(coco128).next_batch(kind)[0]["instances"].has("gt_masks")
 
 
 def test_collage_cells_are_half_scale_regular_images(coco128, d2_dataset):
@@ -171,6 +174,43 @@ def test_same_seed_same_batches_and_resume(coco128):
         make_loader(coco128, aspect_ratio_grouping=True, seed=1).load_state_dict(state)
     other = make_loader(coco128, seed=1)
     assert ids_of(other.next_batch("regular")) != ids_of(make_loader(coco128).next_batch("regular"))
+
+
+def same_size_dataset(folder, n=16, hw=(48, 64)):
+    """n random JPEGs of one size, a box each: every batch of a kind has the same shape, so a
+    loader that recycled its output buffers would write the next batch over a held one."""
+    import json
+
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    os.makedirs(folder / "images")
+    images, anns = [], []
+    for i in range(1, n + 1):
+        Image.fromarray(rng.integers(0, 256, hw + (3,), dtype=np.uint8)).save(
+            folder / "images" / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "height": hw[0], "width": hw[1]})
+        anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 16],
+                     "area": 320, "iscrowd": 0})
+    with open(folder / "ann.json", "w") as f:
+        json.dump({"images": images, "annotations": anns,
+                   "categories": [{"id": 1, "name": "thing"}]}, f)
+    return str(folder / "images"), str(folder / "ann.json")
+
+
+def test_batches_stay_valid_after_later_batches(tmp_path):
+    """Images are views of DALI's output buffers (no copy): a batch a trainer still holds must
+    not change while later batches of both kinds are made with prefetching."""
+    loader = DSTLoader(*same_size_dataset(tmp_path), batch_size=2, k=4, min_size=(48,),
+                       flip_prob=0.0, device="cpu", aspect_ratio_grouping=False, prefetch=2)
+    held = [loader.next_batch(kind) for kind in ["regular", "collage", "collage", "regular"]]
+    snapshot = [[d["image"].clone() for d in batch] for batch in held]
+    for kind in ["collage", "regular"] * 6:
+        loader.next_batch(kind)
+    pointers = {d["image"].data_ptr() for batch in held for d in batch}
+    assert len(pointers) == 8  # no two held images share a buffer
+    for batch, images in zip(held, snapshot):
+        for d, image in zip(batch, images):
+            assert torch.equal(d["image"], image)
 
 
 def test_aspect_ratio_grouping(coco128):

@@ -161,3 +161,16 @@ def test_every_config_loads_and_passes_the_checks(name):
     elif name.endswith("_dst.yaml"):
         assert cfg.DST.ENABLED and cfg.DST.TAU == 0.1 and cfg.DST.K == 4
         assert cfg.SOLVER.MAX_ITER == 90000 and cfg.SOLVER.IMS_PER_BATCH == 16  # COCO 1x
+
+
+@pytest.mark.parametrize("mask_on", [False, True])
+def test_trainer_loader_gives_masks_exactly_when_the_model_has_a_mask_head(mask_on):
+    """MODEL.MASK_ON decides gt_masks, as detectron2's DatasetMapper(use_instance_mask=...)."""
+    from dst_dali.trainer import build_controller, build_dst_loader
+    cfg = check_setup("MODEL.MASK_ON", str(mask_on))
+    loader = build_dst_loader(cfg, build_controller(cfg))
+    for kind in ("regular", "collage"):
+        inst = loader.next_batch(kind)[0]["instances"]
+        assert inst.has("gt_masks") == mask_on
+        if mask_on:
+            assert len(inst.gt_masks) == len(inst.gt_boxes)
