@@ -80,7 +80,7 @@ def write_results(name, rows, columns, meta, notes=(), results_dir=RESULTS, scri
             "command": " ".join(["python", script, *argv]),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with open(os.path.join(results_dir, name + ".json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        json.dump({"meta": meta, "rows": rows, "notes": list(notes)}, f, indent=2)
     m = meta["machine"]
     lines = [f"# {name}", "",
              f"`{meta['command']}` on {m['cpu']} ({m['cores']} cores), GPU: {m['gpu']}, "

@@ -13,9 +13,14 @@ process of its own, the variants taking turns at every fraction:
   decode_only  DALI reading + decoding alone (the reference for a collage sample's CPU cost)
 Collage iterations: a fixed fraction (--fractions, spread evenly) or the decisions a
 FeedbackController makes over a recorded r sequence (--controller FILE). The CPU cost of a
-regular and of a collage sample is read from the all-regular (0) and all-collage (1) runs.
+regular and of a collage sample is read from the all-regular (0) and all-collage (1) runs; the
+collage's CPU over that of decoding its k images is the median of --ratio-rounds back-to-back
+pairs of runs.
+Where each variant's CPU goes: DSTLoader's steps from CollageStitch's own CPU accounting,
+Stitcher's collage step timed around it, detectron2's mapper steps from a profile of the
+mapper in a process of its own (profile_detectron2_mapper), decode from decode_only.
 
-    python bench/throughput.py                 # ~3-5 min on 2 cores
+    python bench/throughput.py                 # ~2.5 min on 2 cores
     python bench/throughput.py --quick         # smoke run (tests)
 """
 import argparse
@@ -104,8 +109,9 @@ def replayed_pattern(path: str, n: int, tau: float):
 
 # -- the variants: each a next_batch(kind) -> (samples, images decoded, collage step seconds) --
 
-def detectron2_loader(args):
-    from detectron2.data import DatasetMapper, build_detection_train_loader
+def detectron2_mapper(args):
+    """detectron2's dataset dicts of the data and its standard training mapper."""
+    from detectron2.data import DatasetMapper
     from detectron2.data import transforms as T
     from detectron2.data.datasets import load_coco_json
     dicts = [d for d in load_coco_json(args.annotations, args.images, "dst_bench")
@@ -113,9 +119,48 @@ def detectron2_loader(args):
     mapper = DatasetMapper(is_train=True, augmentations=[
         T.ResizeShortestEdge(args.min_size, args.max_size, "choice"), T.RandomFlip()],
         image_format="BGR", use_instance_mask=False)
+    return dicts, mapper
+
+
+def detectron2_loader(args):
+    from detectron2.data import build_detection_train_loader
+    dicts, mapper = detectron2_mapper(args)
     return iter(build_detection_train_loader(dicts, mapper=mapper, total_batch_size=args.batch,
                                              num_workers=args.workers,
                                              aspect_ratio_grouping=False))
+
+
+def profile_detectron2_mapper(args, n: int) -> dict:
+    """CPU seconds of the steps of detectron2's DatasetMapper over n images, in this process
+    (no workers): reading + JPEG decode (read_image), the augmentations (resize + flip), the
+    annotations (to Instances), and the rest of the mapper (tensor conversion, copies)."""
+    from detectron2.data import dataset_mapper
+    dicts, mapper = detectron2_mapper(args)
+    steps = {"decode": 0.0, "resize_flip": 0.0, "annotations": 0.0}
+
+    def timed(step, f):
+        def run(*a, **kw):
+            t = time.process_time()
+            try:
+                return f(*a, **kw)
+            finally:
+                steps[step] += time.process_time() - t
+        return run
+
+    utils = dataset_mapper.utils  # the mapper calls utils.read_image at call time
+    read_image = utils.read_image
+    utils.read_image = timed("decode", read_image)
+    mapper.augmentations = timed("resize_flip", mapper.augmentations)
+    mapper._transform_annotations = timed("annotations", mapper._transform_annotations)
+    try:
+        t = time.process_time()
+        for i in range(n):
+            mapper(dicts[i % len(dicts)])  # it deep-copies the dict itself, as in training
+        total = time.process_time() - t
+    finally:
+        utils.read_image = read_image
+    return {"images": n, "total_s": total, **steps,
+            "rest_of_mapper": total - sum(steps.values())}
 
 
 def stitcher_collage(batches, k):
@@ -176,6 +221,12 @@ class DSTVariant:
         batch = self.loader.next_batch(kind)
         return len(batch), len(batch) * (self.k if kind == "collage" else 1), None
 
+    @staticmethod
+    def op_stats(since=None):
+        """CollageStitch's own CPU per k: its steps run on DALI's threads, ahead of next()."""
+        from dst_dali import host_cpu_stats
+        return host_cpu_stats(since)
+
 
 class DecodeOnlyVariant:
     """DALI's COCO reader + image decoder alone, batch k*B: the CPU cost of decoding."""
@@ -226,7 +277,9 @@ def run_one(args, variant: str, kinds, warmup: int) -> dict:
     for kind in ("regular", "collage") * warmup:
         v.next_batch(kind)
     rows, peak = [], tree.rss()
-    c0, t0 = tree.cpu(), time.perf_counter()
+    op_stats = getattr(v, "op_stats", None)
+    ops0 = op_stats() if op_stats else None
+    c0, t0, m0 = tree.cpu(), time.perf_counter(), time.thread_time()
     for i, kind in enumerate(kinds):
         t = time.perf_counter()
         samples, images, collage_s = v.next_batch(kind)
@@ -235,7 +288,8 @@ def run_one(args, variant: str, kinds, warmup: int) -> dict:
         if i % 10 == 9:  # walking /proc costs the loop; every 10th iteration finds the peak
             peak = max(peak, tree.rss())
     return {"rows": rows, "wall": time.perf_counter() - t0, "cpu": tree.cpu() - c0,
-            "peak_rss": peak}
+            "main_thread_cpu": time.thread_time() - m0, "peak_rss": peak,
+            "op_stats": op_stats(ops0) if op_stats else None}
 
 
 def run_in_child(argv, variant, fraction, kinds) -> dict:
@@ -249,12 +303,13 @@ def run_in_child(argv, variant, fraction, kinds) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def summarize(name, run, fraction):
+def summarize(name, run, fraction, k):
     rows, wall, cpu = run["rows"], run["wall"], run["cpu"]
     samples = sum(r["samples"] for r in rows)
     out = {"variant": name, "fraction": fraction, "iterations": len(rows),
            "samples_per_s": samples / wall, "images_per_s": sum(r["images"] for r in rows) / wall,
-           "cpu_s_per_sample": cpu / samples, "peak_rss_mb": run["peak_rss"] / 2**20}
+           "cpu_s_per_sample": cpu / samples, "main_thread_cpu_share": run["main_thread_cpu"] / cpu,
+           "peak_rss_mb": run["peak_rss"] / 2**20}
     dt = np.array([r["wall"] for r in rows]) * 1000
     out.update(data_ms_p50=float(np.percentile(dt, 50)), data_ms_p95=float(np.percentile(dt, 95)),
                data_ms_max=float(dt.max()))
@@ -265,6 +320,15 @@ def summarize(name, run, fraction):
     steps = [r["collage_s"] for r in rows if r["collage_s"]]
     if steps:
         out["collage_step_cpu_ms_per_batch"] = 1000 * float(np.mean(steps))
+        out["collage_step_cpu_share"] = sum(steps) / cpu
+    if run.get("op_stats"):  # JSON made the k keys strings
+        ops = {int(kk): v for kk, v in run["op_stats"].items()}
+        kinds = {r["kind"] for r in rows}
+        for kk, kind in ((k, "collage"), (1, "regular")):
+            # a pipeline also prefetches in a loop that takes none of its batches: not counted
+            if kind in kinds and ops.get(kk, {}).get("batches"):
+                out[f"{kind}_step_cpu_ms_per_batch"] = 1000 * ops[kk]["cpu_s"] / ops[kk]["batches"]
+        out["op_cpu_share"] = sum(v["cpu_s"] for v in ops.values()) / cpu
     return out
 
 
@@ -301,6 +365,9 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=80, help="measured iterations a fraction")
     ap.add_argument("--variants", nargs="+",
                     default=["detectron2", "stitcher", "dst_cpu", "dst_gpu", "decode_only"])
+    ap.add_argument("--ratio-rounds", type=int, default=3,
+                    help="rounds of (DSTLoader all-collage, decode_only) runs, back to back, "
+                         "for the collage CPU ratio (fraction 1's pair counts as one)")
     ap.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
 
     ap.add_argument("--name", default="throughput")
@@ -310,8 +377,11 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
     if args.quick:
-        args.iterations, args.fractions = 6, [0.5]
+        args.iterations, args.fractions, args.ratio_rounds = 6, [0.5], 1
     warmup = 1 if args.quick else 4
+    if args.child == "mapper_profile":
+        print(json.dumps(profile_detectron2_mapper(args, 8 if args.quick else 64)))
+        return None
     if args.child:
         kinds = ["collage" if c == "c" else "regular" for c in args.child_kinds.split(",")]
         print(json.dumps(run_one(args, args.child, kinds, warmup)))
@@ -322,17 +392,30 @@ def main(argv=None):
     plans = ([("replay", replayed_pattern(args.controller, args.iterations, args.tau))]
              if args.controller else
              [(f, collage_pattern(f, args.iterations)) for f in args.fractions])
-    runs = [(f, kinds, v) for f, kinds in plans for v in args.variants if v in available]
+    runs = [(f, kinds, v, "table") for f, kinds in plans for v in args.variants
+            if v in available]
+    # The collage CPU ratio compares two processes' CPU, which drifts by several % between
+    # runs on a shared machine: pairs run back to back, and the ratio is their median.
+    pair = ("dst_cpu", "decode_only")
+    in_table = 1.0 in args.fractions and not args.controller and set(pair) <= set(args.variants)
+    extra = max(0, args.ratio_rounds - in_table) if set(pair) <= available else 0
+    runs += [(1.0, collage_pattern(1.0, args.iterations), v, "ratio")
+             for _ in range(extra) for v in pair]
+    ratio_rows = []
     from tqdm import tqdm
-    for fraction, kinds, variant in tqdm(runs, desc="runs (one process each)", unit="run"):
+    for fraction, kinds, variant, use in tqdm(runs, desc="runs (one process each)", unit="run"):
         run = run_in_child(argv, variant, fraction, kinds)
-        rows.append(summarize(variant, run, kinds.count("collage") / len(kinds)))
+        row = summarize(variant, run, kinds.count("collage") / len(kinds), args.k)
+        (rows if use == "table" else ratio_rows).append(row)
+    mapper = (run_in_child(argv, "mapper_profile", None, ["regular"])
+              if "detectron2" in args.variants else None)
     for v in args.variants:
         if v not in available:
             rows.append({"variant": v, "fraction": None, "note": "not run: no GPU"})
 
     measured = [r for r in rows if "samples_per_s" in r]
-    notes = goal_notes(measured, args)
+    ratios = collage_cpu_ratios(measured, ratio_rows, args.k)
+    notes = goal_notes(measured, ratios, args) + cpu_breakdown(measured, mapper, args.k)
     columns = [("variant", "variant"), ("fraction", "collage fraction"),
                ("samples_per_s", "samples/s"), ("images_per_s", "decoded images/s"),
                ("cpu_s_per_sample", "CPU s/sample"), ("data_ms_p50", "data ms p50"),
@@ -340,9 +423,11 @@ def main(argv=None):
                ("regular_data_ms_p50", "regular data ms p50"),
                ("collage_data_ms_p50", "collage data ms p50"),
                ("collage_step_cpu_ms_per_batch", "collage step CPU ms/batch"),
+               ("regular_step_cpu_ms_per_batch", "resize step CPU ms/batch"),
                ("peak_rss_mb", "peak RSS MB"), ("note", "note")]
     meta = {"batch": args.batch, "k": args.k, "workers": args.workers, "threads": args.threads,
-            "iterations": args.iterations, "warmup": warmup, "data": args.annotations}
+            "iterations": args.iterations, "warmup": warmup, "data": args.annotations,
+            "detectron2_mapper_profile": mapper, "collage_cpu_ratios": ratios}
     path = write_results(args.name, rows, columns, meta, notes, results_dir=args.results_dir,
                          script=__file__, argv=argv)
     chart(measured, os.path.join(args.results_dir, args.name + ".png"))
@@ -350,7 +435,75 @@ def main(argv=None):
     return path
 
 
-def goal_notes(rows, args):
+def decode_cost(rows, fraction):
+    """CPU seconds of decoding one image: decode_only's run in the same round as `fraction`
+    (the runs next to each other in time share the machine's drift), else the median of its
+    runs; None without any."""
+    runs = {r["fraction"]: r["cpu_s_per_sample"] for r in rows if r["variant"] == "decode_only"}
+    if fraction in runs:
+        return runs[fraction]
+    return float(np.median(list(runs.values()))) if runs else None
+
+
+def cpu_breakdown(rows, mapper, k):
+    """Which step dominates each variant: shares of its loop's process-tree CPU. Decode is
+    decode_only's CPU per image (same round) times the images decoded; CollageStitch and the
+    Stitcher step time themselves; detectron2's mapper steps come from
+    profile_detectron2_mapper."""
+    lines = []
+
+    def line(name, parts, rest):
+        parts = parts + [(rest, 1 - sum(v for _, v in parts))]
+        lines.append(f"Where the CPU goes, {name}: " +
+                     ", ".join(f"{label} {v:.0%}" for label, v in parts))
+
+    d2 = next((r for r in rows if r["variant"] == "detectron2"), None)
+    if d2 and mapper:
+        per = d2["cpu_s_per_sample"] * mapper["images"]  # the loop's CPU for as many samples
+        line("detectron2's loader",
+             [(f"JPEG decode ({mapper['decode'] / mapper['images'] * 1000:.1f} ms an image)",
+               mapper["decode"] / per),
+              ("resize + flip", mapper["resize_flip"] / per),
+              ("annotations", mapper["annotations"] / per),
+              ("rest of the mapper", mapper["rest_of_mapper"] / per)],
+             "workers, IPC, batching")
+    for r in rows:
+        f = r["fraction"]
+        if r["variant"] == "dst_cpu" and "op_cpu_share" in r:
+            # all measured in the run itself: the operator's accounting, the main thread's
+            # CPU, and the rest of the process (DALI's threads), of which decode_only's
+            # CPU per image (a run of its own, so only an estimate) says how much is decode
+            step = {0.0: "CollageStitch k=1 (fused resize)",
+                    1.0: f"CollageStitch k={k} (collage)"}.get(f, "CollageStitch")
+            line(f"DSTLoader (fraction {f:g})",
+                 [(step, r["op_cpu_share"]),
+                  ("the main thread (Python: detectron2 structures; DALI's outputs)",
+                   r["main_thread_cpu_share"])],
+                 "DALI's reader, JPEG decode and executor")
+            dec = decode_cost(rows, f)
+            if dec:
+                images_per_sample = r["images_per_s"] / r["samples_per_s"]
+                lines[-1] += (f" (decode_only's CPU per image puts decode at "
+                              f"{images_per_sample * dec / r['cpu_s_per_sample']:.0%})")
+        if r["variant"] == "stitcher" and "collage_step_cpu_share" in r:
+            line(f"the Stitcher way (fraction {f:g})",
+                 [("its collage step", r["collage_step_cpu_share"])],
+                 f"detectron2's loader making {k}x the images")
+    return lines
+
+
+def collage_cpu_ratios(rows, ratio_rows, k):
+    """A collage sample's CPU over that of decoding its k images, one value a round: the
+    all-collage DSTLoader run over the decode_only run next to it (the table's fraction 1
+    pair first, then the extra rounds)."""
+    by = {(r["variant"], r["fraction"]): r for r in rows}
+    pairs = [(by[("dst_cpu", 1.0)], by[("decode_only", 1.0)])] if (
+        ("dst_cpu", 1.0) in by and ("decode_only", 1.0) in by) else []
+    pairs += list(zip(ratio_rows[0::2], ratio_rows[1::2]))
+    return [dst["cpu_s_per_sample"] / (k * dec["cpu_s_per_sample"]) for dst, dec in pairs]
+
+
+def goal_notes(rows, ratios, args):
     by = {(r["variant"], r["fraction"]): r for r in rows}
     notes = ["Each variant runs in a process of its own after a warm-up. samples/s and CPU "
              "s/sample are over its measured loop; CPU is user+sys of the whole process tree "
@@ -361,8 +514,9 @@ def goal_notes(rows, args):
              "regular or a collage sample: CPU s/sample at fraction 0 or 1.",
              "decode_only decodes without resizing: its CPU s/sample is the CPU of decoding one "
              "image.",
-             "DSTLoader's collage step runs inside DALI (CollageStitch); its time is measured "
-             "by bench/collage_op.py, not here."]
+             "DSTLoader's collage step runs on DALI's threads, ahead of next(): its CPU is "
+             "CollageStitch's own accounting (dst_dali.host_cpu_stats: thread CPU of its "
+             "planning and pixel tasks) over the loop, per batch it made."]
     # detectron2's variant makes regular batches at every fraction: the median of its runs
     d2 = [r["samples_per_s"] for r in rows if r["variant"] == "detectron2"]
     reg_dst = by.get(("dst_cpu", 0.0))
@@ -370,12 +524,11 @@ def goal_notes(rows, args):
         notes.append(f"goal DSTLoader regular >= 2x detectron2's loader (median of its "
                      f"{len(d2)} runs, {float(np.median(d2)):.0f} samples/s): "
                      f"{reg_dst['samples_per_s'] / float(np.median(d2)):.2f}x")
-    full, dec = by.get(("dst_cpu", 1.0)), next((r for r in rows if r["variant"] ==
-                                                 "decode_only"), None)
-    if full and dec:
-        ratio = full["cpu_s_per_sample"] / (args.k * dec["cpu_s_per_sample"])
+    if ratios:
         notes.append(f"goal a collage sample <= 1.15x the CPU of decoding its {args.k} images: "
-                     f"{ratio:.2f}x")
+                     f"{float(np.median(ratios)):.2f}x, the median of {len(ratios)} rounds "
+                     f"({', '.join(f'{x:.2f}' for x in ratios)}), each DSTLoader at fraction 1 "
+                     "over the decode_only run next to it")
     half_st, half_dst = by.get(("stitcher", 0.5)), by.get(("dst_cpu", 0.5))
     if half_st and half_dst:
         notes.append(f"goal at collage fraction 0.5 >= 4x the Stitcher way's samples/s: "

@@ -3,6 +3,8 @@ import json
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -49,11 +51,23 @@ def test_throughput_bench_quick(tmp_path):
     for name in ("detectron2", "stitcher", "dst_cpu", "decode_only"):
         r = rows[name]
         for key in ("samples_per_s", "images_per_s", "cpu_s_per_sample", "data_ms_p50",
-                    "data_ms_p95", "data_ms_max", "peak_rss_mb"):
+                    "data_ms_p95", "data_ms_max", "peak_rss_mb", "main_thread_cpu_share"):
             assert r[key] >= 0, (name, key)
     # collage iterations consume k images a sample, regular ones 1
     assert rows["dst_cpu"]["images_per_s"] > rows["dst_cpu"]["samples_per_s"]
     assert rows["stitcher"]["collage_step_cpu_ms_per_batch"] > 0
+    # DSTLoader's steps, from CollageStitch's own accounting, and a share of the loop's CPU
+    for key in ("collage_step_cpu_ms_per_batch", "regular_step_cpu_ms_per_batch"):
+        assert rows["dst_cpu"][key] > 0, key
+    assert 0 < rows["dst_cpu"]["op_cpu_share"] < 1
+    profile = data["meta"]["detectron2_mapper_profile"]
+    assert profile["images"] == 8 and 0 < profile["decode"] < profile["total_s"]
+    assert sum(profile[k] for k in ("decode", "resize_flip", "annotations",
+                                    "rest_of_mapper")) == pytest.approx(profile["total_s"])
+    assert any(n.startswith("Where the CPU goes, DSTLoader") for n in data["notes"])
+    # --quick: one extra round of (all-collage DSTLoader, decode_only) for the ratio
+    ratios = data["meta"]["collage_cpu_ratios"]
+    assert len(ratios) == 1 and ratios[0] > 0
     assert "not run" in rows["dst_gpu"].get("note", "") or "samples_per_s" in rows["dst_gpu"]
     assert (tmp_path / "smoke.png").stat().st_size > 5000
     assert data["meta"]["command"].startswith("python bench/throughput.py")
