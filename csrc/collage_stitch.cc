@@ -158,7 +158,7 @@ void ShuffleGather(uint8_t *dst, int n, const uint8_t *src_row, const uint8_t *n
                    const ShufflePlan &plan) {
   for (const ShuffleChunk &c : plan.chunks) {
     // The next output row's source row is fetched while this one is shuffled: where a
-    // downscale skips source rows, the hardware prefetcher loses the stream (~10% measured).
+    // downscale skips source rows, the hardware prefetcher loses the stream.
     _mm_prefetch(reinterpret_cast<const char *>(next_src_row + c.src), _MM_HINT_T0);
     __m128i window = _mm_loadu_si128(reinterpret_cast<const __m128i *>(src_row + c.src));
     __m128i shuffle = _mm_loadu_si128(reinterpret_cast<const __m128i *>(c.shuffle));
@@ -404,11 +404,15 @@ void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
 }  // namespace dst_dali
 
 // Totals since the library was loaded (see RecordHostCpu), for dst_dali.host_cpu_stats: three
-// arrays of kMaxComponents + 1 entries, indexed by k.
+// arrays of dst_dali_host_cpu_slots() entries, indexed by k.
+extern "C" __attribute__((visibility("default"))) int dst_dali_host_cpu_slots() {
+  return ::dst_dali::kMaxComponents + 1;
+}
+
 extern "C" __attribute__((visibility("default"))) void dst_dali_host_cpu(uint64_t *ns,
                                                                          uint64_t *batches,
                                                                          uint64_t *samples) {
-  for (int k = 0; k <= ::dst_dali::kMaxComponents; k++) {
+  for (int k = 0; k < dst_dali_host_cpu_slots(); k++) {
     ns[k] = ::dst_dali::host_cpu[k].ns;
     batches[k] = ::dst_dali::host_cpu[k].batches;
     samples[k] = ::dst_dali::host_cpu[k].samples;

@@ -66,7 +66,7 @@ def host_cpu_stats(since: Optional[dict] = None) -> dict:
     load_plugin()
     # dlopen of the path DALI loaded returns the same handle: nothing is registered twice
     lib = ctypes.CDLL(plugin_path())
-    n = 17  # kMaxComponents + 1
+    n = lib.dst_dali_host_cpu_slots()  # one a k, 0..kMaxComponents
     arrays = [(ctypes.c_uint64 * n)() for _ in range(3)]
     lib.dst_dali_host_cpu(*arrays)
     ns, batches, samples = ([int(v) for v in a] for a in arrays)

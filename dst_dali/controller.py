@@ -10,30 +10,31 @@ from typing import List, Optional
 COLLAGE, REGULAR = "collage", "regular"
 
 
-def _sum_over_ranks(small, total):
-    """(small, total) summed over torch.distributed ranks, as two Python floats.
+def sum_over_ranks(values) -> List[float]:
+    """`values` (numbers or 0-d tensors, or a 1-D tensor) summed over torch.distributed ranks,
+    as Python floats.
 
-    One all-reduce of a 2-vector and one host read a call: every rank then divides the same
-    sums and makes the same decision (the original code decided per rank).
+    One all-reduce and one host read a call: every rank then divides the same sums and makes
+    the same decision (the original code decided per rank).
     """
     try:
         import torch
         import torch.distributed as dist
     except ImportError:  # numpy-only use
-        return float(small), float(total)
-    tensors = [x for x in (small, total) if isinstance(x, torch.Tensor)]
+        return [float(v) for v in values]
+    values = list(values)
+    tensors = [x for x in values if isinstance(x, torch.Tensor)]
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     if not tensors and not distributed:
-        return float(small), float(total)
+        return [float(v) for v in values]
     device = tensors[0].device if tensors else torch.device("cpu")
     if distributed and dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
-    both = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=device)
-                        for x in (small, total)])
+    stacked = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=device)
+                           for x in values])
     if distributed:
-        dist.all_reduce(both)
-    small, total = both.tolist()  # the one host read
-    return small, total
+        dist.all_reduce(stacked)
+    return stacked.tolist()  # the one host read
 
 
 class _Controller:
@@ -88,7 +89,7 @@ class FeedbackController(_Controller):
         """Feeds one iteration's loss owed to small objects and its total; returns r.
         Under torch.distributed the two are summed over ranks first, unless the caller did."""
         if not summed_over_ranks:
-            small, total = _sum_over_ranks(small, total)
+            small, total = sum_over_ranks((small, total))
         small, total = float(small), float(total)
         finite = math.isfinite(small) and math.isfinite(total)
         # small is a part of total; summed in floating point it may exceed it by rounding
@@ -131,7 +132,7 @@ class StaticController(_Controller):
         share = None
         if small is not None and total is not None:
             if not summed_over_ranks:
-                small, total = _sum_over_ranks(small, total)
+                small, total = sum_over_ranks((small, total))
             share = float(small) / float(total) if float(total) > 0 else None
         if self.mode == "random":
             collage = self._rng.random() < self.prob

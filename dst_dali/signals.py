@@ -161,7 +161,8 @@ class TorchvisionLossShareProbe:
             _, matched, labels, regression_targets = out
             areas = []
             for m, t in zip(matched, targets):
-                gt = t["boxes"][m.clamp(min=0)] if len(t["boxes"]) else torch.zeros(len(m), 4)
+                gt = (t["boxes"][m.clamp(min=0)] if len(t["boxes"])
+                      else t["boxes"].new_zeros(len(m), 4))  # on the boxes' device
                 areas.append((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))
             self._sampled = (torch.cat(labels), torch.cat(regression_targets), torch.cat(areas))
             return out

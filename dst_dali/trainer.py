@@ -17,7 +17,7 @@ from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
-from .controller import COLLAGE, FeedbackController, StaticController
+from .controller import COLLAGE, FeedbackController, StaticController, sum_over_ranks
 from .loader import DSTLoader
 from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, LossShareProbe, box_count_parts, signal_parts
 
@@ -94,29 +94,21 @@ class DSTHook(HookBase):
 
     # -- the feedback ------------------------------------------------------------------------
     def _measure(self) -> Optional[torch.Tensor]:
-        """(small, medium, large, total) of this iteration, summed over ranks, or None."""
+        """(small, medium, large, total) of this rank's iteration, or None."""
         if self.signal in FEEDBACK_SIGNALS:
             parts = self.probe.pop()
-            row = signal_parts(parts, self.signal) if parts is not None else None
-        elif self.signal == INPUT_SIGNAL:
-            row = box_count_parts(self.loader.last_boxes)
-        else:
-            row = self.probe.pop() if self.probe is not None else None
-            row = signal_parts(row, "reg") if row is not None else None
-        if row is None:
-            return None
-        if comm.get_world_size() > 1:
-            row = row.to(torch.float64)
-            if torch.distributed.get_backend() == "nccl":
-                row = row.cuda()
-            torch.distributed.all_reduce(row)
-        return row
+            return signal_parts(parts, self.signal) if parts is not None else None
+        if self.signal == INPUT_SIGNAL:
+            return box_count_parts(self.loader.last_boxes)
+        parts = self.probe.pop() if self.probe is not None else None  # logged, not fed back
+        return signal_parts(parts, "reg") if parts is not None else None
 
     def after_step(self):
         kind = self.loader.last_kind
         row = self._measure()
         controller = self.loader.controller
-        values = row.tolist() if row is not None else None  # the one host read of the step
+        # summed over ranks: the one all-reduce and host read of the step
+        values = sum_over_ranks(row) if row is not None else None
         if values is None:
             share = controller.observe(0.0, 0.0, summed_over_ranks=True)
         else:

@@ -180,3 +180,27 @@ def test_torchvision_probe_splits_fastrcnn_loss():
     assert all(g > 0 for g in groups)  # small, medium and large positives all present
     assert all((parts[0, i] > 0).item() for i in range(3))
     assert probe.pop() is None
+
+
+def test_torchvision_probe_with_an_image_without_boxes():
+    """An image with no boxes among the batch (all its proposals background): the split still
+    adds up to torchvision's own loss_box_reg, and only the boxed image's positives count."""
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+    from dst_dali.signals import TorchvisionLossShareProbe
+    torch.manual_seed(0)
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4,
+                                    min_size=256, max_size=256)
+    model.train()
+    probe = TorchvisionLossShareProbe(model)
+    images = [torch.rand(3, 256, 256), torch.rand(3, 256, 256)]
+    targets = [{"boxes": torch.tensor([[40.0, 40, 100, 100]]), "labels": torch.tensor([2])},
+               {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}]
+    losses = model(images, targets)
+    labels, _, areas = probe._sampled
+    parts = probe.pop()
+    assert parts[0, 3].item() / len(labels) == pytest.approx(losses["loss_box_reg"].item(),
+                                                             rel=1e-5)
+    assert (labels > 0).any()  # torchvision adds the ground truth to the proposals
+    assert torch.all(areas[labels > 0] == 60.0 * 60.0)  # the one box, medium
+    assert parts[0, 1].item() == pytest.approx(parts[0, 3].item())
