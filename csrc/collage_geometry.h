@@ -1,6 +1,6 @@
 // The arithmetic of a DST collage, shared by the CPU operator (collage_stitch.cc), the CUDA
-// kernel (collage_stitch.cu) and the CPU emulation of that kernel's launch (used by the tests,
-// since no machine of this project has a GPU). Everything that decides a pixel value or a box
+// kernel (collage_stitch.cu) and the CPU emulation of that kernel's launch (which the tests run
+// on machines without a GPU). Everything that decides a pixel value or a box
 // coordinate lives here, so the three paths cannot drift apart.
 //
 // Conventions
@@ -89,33 +89,45 @@ struct PixelParams {
   float inv_std[kMaxChannels];
 };
 
+/** A component is shrunk to fit its cell by no more than this factor of its 1/n scale: the
+ * canvas grows past the mean regular size only as far as the largest component needs. */
+constexpr double kMinComponentFit = 0.875;
+
 /**
- * Places k components (sizes src[i], regular sizes reg[i]) on a canvas. The canvas is as large
- * as the largest regular image in each dimension, so a collage has the size a regular image
- * would have; each component gets 1/n of its regular size (floor, at least 1 px), which always
- * fits its cell. A canvas smaller than n pixels (only for degenerate, 1-2 px tall images) grows
- * to n so that every cell has at least one pixel.
+ * Places k components (sizes src[i], regular sizes reg[i]) on a canvas the size of a regular
+ * image: the mean of the components' regular sizes (they share an orientation), grown where a
+ * component would otherwise shrink by more than kMinComponentFit. Cells are 1/n of the canvas;
+ * each component gets 1/n of its regular size, shrunk with its aspect ratio kept only as far as
+ * it must to fit its cell, and sits in the cell's top-left corner.
  */
 inline void PlaceComponents(CollageSample &s, int k, const Size2 *src, const Size2 *reg) {
   int n = GridSide(k);
-  int canvas_h = 1, canvas_w = 1;
+  double mean_h = 0, mean_w = 0, max_h = 0, max_w = 0;
   for (int i = 0; i < k; i++) {
-    if (reg[i].h > canvas_h) canvas_h = reg[i].h;
-    if (reg[i].w > canvas_w) canvas_w = reg[i].w;
+    mean_h += reg[i].h / static_cast<double>(k);
+    mean_w += reg[i].w / static_cast<double>(k);
+    max_h = reg[i].h > max_h ? reg[i].h : max_h;
+    max_w = reg[i].w > max_w ? reg[i].w : max_w;
   }
+  double canvas_h = mean_h > kMinComponentFit * max_h ? mean_h : kMinComponentFit * max_h;
+  double canvas_w = mean_w > kMinComponentFit * max_w ? mean_w : kMinComponentFit * max_w;
   s.k = k;
   s.n = n;
-  s.cell_h = canvas_h / n > 0 ? canvas_h / n : 1;
-  s.cell_w = canvas_w / n > 0 ? canvas_w / n : 1;
-  s.out_h = canvas_h > s.cell_h * n ? canvas_h : s.cell_h * n;
-  s.out_w = canvas_w > s.cell_w * n ? canvas_w : s.cell_w * n;
+  s.cell_h = static_cast<int>(canvas_h / n) > 0 ? static_cast<int>(canvas_h / n) : 1;
+  s.cell_w = static_cast<int>(canvas_w / n) > 0 ? static_cast<int>(canvas_w / n) : 1;
+  s.out_h = s.cell_h * n;
+  s.out_w = s.cell_w * n;
   for (int i = 0; i < k; i++) {
     Component &c = s.comp[i];
     c.src_h = src[i].h;
     c.src_w = src[i].w;
-    int h = reg[i].h / n, w = reg[i].w / n;
-    c.h = h < 1 ? 1 : (h > s.cell_h ? s.cell_h : h);
-    c.w = w < 1 ? 1 : (w > s.cell_w ? s.cell_w : w);
+    double h = reg[i].h / static_cast<double>(n), w = reg[i].w / static_cast<double>(n);
+    double fit = 1.0;
+    if (s.cell_h < h * fit) fit = s.cell_h / h;
+    if (s.cell_w < w * fit) fit = s.cell_w / w;
+    int ih = static_cast<int>(h * fit + 0.5), iw = static_cast<int>(w * fit + 0.5);
+    c.h = ih < 1 ? 1 : (ih > s.cell_h ? s.cell_h : ih);
+    c.w = iw < 1 ? 1 : (iw > s.cell_w ? s.cell_w : iw);
     c.y0 = (i / n) * s.cell_h;
     c.x0 = (i % n) * s.cell_w;
   }

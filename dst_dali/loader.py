@@ -3,26 +3,41 @@ iteration chosen by the feedback controller, in detectron2's or torchvision's fo
 import logging
 import math
 from collections import deque
-from typing import Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 from nvidia.dali import pipeline_def
+
+from dst_dali.pipelines.stitch import COMPONENT_INPUTS, stitched_batch
 
 from .controller import COLLAGE, REGULAR, FeedbackController
 from .dataset import load_coco_index
 from .device import dali_device_id, resolve_device
 from .formats import Sample, to_detectron2, to_torchvision
 from .ops import check_k
+from .sampler import GroupSampler
 
 logger = logging.getLogger(__name__)
 KINDS = (REGULAR, COLLAGE)
 OUTPUTS = ("detectron2", "torchvision")
-STATE_VERSION = 1
+STATE_VERSION = 2
 # Settings that decide the sequence of batches: a saved state resumes only under the same ones
 # (paths, threads and prefetch depth may change, e.g. on another node).
 SEQUENCE_KEYS = ("batch_size", "k", "min_size", "max_size", "flip_prob", "seed", "shard_id",
-                 "num_shards", "image_format", "aspect_ratio_grouping")
+                 "num_shards", "image_format", "aspect_ratio_grouping", "pad_value")
+# The padding of a collage's cells: the pixel mean, which normalization turns into the zeros
+# detectron2 and torchvision pad batches with. In RGB order, 0-255 (detectron2's default
+# PIXEL_MEAN is this in BGR; torchvision's image_mean is this / 255).
+PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
+
+
+class _Group(NamedTuple):
+    """What the feed gave the pipeline for one batch: dataset positions (sample b, component j
+    at b * k + j) and the draws for each."""
+    positions: List[int]
+    short_side: np.ndarray
+    flip: np.ndarray
 
 
 def _dali_cause(error: Exception) -> str:
@@ -47,14 +62,15 @@ class DSTLoader:
     """Iterates batches of a COCO-format dataset for Dynamic Scale Training.
 
     Two DALI pipelines prefetch side by side: regular (k = 1: detectron2's ResizeShortestEdge +
-    RandomFlip) and collage (k images a sample). Each `next_batch()` asks the controller, which
-    has seen the previous iteration's loss, and runs only the chosen pipeline; the other one's
-    prefetched batches wait for their turn, so the decision applies at the very next iteration
-    and no decoded batch is thrown away.
+    RandomFlip) and collage (k images a sample, all of one orientation, on a canvas the size of
+    a regular image). Each `next_batch()` asks the controller, which has seen the previous
+    iteration's loss, and runs only the chosen pipeline; the other one's prefetched batches wait
+    for their turn, so the decision applies at the very next iteration and no decoded batch is
+    thrown away.
 
-    One pass of the regular pipeline over this rank's shard is `len(loader)` iterations; both
-    pipelines walk the shard in a fresh permutation every epoch (the collage one through k
-    sub-shards), and `epochs_read()` tells how far each has got.
+    Each stream reads every image of the dataset once an epoch, spread over the ranks
+    (dst_dali.sampler); one epoch of the regular stream on this rank is `len(loader)`
+    iterations, and `epochs_read()` tells how far each stream has got.
     """
 
     def __init__(self, images: str, annotations: str, batch_size: int = 2, k: int = 4,
@@ -64,6 +80,7 @@ class DSTLoader:
                  controller: Optional[FeedbackController] = None,
                  image_format: Optional[str] = None,
                  aspect_ratio_grouping: Optional[bool] = None, masks: bool = False,
+                 pad_value: Optional[Sequence[float]] = None,
                  num_threads: int = 2, prefetch: int = 2, device_id: Optional[int] = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
@@ -82,6 +99,11 @@ class DSTLoader:
             raise ValueError(f"image_format={image_format!r}: must be 'BGR' or 'RGB'")
         if output == "torchvision" and image_format != "RGB":
             raise ValueError("output='torchvision' takes RGB images: leave image_format unset")
+        if pad_value is None:
+            pad_value = PIXEL_MEAN_RGB[::-1] if image_format == "BGR" else PIXEL_MEAN_RGB
+        pad_value = [float(v) for v in pad_value]
+        if len(pad_value) not in (1, 3):
+            raise ValueError(f"pad_value={pad_value}: give 1 or 3 values ({image_format} order)")
         self.index = load_coco_index(images, annotations)
         self.batch_size, self.k = batch_size, k
         self.output, self.masks = output, masks
@@ -93,97 +115,126 @@ class DSTLoader:
                             min_size=list(min_size), max_size=max_size, flip_prob=flip_prob,
                             seed=seed, shard_id=shard_id, num_shards=num_shards,
                             image_format=image_format, num_threads=num_threads,
-                            prefetch=prefetch, device_id=device_id,
+                            prefetch=prefetch, device_id=device_id, pad_value=pad_value,
                             aspect_ratio_grouping=self.aspect_ratio_grouping)
-        self._pipes = {kind: self._build(kind) for kind in KINDS}
-        n = self._pipes[REGULAR].reader_meta("reader0")["epoch_size"]
+        n = len(self.index)
         self.shard_size = n * (shard_id + 1) // num_shards - n * shard_id // num_shards
-        if batch_size > self.shard_size // k:
+        if k * batch_size > self.shard_size:
             raise ValueError(
                 f"batch_size={batch_size}: a collage batch needs k*batch_size={k * batch_size} "
                 f"distinct images, but shard {shard_id} of {num_shards} holds "
                 f"{self.shard_size} (of {n} usable images in {annotations})")
+        self._samplers = {kind: self._sampler(kind) for kind in KINDS}
+        self._pending = {kind: deque() for kind in KINDS}  # fed to DALI, not yet delivered
+        self._pipes = {kind: self._build(kind) for kind in KINDS}
         self.iteration = 0
         self.last_kind: Optional[str] = None
         self.last_boxes: list = []
         self.last_image_ids: list = []
-        self._images_read = {REGULAR: 0, COLLAGE: 0}
-        self._ready = {kind: deque() for kind in KINDS}       # batches of Samples
-        self._buckets = {kind: {True: [], False: []} for kind in KINDS}  # landscape?
+
+    # -- what each batch reads ---------------------------------------------------------------
+    def _k_of(self, kind: str) -> int:
+        return 1 if kind == REGULAR else self.k
+
+    def _sampler(self, kind: str) -> GroupSampler:
+        """Collage components always share an orientation; regular batches do with grouping."""
+        c = self._config
+        size = self._k_of(kind) * self.batch_size
+        by_orientation = kind == COLLAGE or self.aspect_ratio_grouping
+        try:
+            sampler = GroupSampler(self.index.landscape if by_orientation else None,
+                                   len(self.index), size, seed=c["seed"] + KINDS.index(kind),
+                                   shard_id=c["shard_id"], num_shards=c["num_shards"])
+        except ValueError as e:
+            raise ValueError(f"batch_size={self.batch_size}: {kind} batches of {size} images: "
+                             f"{e} ({c['annotations']})") from None
+        if sampler.left_out:
+            logger.warning("%s: %d image(s) of an orientation with fewer than %d images are "
+                           "left out of %s batches", c["annotations"], sampler.left_out, size,
+                           kind)
+        return sampler
+
+    def _draws(self, kind: str, position: int, size: int):
+        """The short side and flip of each image of a group, drawn as detectron2 draws them per
+        image, from the seed, the rank and the group's place in the stream alone."""
+        c = self._config
+        rng = np.random.default_rng([c["seed"], KINDS.index(kind), c["shard_id"], position])
+        short = rng.choice(np.asarray(c["min_size"], np.float32), size=size)
+        flip = (rng.random(size) < c["flip_prob"]).astype(np.int32)
+        return short, flip
+
+    def _feed(self, kind: str):
+        """The next batch's inputs of the kind's graph (COMPONENT_INPUTS per component, then
+        short_side and flip): called by DALI, in order, as it prefetches."""
+        sampler, k, B = self._samplers[kind], self._k_of(kind), self.batch_size
+        positions = next(sampler)
+        short, flip = self._draws(kind, sampler.position, len(positions))
+        self._pending[kind].append(_Group(positions, short, flip))
+        ix = self.index
+        fields = {"encoded": lambda p: np.fromfile(ix.file_paths[p], dtype=np.uint8),
+                  "boxes": ix.boxes.__getitem__, "labels": ix.labels.__getitem__,
+                  "polygons": ix.polygons.__getitem__, "vertices": ix.vertices.__getitem__}
+        inputs = [[fields[name](positions[b * k + j]) for b in range(B)]
+                  for name in COMPONENT_INPUTS for j in range(k)]
+        inputs.append([short[b * k:(b + 1) * k] for b in range(B)])
+        inputs.append([flip[b * k:(b + 1) * k] for b in range(B)])
+        return inputs
 
     # -- pipelines ---------------------------------------------------------------------------
-    def _build(self, kind: str, checkpoint: Optional[str] = None):
-        from .pipelines.stitch import stitched_batch
+    def _build(self, kind: str):
         c = self._config
-        k = 1 if kind == REGULAR else c["k"]
+        k = self._k_of(kind)
         local = c["device_id"] if c["device_id"] is not None else (
             torch.cuda.current_device() if self.device == "gpu" else 0)
 
         @pipeline_def(batch_size=c["batch_size"], num_threads=c["num_threads"],
                       device_id=dali_device_id(self.device, local),
-                      prefetch_queue_depth=c["prefetch"], enable_checkpointing=True,
-                      seed=c["seed"], exec_dynamic=True)  # outputs outlive run(): see _samples
+                      prefetch_queue_depth=c["prefetch"],
+                      exec_dynamic=True)  # outputs outlive run(): see _samples
         def graph():
-            sb = stitched_batch(
-                c["images"], c["annotations"], self.index.category_ids, k=k,
-                min_sizes=c["min_size"], max_size=c["max_size"], flip_prob=c["flip_prob"],
-                interp="linear" if k == 1 else "nearest", device=self.device,
-                image_format=c["image_format"], seed=c["seed"], shard_id=c["shard_id"],
-                num_shards=c["num_shards"])
-            o = sb.out
-            return (o.image, o.boxes, o.labels, o.polygons, o.vertices, o.origin, o.placement,
-                    sb.short_side, sb.flip, *sb.image_ids)
+            o = stitched_batch(lambda: self._feed(kind), k=k, max_size=c["max_size"],
+                               interp="linear" if k == 1 else "nearest", device=self.device,
+                               image_format=c["image_format"], pad_value=c["pad_value"])
+            return o.image, o.boxes, o.labels, o.polygons, o.vertices, o.origin, o.placement
 
-        pipe = graph(checkpoint=checkpoint) if checkpoint else graph()
+        pipe = graph()
         pipe.build()
         return pipe
 
-    def _samples(self, kind: str):
+    def _samples(self, kind: str) -> List[Sample]:
         """Runs the kind's pipeline once: its batch as Samples. CPU images are views of DALI's
-        output buffers, not copies: DALI's dynamic executor hands each run's outputs over to
-        the caller and never reuses a buffer something still refers to (a collage is 3-4 MB,
-        and copying it costs about two thirds of stitching it: bench/collage_op.py)."""
+        output buffers: DALI's dynamic executor hands each run's outputs over to the caller
+        and never reuses a buffer something still refers to (a collage is 3-4 MB, and copying
+        it costs about two thirds of stitching it: bench/collage_op.py)."""
         try:
-            image, boxes, labels, polys, verts, origin, place, short, flip, *ids = \
-                self._pipes[kind].run()
+            image, boxes, labels, polys, verts, origin, place = self._pipes[kind].run()
         except RuntimeError as e:
+            group = self._pending[kind][0] if self._pending[kind] else None
+            files = [self.index.file_paths[p] for p in group.positions] if group else []
             raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {_dali_cause(e)} "
-                               f"(dataset {self._config['annotations']})") from e
+                               f"(a batch of {files})") from e
+        group = self._pending[kind].popleft()
         gpu = self.device == "gpu"
         if gpu:
             boxes, labels, polys, verts, origin, place = (
                 x.as_cpu() for x in (boxes, labels, polys, verts, origin, place))
+        k = self._k_of(kind)
         samples = []
         for i in range(len(image)):
-            ids_i = [int(np.array(t[i]).reshape(-1)[0]) for t in ids]
+            positions = group.positions[i * k:(i + 1) * k]
             samples.append(Sample(
                 image=_gpu_to_torch(image[i]) if gpu else torch.from_numpy(np.asarray(image[i])),
                 boxes=np.array(boxes[i]).reshape(-1, 4), labels=np.array(labels[i]).reshape(-1),
                 polygons=np.array(polys[i]).reshape(-1, 3),
                 vertices=np.array(verts[i]).reshape(-1, 2),
-                image_ids=ids_i, short_side=np.array(short[i]).reshape(-1),
+                image_ids=[self.index.image_ids[p] for p in positions],
+                short_side=group.short_side[i * k:(i + 1) * k],
                 placement=np.array(place[i]).reshape(-1, 4),
                 box_component=np.array(origin[i]).reshape(-1, 2)[:, 0],
-                flip=np.array(flip[i]).reshape(-1), kind=kind,
-                original_size=self.index.image_sizes[ids_i[0]] if kind == REGULAR else None))
-        self._images_read[kind] += len(image) * (1 if kind == REGULAR else self.k)
+                flip=group.flip[i * k:(i + 1) * k], kind=kind,
+                original_size=tuple(self.index.sizes[positions[0]]) if kind == REGULAR
+                else None))
         return samples
-
-    def _next_group(self, kind: str):
-        """The next batch of `kind`: a DALI batch as is, or, with aspect-ratio grouping,
-        batch_size samples of one orientation (the others wait in their bucket)."""
-        while not self._ready[kind]:
-            samples = self._samples(kind)
-            if not self.aspect_ratio_grouping:
-                self._ready[kind].append(samples)
-                continue
-            for s in samples:
-                bucket = self._buckets[kind][s.landscape]
-                bucket.append(s)
-                if len(bucket) == self.batch_size:
-                    self._ready[kind].append(list(bucket))
-                    bucket.clear()
-        return self._ready[kind].popleft()
 
     # -- iteration ---------------------------------------------------------------------------
     def next_batch(self, kind: Optional[str] = None):
@@ -193,7 +244,7 @@ class DSTLoader:
             kind = COLLAGE if collage else REGULAR
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r}: must be one of {KINDS}")
-        samples = self._next_group(kind)
+        samples = self._samples(kind)
         self.iteration += 1
         self.last_kind = kind
         self.last_boxes = [s.boxes for s in samples]  # for the "input" signal
@@ -212,22 +263,23 @@ class DSTLoader:
             yield self.next_batch()
 
     def epochs_read(self) -> dict:
-        """Passes over this rank's shard each pipeline has read (prefetch not counted)."""
-        return {kind: n / self.shard_size for kind, n in self._images_read.items()}
+        """Passes over this rank's share of the dataset each stream has delivered (prefetch
+        not counted)."""
+        return {kind: self._consumed(kind) * self._k_of(kind) * self.batch_size / self.shard_size
+                for kind in KINDS}
+
+    def _consumed(self, kind: str) -> int:
+        return self._samplers[kind].position - len(self._pending[kind])
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything a resumed run needs to continue with the identical batches: DALI's
-        checkpoints of both pipelines (reader positions, random generators), the batches
-        waiting in grouping buckets, the counters and the controller."""
+        """Everything a resumed run needs to continue with the identical batches: how many
+        batches each stream has delivered (a batch is a function of its place in the stream),
+        the counters and the controller. Plain numbers and lists."""
         return {"version": STATE_VERSION,
                 "config": {key: self._config[key] for key in SEQUENCE_KEYS},
                 "iteration": self.iteration, "last_kind": self.last_kind,
-                "images_read": dict(self._images_read),
-                "pipelines": {kind: p.checkpoint() for kind, p in self._pipes.items()},
-                "ready": {kind: list(q) for kind, q in self._ready.items()},
-                "buckets": {kind: {o: list(b) for o, b in bs.items()}
-                            for kind, bs in self._buckets.items()},
+                "delivered": {kind: self._consumed(kind) for kind in KINDS},
                 "controller": self.controller.state_dict() if self.controller else None}
 
     def load_state_dict(self, state: dict) -> None:
@@ -238,12 +290,11 @@ class DSTLoader:
                 if self._config[key] != saved}
         if diff:
             raise ValueError(f"loader state was saved with other settings (saved, now): {diff}")
-        self._pipes = {kind: self._build(kind, state["pipelines"][kind]) for kind in KINDS}
+        for kind in KINDS:  # new pipelines, fed from the resumed position
+            self._pending[kind].clear()
+            self._samplers[kind].seek(state["delivered"][kind])
+            self._pipes[kind] = self._build(kind)
         self.iteration = state["iteration"]
         self.last_kind = state["last_kind"]
-        self._images_read = dict(state["images_read"])
-        self._ready = {kind: deque(q) for kind, q in state["ready"].items()}
-        self._buckets = {kind: {o: list(b) for o, b in bs.items()}
-                         for kind, bs in state["buckets"].items()}
         if self.controller is not None and state["controller"] is not None:
             self.controller.load_state_dict(state["controller"])

@@ -14,21 +14,27 @@ def regular_size(h, w, short_side, max_size):
     return ResizeShortestEdge.get_output_shape(h, w, short_side, max_size)
 
 
+MIN_FIT = 0.875  # a component shrinks to fit its cell by no more than this factor
+
+
 def layout(src_sizes, short_sides, max_size):
-    """Canvas size, cell size and per-component (y0, x0, h, w), as the method defines them."""
+    """Canvas size, cell size and per-component (y0, x0, h, w), as the method defines them: the
+    canvas is a regular image's size (the mean of the components' regular sizes, grown where a
+    component would shrink by more than MIN_FIT), cut in n x n cells; a component is 1/n of its
+    regular size, shrunk with its aspect ratio kept only as far as its cell needs."""
     k = len(src_sizes)
     n = math.isqrt(k)
-    reg = [tuple(max(1, v) for v in regular_size(h, w, s, max_size))
-           for (h, w), s in zip(src_sizes, short_sides)]
-    canvas_h, canvas_w = max(r[0] for r in reg), max(r[1] for r in reg)
-    cell_h, cell_w = max(1, canvas_h // n), max(1, canvas_w // n)
-    out = (max(canvas_h, cell_h * n), max(canvas_w, cell_w * n))
+    reg = np.array([[max(1, v) for v in regular_size(h, w, s, max_size)]
+                    for (h, w), s in zip(src_sizes, short_sides)], np.float64)
+    canvas = np.maximum(reg.mean(0), MIN_FIT * reg.max(0))
+    cell_h, cell_w = (max(1, int(c / n)) for c in canvas)
     places = []
-    for i, (rh, rw) in enumerate(reg):
-        h = min(max(1, rh // n), cell_h)
-        w = min(max(1, rw // n), cell_w)
+    for i, (rh, rw) in enumerate(reg / n):
+        fit = min(1.0, cell_h / rh, cell_w / rw)
+        h = min(max(1, int(rh * fit + 0.5)), cell_h)
+        w = min(max(1, int(rw * fit + 0.5)), cell_w)
         places.append(((i // n) * cell_h, (i % n) * cell_w, h, w))
-    return out, places
+    return (cell_h * n, cell_w * n), places
 
 
 def nearest_indices(dst_len, src_len):

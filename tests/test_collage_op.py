@@ -48,22 +48,38 @@ def test_nearest_pixels_equal_reference(k, channels):
         np.testing.assert_array_equal(out[6][b], np.array(places))
 
 
-def test_collage_is_half_the_regular_size():
-    """k = 4: each component is 1/2 of the size k = 1 gives the same image, within 1 px."""
+def test_collage_is_a_regular_image_of_half_scale_components():
+    """k = 4 components of one orientation: each is 1/2 of the size k = 1 gives the same image
+    (within 1 px), shrunk with its aspect ratio kept by at most 7/8 to fit its cell; the canvas
+    is about the mean regular size of its components."""
     rng = np.random.default_rng(1)
-    images = random_batch(rng, 4, 2, 3, tiny_every=10 ** 6)
-    short = [rng.integers(20, 80, 4).astype(np.float32) for _ in range(2)]
-    col = run_collage(images, arg_inputs={"short_side": short}, max_size=MAX_SIZE)
-    for j in range(4):
-        reg = run_collage([images[j]], arg_inputs={"short_side": [s[j:j + 1] for s in short]},
-                          max_size=MAX_SIZE)
+    for trial in range(6):
+        landscape = trial % 2 == 0
+        images = [[] for _ in range(4)]
+        for j in range(4):
+            for b in range(2):
+                short, long = int(rng.integers(20, 60)), int(rng.integers(60, 119))
+                hw = (short, long) if landscape else (long, short)
+                images[j].append(rng.integers(0, 256, hw + (3,), dtype=np.uint8))
+        short = [rng.integers(20, 80, 4).astype(np.float32) for _ in range(2)]
+        col = run_collage(images, arg_inputs={"short_side": short}, max_size=MAX_SIZE)
         for b in range(2):
-            h, w = reg[0][b].shape[:2]
-            assert abs(col[6][b][j][2] - h / 2) <= 1 and abs(col[6][b][j][3] - w / 2) <= 1
-    for b in range(2):  # the canvas is as large as the largest regular image
-        regs = [run_collage([images[j]], arg_inputs={"short_side": [short[b][j:j + 1]] * 2},
-                            max_size=MAX_SIZE)[0][b].shape for j in range(4)]
-        assert col[0][b].shape[:2] == (max(r[0] for r in regs), max(r[1] for r in regs))
+            regs = np.array([run_collage([images[j]], arg_inputs={
+                "short_side": [short[b][j:j + 1]] * 2}, max_size=MAX_SIZE)[0][b].shape[:2]
+                for j in range(4)], np.float64)
+            canvas = np.array(col[0][b].shape[:2])
+            assert np.all(canvas <= np.maximum(regs.mean(0), 0.875 * regs.max(0)))
+            assert np.all(canvas >= regs.mean(0) - 2)
+            cell = canvas // 2
+            for j in range(4):
+                y0, x0, h, w = col[6][b][j]
+                half = regs[j] / 2
+                fit = min(1.0, *(cell / half))  # the scale its cell allows, at most 1/2
+                assert min((cell + 1) / half) >= 0.875  # shrunk by at most 7/8 (1 px rounding)
+                # aspect ratio kept: both sides within a pixel of that one scale
+                assert abs(h - fit * half[0]) <= 1 and abs(w - fit * half[1]) <= 1
+                assert (y0, x0) == ((j // 2) * cell[0], (j % 2) * cell[1])
+                assert y0 + h <= canvas[0] and x0 + w <= canvas[1]
 
 
 def test_constant_and_per_sample_arguments_agree():

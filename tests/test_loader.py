@@ -70,21 +70,32 @@ def test_regular_batches_equal_detectron2_mapper(coco128, d2_dataset):
 
 
 def test_collage_cells_are_half_scale_regular_images(coco128, d2_dataset):
+    """Each cell is detectron2's regular image of its component at 1/2 scale, shrunk (aspect
+    kept) by at most 15% to fit a canvas the size of a regular image; padding is the pixel
+    mean (zero after detectron2's normalization); components share an orientation."""
+    from detectron2.config import get_cfg
     from detectron2.data.detection_utils import read_image
     loader = make_loader(coco128)
     n = 2
-    for _ in range(2):
+    pixel_mean = np.round(get_cfg().MODEL.PIXEL_MEAN)  # BGR, as detectron2's default
+    for _ in range(3):
         for d in loader.next_batch("collage"):
             t = d["dst_transform"]
             img, inst = d["image"].numpy(), d["instances"]
             box_component = np.asarray(t["box_component"])
             total = 0
             assert len(d["component_ids"]) == 4 and len(set(d["component_ids"])) == 4
+            covered = np.zeros(img.shape[1:], bool)
+            orientations = set()
             for j, image_id in enumerate(d["component_ids"]):
                 ref = d2_mapped(d2_dataset, image_id, t["short_side"][j], t["flip"][j])
                 rh, rw = ref["image"].shape[1:]
+                orientations.add(rw > rh)
                 y0, x0, h, w = t["placement"][j]
-                assert abs(h - rh / n) <= 1 and abs(w - rw / n) <= 1   # sizes: regular / 2
+                scale = min(h / (rh / n), w / (rw / n))  # of the regular image's half scale
+                assert 0.85 <= scale and h <= rh / n + 1 and w <= rw / n + 1
+                assert abs(h - scale * rh / n) <= 1 and abs(w - scale * rw / n) <= 1
+                covered[y0:y0 + h, x0:x0 + w] = True
                 cell = img[:, y0:y0 + h, x0:x0 + w].astype(np.int16)
                 # exactly the nearest-neighbour half-scale of the image, as detectron2 reads it
                 src = read_image(os.path.join(coco128.images, d2_dataset[image_id]["file_name"]),
@@ -101,9 +112,13 @@ def test_collage_cells_are_half_scale_regular_images(coco128, d2_dataset):
                 total += mine.sum()
                 b = inst.gt_boxes.tensor.numpy()[mine]
                 assert np.all(b >= [x0, y0, x0, y0]) and np.all(b <= [x0 + w, y0 + h] * 2)
-                np.testing.assert_allclose(b, ref["instances"].gt_boxes.tensor.numpy() / n
-                                           + [x0, y0, x0, y0], atol=1.0)
+                np.testing.assert_allclose(b, ref["instances"].gt_boxes.tensor.numpy()
+                                           * np.array([w / rw, h / rh] * 2) + [x0, y0, x0, y0],
+                                           atol=1.0)
             assert total == len(inst)
+            assert len(orientations) == 1
+            np.testing.assert_array_equal(img[:, ~covered].T, np.broadcast_to(
+                pixel_mean, ((~covered).sum(), 3)))
 
 
 def ids_of(batch):
@@ -111,40 +126,105 @@ def ids_of(batch):
 
 
 def test_forced_sequence_epochs_and_shards(coco128):
+    """Both streams on 2 ranks, through DALI: each rank reads its share of an epoch once, ranks
+    are disjoint, and a batch is exactly its sampler's group."""
+    from dst_dali.sampler import GroupSampler
     pattern = ["regular", "collage", "collage", "regular"]
     loaders = [make_loader(coco128, shard_id=s, num_shards=2) for s in range(2)]
-    regular_ids = {0: [], 1: []}
-    collage_ids = {0: [[] for _ in range(4)], 1: [[] for _ in range(4)]}
+    read = {s: {"regular": [], "collage": []} for s in range(2)}
     for s, loader in enumerate(loaders):
-        for it in range(2 * len(loader) + 4):  # a bit more than an epoch of each stream
+        for it in range(2 * len(loader)):
             kind = pattern[it % 4]
             batch = loader.next_batch(kind)
             assert loader.last_kind == kind and all(d["dst_kind"] == kind for d in batch)
-            for comps in ids_of(batch):
-                if kind == "regular":
-                    regular_ids[s] += comps
-                else:
-                    for j, c in enumerate(comps):
-                        collage_ids[s][j].append(c)
-    shard = {s: loaders[s].shard_size for s in range(2)}
-    assert shard[0] + shard[1] == 126  # coco128: 126 images have a non-crowd annotation
-    Q, n = 2 * 4, 126
-    collage_epoch = {}
-    for s in range(2):
-        # the regular stream: an epoch of the shard has no repeat and misses nothing
-        assert len(set(regular_ids[s][:shard[s]])) == shard[s]
-        # the collage stream: k readers on sub-shards that tile a shard, each reading its
-        # sub-shard once an epoch
-        sub_size = [n * (q + 1) // Q - n * q // Q for q in range(4 * s, 4 * s + 4)]
-        sub = [ids[:size] for ids, size in zip(collage_ids[s], sub_size)]
-        assert all(len(set(x)) == len(x) for x in sub) and sum(sub_size) == shard[s]
-        collage_epoch[s] = set().union(*map(set, sub))
-        assert len(collage_epoch[s]) == shard[s]
-    # each stream's shards are disjoint across ranks and together cover the dataset
-    for first in ({s: set(regular_ids[s][:shard[s]]) for s in range(2)}, collage_epoch):
-        assert not first[0] & first[1] and len(first[0] | first[1]) == 126
-    # the two streams do not walk the shard in step (separate permutations)
-    assert regular_ids[0][:8] != [c for c in collage_ids[0][0]][:8]
+            read[s][kind] += [i for comps in ids_of(batch) for i in comps]
+    assert loaders[0].shard_size + loaders[1].shard_size == 126  # usable images of coco128
+    index = loaders[0].index
+    for kind, k in (("regular", 1), ("collage", 4)):
+        epoch = {}
+        for s in range(2):
+            sampler = GroupSampler(index.landscape if kind == "collage" else None, 126, 2 * k,
+                                   seed=KIND_SEED[kind], shard_id=s, num_shards=2)
+            expected = [index.image_ids[p] for _ in range(len(read[s][kind]) // (2 * k))
+                        for p in next(sampler)]
+            assert read[s][kind] == expected
+            epoch[s] = set(read[s][kind][:54])  # within the first epoch's share of 63
+            assert len(epoch[s]) == 54
+        assert not epoch[0] & epoch[1]
+    # the two streams do not walk the data in step (separate permutations)
+    assert read[0]["regular"][:8] != read[0]["collage"][:8]
+
+
+KIND_SEED = {"regular": 0, "collage": 1}  # seed 0 + the stream's index
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("k, batch_size, shards", [(4, 2, 1), (4, 2, 2), (1, 2, 3), (9, 1, 2)])
+def test_groups_over_many_epochs(coco128, k, batch_size, shards, grouped):
+    """25 epochs of the sampler on coco128's orientations: no group repeats an image or mixes
+    orientations, ranks never share an image within an epoch, and every image is read once an
+    epoch (a group straddling two epochs may move one read across the boundary)."""
+    from dst_dali.dataset import load_coco_index
+    from dst_dali.sampler import GroupSampler
+    index = load_coco_index(coco128.images, coco128.annotations)
+    n, size, epochs = len(index), k * batch_size, 25
+    landscape = index.landscape
+    samplers = [GroupSampler(landscape if grouped else None, n, size, seed=3, shard_id=s,
+                             num_shards=shards) for s in range(shards)]
+    counts = np.zeros(n, int)
+    per_rank_epoch = []
+    for sampler in samplers:
+        share = n * (sampler.shard_id + 1) // shards - n * sampler.shard_id // shards
+        groups = [next(sampler) for _ in range(epochs * share // size)]
+        for g in groups:
+            assert len(g) == size and len(set(g)) == size
+            if grouped:
+                assert len({bool(landscape[p]) for p in g}) == 1
+            counts[g] += 1
+        flat = [p for g in groups for p in g]
+        per_rank_epoch.append([set(flat[e * share:(e + 1) * share]) for e in range(epochs)])
+    # every image read about once an epoch: within the reads a carried group moves
+    assert counts.min() >= epochs - 2 and counts.max() <= epochs + 1, (counts.min(), counts.max())
+    for e in range(1, epochs - 1):  # ranks' shares of an epoch are (all but carried) disjoint
+        for a in range(shards):
+            for b in range(a + 1, shards):
+                assert len(per_rank_epoch[a][e] & per_rank_epoch[b][e]) <= 2 * size
+
+
+def test_collages_never_repeat_an_image_over_epochs(tmp_path):
+    """A dataset whose orientations do not divide into groups (7 portrait, 13 landscape; k * B
+    = 4): 25 epochs of collage batches through DALI, none repeats an image or mixes them."""
+    images, ann = mixed_orientation_dataset(tmp_path, portrait=7, landscape=13)
+    loader = DSTLoader(images, ann, batch_size=1, k=4, min_size=(32,), max_size=64,
+                       flip_prob=0.0, device="cpu", aspect_ratio_grouping=False)
+    seen = []
+    for _ in range(25 * 20 // 4):
+        (d,) = loader.next_batch("collage")
+        ids = d["component_ids"]
+        assert len(set(ids)) == 4
+        assert len({i > 100 for i in ids}) == 1  # ids over 100 are the landscape images
+        seen += ids
+    counts = np.bincount(seen)
+    assert set(np.unique(counts[counts > 0]).tolist()) <= {24, 25, 26}
+
+
+def mixed_orientation_dataset(folder, portrait, landscape):
+    import json
+
+    from PIL import Image
+    os.makedirs(folder / "images")
+    images, anns = [], []
+    sizes = [(i + 1, (40, 24)) for i in range(portrait)] + \
+            [(101 + i, (24, 40)) for i in range(landscape)]
+    for image_id, (h, w) in sizes:
+        Image.new("RGB", (w, h), (image_id, 0, 0)).save(folder / "images" / f"{image_id}.jpg")
+        images.append({"id": image_id, "file_name": f"{image_id}.jpg", "height": h, "width": w})
+        anns.append({"id": image_id, "image_id": image_id, "category_id": 1,
+                     "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0})
+    with open(folder / "ann.json", "w") as f:
+        json.dump({"images": images, "annotations": anns,
+                   "categories": [{"id": 1, "name": "thing"}]}, f)
+    return str(folder / "images"), str(folder / "ann.json")
 
 
 def batches_equal(a, b):

@@ -1,6 +1,6 @@
 """A short demo of DST's data side on the bundled coco128 sample.
 
-Builds regular (k = 1) and collage (k = 4) batches with the CollageStitch pipelines, reports how
+Builds regular (k = 1) and collage (k = 4) batches with DSTLoader, reports how
 many boxes are small (< 32x32 px in network-input pixels, COCO's definition) in each, and the
 throughput, and draws one batch of each to PNG. Runs on the GPU when DALI sees one (decode
 "mixed" + the CUDA kernel), else on DALI's CPU backend.
@@ -17,12 +17,12 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-SMALL_AREA = 32 ** 2
-
 
 def draw(image, boxes, path):
     import cv2
-    img = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+
+    from dst_dali.signals import SMALL_AREA
+    img = np.ascontiguousarray(image)
     for l, t, r, b in boxes.astype(int):
         small = (r - l) * (b - t) < SMALL_AREA
         cv2.rectangle(img, (l, t), (r, b), (0, 0, 255) if small else (0, 255, 0), 1)
@@ -43,44 +43,30 @@ def main(argv=None):
     ap.add_argument("--max-size", type=int, default=1333)
     args = ap.parse_args(argv)
 
-    from nvidia.dali import pipeline_def
-
-    from dst_dali.device import dali_device_id, resolve_device
-    from dst_dali.dataset import load_coco_index
-    from dst_dali.pipelines.stitch import stitched_batch
-
-    device = resolve_device(args.device)
-    index = load_coco_index(args.images, args.annotations)
+    from dst_dali import DSTLoader
+    from dst_dali.signals import SMALL_AREA
+    loader = DSTLoader(args.images, args.annotations, batch_size=args.batch_size, k=args.k,
+                       min_size=args.min_size, max_size=args.max_size, device=args.device,
+                       output="detectron2", image_format="BGR", aspect_ratio_grouping=True)
     os.makedirs(args.out, exist_ok=True)
-    print(f"DALI pipelines on the {device.upper()}, data {args.images}")
+    print(f"DALI pipelines on the {loader.device.upper()}, data {args.images}")
     stats = {}
-    for kind, k, interp in (("regular", 1, "linear"), ("collage", args.k, "nearest")):
-        @pipeline_def(batch_size=args.batch_size, num_threads=2,
-                      device_id=dali_device_id(device), seed=0)
-        def pipe():
-            out = stitched_batch(args.images, args.annotations, index.category_ids, k=k,
-                                 min_sizes=args.min_size, max_size=args.max_size,
-                                 interp=interp, device=device).out
-            return out.image, out.boxes
-
-        p = pipe()
-        p.build()
-        p.run()  # warm-up
+    for kind in ("regular", "collage"):
+        loader.next_batch(kind)  # warm-up
         n_boxes = n_small = 0
         t = time.perf_counter()
         for _ in range(args.iters):
-            images, boxes = p.run()
-            if device == "gpu":
-                images, boxes = images.as_cpu(), boxes.as_cpu()
-            for b in range(args.batch_size):
-                bx = np.array(boxes[b]).reshape(-1, 4)
-                area = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])
-                n_boxes += len(bx)
+            batch = loader.next_batch(kind)
+            for d in batch:
+                area = d["instances"].gt_boxes.area()
+                n_boxes += len(area)
                 n_small += int((area < SMALL_AREA).sum())
         dt = time.perf_counter() - t
         path = os.path.join(args.out, f"{kind}.png")
-        draw(np.array(images[0]), np.array(boxes[0]).reshape(-1, 4), path)
+        draw(batch[0]["image"].permute(1, 2, 0).cpu().numpy(),
+             batch[0]["instances"].gt_boxes.tensor.numpy(), path)
         samples = args.iters * args.batch_size
+        k = args.k if kind == "collage" else 1
         print(f"{kind:8s} k={k}: {samples} samples from {samples * k} images, "
               f"{samples / dt:6.1f} samples/s, {n_small}/{n_boxes} boxes small "
               f"({n_small / max(1, n_boxes):.0%}) -> {path}")
