@@ -3,6 +3,10 @@
     DST:
       ENABLED: True        # False: the baseline (regular batches only, same loader)
       TAU: 0.1             # next iteration is a collage iff r <= TAU
+      DECISION: "per_rank" # per_rank: each rank decides from its own batch's r (the paper);
+                           # global: one decision from the losses summed over ranks
+      TAU_WARMUP: 0        # > 0: that many regular-only iterations, then TAU is set to the
+      TAU_QUANTILE: 0.5    #   TAU_QUANTILE of their r (pooled over ranks); TAU is unused
       K: 4                 # images a collage: 1, 4, 9 or 16
       SIGNAL: "reg"        # reg | cls | joint | input | random | always_collage | never
       DEVICE: "auto"       # where DALI runs: auto | cpu | gpu
@@ -13,9 +17,11 @@ from detectron2.config import CfgNode, get_cfg
 
 from .device import DEVICES
 from .ops import check_k
-from .signals import INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
+from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
 
-DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
+DECISIONS = ("per_rank", "global")
+DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,
+                "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
                 "RANDOM_PROB": 0.5, "NUM_THREADS": 2}
 # What each meta-architecture can feed back: the loss-based signals need its box loss probe.
 SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS}
@@ -38,6 +44,15 @@ def check_dst_config(cfg: CfgNode) -> None:
     dst = cfg.DST
     if not isinstance(dst.TAU, (int, float)) or not 0.0 <= dst.TAU <= 1.0:
         raise ValueError(f"DST.TAU={dst.TAU!r}: must be a number in [0, 1]")
+    if dst.DECISION not in DECISIONS:
+        raise ValueError(f"DST.DECISION={dst.DECISION!r}: must be one of {DECISIONS}")
+    if not isinstance(dst.TAU_WARMUP, int) or dst.TAU_WARMUP < 0:
+        raise ValueError(f"DST.TAU_WARMUP={dst.TAU_WARMUP!r}: must be a non-negative integer")
+    if not isinstance(dst.TAU_QUANTILE, (int, float)) or not 0.0 <= dst.TAU_QUANTILE <= 1.0:
+        raise ValueError(f"DST.TAU_QUANTILE={dst.TAU_QUANTILE!r}: must be in [0, 1]")
+    if dst.TAU_WARMUP and dst.SIGNAL not in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
+        raise ValueError(f"DST.TAU_WARMUP={dst.TAU_WARMUP}: calibrates tau, which DST.SIGNAL="
+                         f"{dst.SIGNAL!r} does not use")
     try:
         check_k(dst.K)
     except ValueError as e:

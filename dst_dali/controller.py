@@ -2,39 +2,16 @@
 
 r = (loss owed to small objects) / (loss of all objects) of the iteration just trained; the next
 iteration gets a collage batch iff r <= tau (the paper: tau = 0.1 on the box-regression loss).
+A controller is a policy over numbers: where the numbers come from (this rank's batch, or all
+ranks' summed) is the caller's choice (dst_dali.trainer).
 """
 import math
 import random
-from typing import List, Optional
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
 
 COLLAGE, REGULAR = "collage", "regular"
-
-
-def sum_over_ranks(values) -> List[float]:
-    """`values` (numbers or 0-d tensors, or a 1-D tensor) summed over torch.distributed ranks,
-    as Python floats.
-
-    One all-reduce and one host read a call: every rank then divides the same sums and makes
-    the same decision (the original code decided per rank).
-    """
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:  # numpy-only use
-        return [float(v) for v in values]
-    values = list(values)
-    tensors = [x for x in values if isinstance(x, torch.Tensor)]
-    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-    if not tensors and not distributed:
-        return [float(v) for v in values]
-    device = tensors[0].device if tensors else torch.device("cpu")
-    if distributed and dist.get_backend() == "nccl":
-        device = torch.device("cuda", torch.cuda.current_device())
-    stacked = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=device)
-                           for x in values])
-    if distributed:
-        dist.all_reduce(stacked)
-    return stacked.tolist()  # the one host read
 
 
 class _Controller:
@@ -73,23 +50,40 @@ class _Controller:
 class FeedbackController(_Controller):
     """Decides regular vs collage batches from the small-object share of the loss.
 
+    Args:
+        tau: the threshold on r; None to calibrate it (needs warmup).
+        warmup: the first `warmup` iterations are regular whatever r is; their r are recorded,
+            and when tau is None it becomes their `quantile` (the last one's r then decides
+            the next iteration) (the paper's Sec. 4.3: tau = 0.1
+            is about the median of r in a baseline run).
+        quantile: in [0, 1], see warmup.
+        pool: turns this process's warm-up r values into the ones tau is computed from (e.g.
+            every rank's, gathered); by default they are used as they are.
+
     The first iteration is regular. An iteration with no loss to share (total == 0: no positive
     proposals) gives no evidence, and the next iteration is regular: the collage is a response
     to measured under-training of small objects, never a default.
     """
 
-    def __init__(self, tau: float = 0.1):
-        if not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0:  # NaN fails too
+    def __init__(self, tau: Optional[float] = 0.1, warmup: int = 0, quantile: float = 0.5,
+                 pool: Optional[Callable[[List[float]], Sequence[float]]] = None):
+        if tau is not None and (not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0):
             raise ValueError(f"tau={tau!r}: the small-object loss share threshold must be a "
-                             "number in [0, 1]")
+                             "number in [0, 1] (or None, calibrated after a warm-up)")
+        if not isinstance(warmup, int) or warmup < 0:
+            raise ValueError(f"warmup={warmup!r}: must be a non-negative integer")
+        if tau is None and warmup == 0:
+            raise ValueError("tau=None is calibrated from warm-up iterations: give warmup > 0")
+        if not 0.0 <= quantile <= 1.0:
+            raise ValueError(f"quantile={quantile!r}: must be in [0, 1]")
         super().__init__()
-        self.tau = float(tau)
+        self.tau = None if tau is None else float(tau)
+        self.calibrated = tau is None
+        self.warmup, self.quantile = warmup, quantile
+        self._pool = pool or list
 
-    def observe(self, small, total, summed_over_ranks: bool = False) -> Optional[float]:
-        """Feeds one iteration's loss owed to small objects and its total; returns r.
-        Under torch.distributed the two are summed over ranks first, unless the caller did."""
-        if not summed_over_ranks:
-            small, total = sum_over_ranks((small, total))
+    def observe(self, small, total) -> Optional[float]:
+        """Feeds one iteration's loss owed to small objects and its total; returns r."""
         small, total = float(small), float(total)
         finite = math.isfinite(small) and math.isfinite(total)
         # small is a part of total; summed in floating point it may exceed it by rounding
@@ -97,17 +91,35 @@ class FeedbackController(_Controller):
             raise ValueError(f"observe(small={small}, total={total}): need 0 <= small <= total, "
                              "both finite")
         share = small / total if total > 0 else None
-        self._record(share, share is not None and share <= self.tau)
+        observed = len(self.shares) + 1  # this iteration included
+        if self.calibrated and observed == self.warmup:
+            warm = [r for r in self.shares + [share] if r is not None]
+            self.tau = calibrate_tau(self._pool(warm), self.quantile)
+        self._record(share, observed >= self.warmup and share is not None and share <= self.tau)
         return share
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "tau": self.tau}
+        return {**super().state_dict(), "tau": self.tau, "calibrated": self.calibrated,
+                "warmup": self.warmup, "quantile": self.quantile}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("tau") != self.tau:
-            raise ValueError(f"checkpoint has tau={state.get('tau')}, this controller "
-                             f"tau={self.tau}")
+        mine = {"calibrated": self.calibrated, "warmup": self.warmup, "quantile": self.quantile}
+        if not self.calibrated:
+            mine["tau"] = self.tau
+        saved = {key: state.get(key) for key in mine}
+        if saved != mine:
+            raise ValueError(f"checkpoint's controller has {saved}, this one {mine}")
         super().load_state_dict(state)
+        self.tau = state["tau"]
+
+
+def calibrate_tau(shares: Sequence[float], quantile: float = 0.5) -> float:
+    """tau as the `quantile` of observed r values (None and non-finite ones left out)."""
+    values = np.array([r for r in shares if r is not None and math.isfinite(r)], np.float64)
+    if not len(values):
+        raise ValueError("no iteration measured r (no positive proposals): cannot calibrate "
+                         "tau; lengthen the warm-up or set tau")
+    return float(np.quantile(values, quantile))
 
 
 STATIC_MODES = ("random", "always_collage", "never")
@@ -128,11 +140,9 @@ class StaticController(_Controller):
         self._rng = random.Random(seed)
         self._collage_next = mode == "always_collage"
 
-    def observe(self, small=None, total=None, summed_over_ranks: bool = False):
+    def observe(self, small=None, total=None) -> Optional[float]:
         share = None
         if small is not None and total is not None:
-            if not summed_over_ranks:
-                small, total = sum_over_ranks((small, total))
             share = float(small) / float(total) if float(total) > 0 else None
         if self.mode == "random":
             collage = self._rng.random() < self.prob

@@ -282,6 +282,19 @@ class DSTLoader:
                 "delivered": {kind: self._consumed(kind) for kind in KINDS},
                 "controller": self.controller.state_dict() if self.controller else None}
 
+    def _restart(self, delivered: dict) -> None:
+        """New pipelines, each stream fed from `delivered[kind]` batches on."""
+        for kind in KINDS:
+            self._pending[kind].clear()
+            self._samplers[kind].seek(delivered[kind])
+            self._pipes[kind] = self._build(kind)
+
+    def start_after(self, iterations: int) -> None:
+        """Continues both streams past all that `iterations` iterations can have read (for a
+        resume without the saved state): no batch of the run so far comes again."""
+        self._restart({kind: iterations for kind in KINDS})
+        self.iteration = iterations
+
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"loader state version {state.get('version')!r}: this DSTLoader "
@@ -290,10 +303,7 @@ class DSTLoader:
                 if self._config[key] != saved}
         if diff:
             raise ValueError(f"loader state was saved with other settings (saved, now): {diff}")
-        for kind in KINDS:  # new pipelines, fed from the resumed position
-            self._pending[kind].clear()
-            self._samplers[kind].seek(state["delivered"][kind])
-            self._pipes[kind] = self._build(kind)
+        self._restart(state["delivered"])
         self.iteration = state["iteration"]
         self.last_kind = state["last_kind"]
         if self.controller is not None and state["controller"] is not None:

@@ -2,8 +2,10 @@
 each iteration's small-object loss share to the controller.
 
     batch (DSTLoader) -> model forward (probe splits the loss) -> DSTHook.after_step:
-    one all-reduce + one host read -> controller.observe -> next batch's kind
+    this rank's r (DST.DECISION "per_rank", the paper's) or all ranks' summed losses ("global")
+    -> controller.observe -> next batch's kind; one all-reduce a step for the logged figures
 """
+import json
 import logging
 import os
 import random
@@ -17,9 +19,11 @@ from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
-from .controller import COLLAGE, FeedbackController, StaticController, sum_over_ranks
+from .controller import COLLAGE, FeedbackController, StaticController
+from .distributed import gather_over_ranks, sum_over_ranks
 from .loader import DSTLoader
-from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, LossShareProbe, box_count_parts, signal_parts
+from .signals import (FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL, LossShareProbe, box_count_parts,
+                      signal_parts)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +32,12 @@ def build_controller(cfg):
     if not cfg.DST.ENABLED:
         return StaticController("never")  # the baseline: same loader, regular batches only
     if cfg.DST.SIGNAL in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
-        return FeedbackController(cfg.DST.TAU)
+        calibrate = cfg.DST.TAU_WARMUP > 0  # then TAU is the warm-up's quantile of r
+        return FeedbackController(
+            None if calibrate else cfg.DST.TAU, warmup=cfg.DST.TAU_WARMUP,
+            quantile=cfg.DST.TAU_QUANTILE,
+            # every rank's warm-up r, so all ranks calibrate the same tau
+            pool=gather_over_ranks if cfg.DST.DECISION == "per_rank" else None)
     return StaticController(cfg.DST.SIGNAL, prob=cfg.DST.RANDOM_PROB, seed=max(cfg.SEED, 0))
 
 
@@ -55,7 +64,11 @@ def build_dst_loader(cfg, controller) -> DSTLoader:
 
 
 def _rng_states() -> dict:
-    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    """The process's random generators, as tensors and plain numbers (loadable with
+    torch.load(weights_only=True))."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"torch": torch.get_rng_state(),
+              "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
               "python": random.getstate()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -64,10 +77,17 @@ def _rng_states() -> dict:
 
 def _set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def history_path(output_dir: str, rank: int = 0) -> str:
+    """Where a run keeps one rank's per-iteration feedback record (JSON): r, the shares of
+    small/medium/large, the kind trained and the next one, the images read."""
+    return os.path.join(output_dir, "dst_history", f"rank{rank}.json")
 
 
 class _Forever:
@@ -83,14 +103,27 @@ class _Forever:
 
 class DSTHook(HookBase):
     """After each step: measure r, feed the controller, log dst/* scalars; keeps the loader's
-    state beside each checkpoint (per rank: shards differ) and plots the run at the end."""
+    state beside each checkpoint (per rank: shards differ) and plots the run at the end.
 
-    def __init__(self, loader: DSTLoader, signal: str, probe: Optional[LossShareProbe],
-                 checkpoint_period: int, output_dir: str):
-        self.loader, self.signal, self.probe = loader, signal, probe
+    Args:
+        loader: the DSTLoader the trainer draws from.
+        controller: the policy deciding the loader's next batch kind.
+        signal: what r is measured from (dst_dali.signals.SIGNALS).
+        probe: the model's LossShareProbe (None where no loss is split).
+        decision: "per_rank" (each rank decides from its own batch's r, as the paper) or
+            "global" (one decision from the losses summed over ranks).
+        checkpoint_period, output_dir: where and how often the state is saved.
+    """
+
+    def __init__(self, loader: DSTLoader, controller, signal: str,
+                 probe: Optional[LossShareProbe], decision: str, checkpoint_period: int,
+                 output_dir: str):
+        self.loader, self.controller, self.signal, self.probe = loader, controller, signal, probe
+        self.decision = decision
         self.checkpoint_period = checkpoint_period
         self.output_dir = output_dir
         self.history: List[dict] = []
+        self._collage_steps = 0.0  # iterations trained on collages, averaged over ranks
 
     # -- the feedback ------------------------------------------------------------------------
     def _measure(self) -> Optional[torch.Tensor]:
@@ -106,22 +139,30 @@ class DSTHook(HookBase):
     def after_step(self):
         kind = self.loader.last_kind
         row = self._measure()
-        controller = self.loader.controller
-        # summed over ranks: the one all-reduce and host read of the step
-        values = sum_over_ranks(row) if row is not None else None
-        if values is None:
-            share = controller.observe(0.0, 0.0, summed_over_ranks=True)
-        else:
-            share = controller.observe(values[0], values[3], summed_over_ranks=True)
+        local = row.tolist() if row is not None else [0.0] * 4  # the step's one host read
+        local_r = local[0] / local[3] if local[3] > 0 else None
+        # one all-reduce: the losses, r and the kind of every rank
+        summed = sum_over_ranks(local + [local_r or 0.0, float(local_r is not None),
+                                         float(kind == COLLAGE)])
+        world = comm.get_world_size()
+        fed = summed if self.decision == "global" else local
+        share = self.controller.observe(fed[0], fed[3])
         record = {"iteration": self.trainer.iter, "kind": kind, "share": share,
-                  "next": controller.decisions[-1], "image_ids": self.loader.last_image_ids}
-        scalars = {"dst/collage": float(kind == COLLAGE), "dst/collage_rate":
-                   controller.collage_rate}
-        if values is not None and values[3] > 0:
-            for name, v in zip(("small", "medium", "large"), values[:3]):
-                record[name] = v / values[3]
-                scalars[f"dst/share_{name}"] = record[name]
-            scalars["dst/small_share"] = share
+                  "next": self.controller.decisions[-1],
+                  "image_ids": self.loader.last_image_ids}
+        self._collage_steps += summed[6] / world
+        scalars = {"dst/collage": summed[6] / world,
+                   "dst/collage_rate": self._collage_steps / (len(self.history) + 1)}
+        if getattr(self.controller, "tau", None) is not None:
+            scalars["dst/tau"] = self.controller.tau
+        if fed[3] > 0:
+            for name, v in zip(GROUPS, fed[:3]):
+                record[name] = v / fed[3]
+        if summed[3] > 0:
+            for name, v in zip(GROUPS, summed[:3]):
+                scalars[f"dst/share_{name}"] = v / summed[3]
+        if summed[5] > 0:
+            scalars["dst/small_share"] = summed[4] / summed[5]  # the mean of the ranks' r
         self.history.append(record)
         self.trainer.storage.put_scalars(**scalars, smoothing_hint=False)
         nxt = self.trainer.iter + 1
@@ -141,25 +182,43 @@ class DSTHook(HookBase):
         # other positives, measure another r and possibly choose other batches.
         torch.save({"loader": self.loader.state_dict(), "history": self.history,
                     "rng": _rng_states()}, path)
+        self._save_history()
+
+    def _save_history(self):
+        path = history_path(self.output_dir, comm.get_rank())
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"decision": self.decision, "signal": self.signal,
+                       "tau": getattr(self.controller, "tau", None), "history": self.history}, f)
+        os.replace(path + ".tmp", path)
 
     def before_train(self):
-        if self.trainer.start_iter == 0:
+        start = self.trainer.start_iter
+        if start == 0:
             return
-        path = self._state_path(self.trainer.start_iter)
+        path = self._state_path(start)
         if not os.path.exists(path):
-            logger.warning("%s is missing: resuming at iteration %d with a fresh data order",
-                           path, self.trainer.start_iter)
+            self.loader.start_after(start)
+            logger.warning("DST: %s is missing: the data streams continue past the %d batches "
+                           "the run can have read (none of them repeats); the controller starts "
+                           "afresh", path, start)
             return
-        state = torch.load(path, weights_only=False)
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as e:
+            raise RuntimeError(f"DST: cannot read the loader state {path} ({e}); delete it to "
+                               "resume without it") from e
         self.loader.load_state_dict(state["loader"])
         self.history = state["history"]
+        self._collage_steps = float(sum(h["kind"] == COLLAGE for h in self.history))
         _set_rng_states(state["rng"])
         logger.info("DST: loader and controller resumed from %s", path)
 
     def after_train(self):
+        self._save_history()
         if comm.is_main_process() and self.history:
             from .plots import plot_feedback
-            path = plot_feedback(self.history, self.loader.controller, self.output_dir)
+            path = plot_feedback(self.history, self.controller, self.output_dir)
             logger.info("DST: feedback plot written to %s", path)
 
 
@@ -198,8 +257,8 @@ class DSTTrainer(DefaultTrainer):
             if signal in FEEDBACK_SIGNALS:
                 raise
             probe = None
-        hook = DSTHook(self._dst_loader, signal, probe, cfg.SOLVER.CHECKPOINT_PERIOD,
-                       cfg.OUTPUT_DIR)
+        hook = DSTHook(self._dst_loader, self._dst_loader.controller, signal, probe,
+                       cfg.DST.DECISION, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.OUTPUT_DIR)
         # first, so the controller has seen the step before the checkpointer saves it
         return [hook] + super().build_hooks()
 

@@ -1,4 +1,4 @@
-"""FeedbackController: decisions over scripted loss shares (the distributed part: issue 4)."""
+"""FeedbackController: decisions over scripted loss shares (across ranks: test_distributed.py)."""
 import math
 
 import pytest
@@ -82,3 +82,39 @@ def test_random_control_is_seeded_and_resumes():
     assert a.decisions == c.decisions
     with pytest.raises(ValueError, match="mode="):
         StaticController("sometimes")
+
+
+@pytest.mark.parametrize("quantile", [0.5, 0.25, 0.9])
+def test_tau_calibrated_from_the_warm_up(quantile):
+    """The warm-up is regular whatever r is; tau is then the quantile of its logged r (numpy's,
+    None left out), and r <= tau decides from there on."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    warm = [None if i % 7 == 3 else float(r) for i, r in enumerate(rng.beta(1, 6, 40))]
+    after = [float(r) for r in rng.beta(1, 6, 30)]
+    c = FeedbackController(None, warmup=len(warm), quantile=quantile)
+    for r in warm + after:
+        c.observe(0.0, 0.0) if r is None else c.observe(r, 1.0)
+    logged = [r for r in c.shares[:len(warm)] if r is not None]
+    assert c.tau == pytest.approx(np.quantile(logged, quantile))
+    assert c.decisions[:len(warm)] == ["regular"] * (len(warm) - 1) + [c.decisions[len(warm) - 1]]
+    assert c.decisions[len(warm) - 1] == ("collage" if warm[-1] is not None
+                                          and warm[-1] <= c.tau else "regular")
+    expected = ["collage" if r is not None and r <= c.tau else "regular"
+                for r in c.shares[len(warm):]]
+    assert c.decisions[len(warm):] == expected
+    # saved mid-run and resumed: the calibrated tau comes back
+    d = FeedbackController(None, warmup=len(warm), quantile=quantile)
+    d.load_state_dict(c.state_dict())
+    assert d.tau == c.tau and d.decisions == c.decisions
+    with pytest.raises(ValueError, match="quantile"):
+        FeedbackController(None, warmup=len(warm), quantile=0.1).load_state_dict(c.state_dict())
+
+
+def test_calibration_needs_a_warm_up_with_evidence():
+    with pytest.raises(ValueError, match="warmup > 0"):
+        FeedbackController(None)
+    c = FeedbackController(None, warmup=2)
+    c.observe(0.0, 0.0)
+    with pytest.raises(ValueError, match="no iteration measured r"):
+        c.observe(0.0, 0.0)

@@ -29,7 +29,7 @@ def metrics(out_dir):
 
 
 def history(path):
-    return torch.load(path, weights_only=False)["history"]
+    return torch.load(path, weights_only=True)["history"]  # loads without running code
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +97,12 @@ def check_setup(*opts, config=DEMO):
 
 @pytest.mark.parametrize("opts, error, message", [
     (["DST.TUA", "0.2"], KeyError, r"unknown DST key\(s\) \['TUA'\]; the valid ones are "
-                                   r"\['DEVICE', 'ENABLED', 'K', 'NUM_THREADS'"),
+                                   r"\['DECISION', 'DEVICE', 'ENABLED', 'K', 'NUM_THREADS'"),
     (["DST.TAU", "1.5"], ValueError, r"DST.TAU=1.5: must be a number in \[0, 1\]"),
     (["DST.K", "3"], ValueError, r"DST.K: k=3"),
+    (["DST.DECISION", "vote"], ValueError, r"DST.DECISION='vote': must be one of"),
+    (["DST.TAU_QUANTILE", "2.0"], ValueError, r"DST.TAU_QUANTILE=2.0"),
+    (["DST.TAU_WARMUP", "10", "DST.SIGNAL", "random"], ValueError, r"DST.TAU_WARMUP=10"),
     (["DST.SIGNAL", "mask"], ValueError, r"DST.SIGNAL='mask': must be one of"),
     (["MODEL.META_ARCHITECTURE", "SemanticSegmentor"], ValueError,
      r"DST.SIGNAL='reg': MODEL.META_ARCHITECTURE='SemanticSegmentor' has no box loss"),
@@ -129,20 +132,52 @@ def test_missing_dataset_fails_before_the_model_is_built(tmp_path):
         DSTTrainer(cfg)
 
 
-def test_two_processes_on_the_cpu(tmp_path):
-    """--num-gpus 2 without a GPU: detectron2's launch() over gloo, DDP on the CPU; both ranks
-    see the summed loss share, make the same decisions, and read different images."""
+@pytest.mark.parametrize("decision", ["per_rank", "global"])
+def test_two_processes_on_the_cpu(tmp_path, decision):
+    """--num-gpus 2 without a GPU: detectron2's launch() over gloo, DDP on the CPU, ranks read
+    different images. per_rank: each rank's next kind follows its own r (DDP trains ranks on
+    different kinds in one step); global: both follow the share of the summed losses."""
     cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", DEMO,
-           "--num-gpus", "2"] + QUICK + ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "3",
-                                         "DST.TAU", "0.5"]
+           "--num-gpus", "2"] + QUICK + ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "4",
+                                         "DST.TAU", "0.3", "DST.DECISION", decision]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    h0, h1 = (history(tmp_path / "dst_state" / f"rank{k}_iter0000003.pth") for k in (0, 1))
-    assert [h["kind"] for h in h0] == [h["kind"] for h in h1]
-    assert [h["share"] for h in h0] == pytest.approx([h["share"] for h in h1])
+    h0, h1 = (history(tmp_path / "dst_state" / f"rank{k}_iter0000004.pth") for k in (0, 1))
+    for h in (h0, h1):
+        for before, after in zip(h, h[1:]):
+            assert (after["kind"] == "collage") == (before["share"] is not None
+                                                    and before["share"] <= 0.3)
+    if decision == "global":
+        assert [h["kind"] for h in h0] == [h["kind"] for h in h1]
+        assert [h["share"] for h in h0] == pytest.approx([h["share"] for h in h1])
+    else:  # each rank's own r (2 images): they differ
+        assert [h["share"] for h in h0] != pytest.approx([h["share"] for h in h1])
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.json")]
+    last = [row for row in rows if "dst/collage_rate" in row][-1]
+    kinds = [h["kind"] == "collage" for h in h0 + h1]
+    assert last["dst/collage_rate"] == pytest.approx(sum(kinds) / len(kinds))
+    assert last["dst/tau"] == 0.3
     ids0 = {i for h in h0 for ids in h["image_ids"] for i in ids}
     ids1 = {i for h in h1 for ids in h["image_ids"] for i in ids}
     assert ids0 and ids1 and not ids0 & ids1
+
+
+def test_tau_warm_up_calibrates_from_the_logged_r(tmp_path):
+    """DST.TAU_WARMUP: regular-only warm-up, then tau is the median of its r as logged in the
+    run's history (recomputed here with numpy), and the decisions follow r <= tau."""
+    import numpy as np
+    train(tmp_path, "SOLVER.MAX_ITER", "8", "DST.TAU_WARMUP", "4")
+    with open(tmp_path / "dst_history" / "rank0.json") as f:
+        saved = json.load(f)
+    hist = saved["history"]
+    warm = [h["share"] for h in hist[:4] if h["share"] is not None]
+    assert saved["tau"] == pytest.approx(np.quantile(warm, 0.5))
+    assert [h["kind"] for h in hist[:4]] == ["regular"] * 4
+    for before, after in zip(hist[3:], hist[4:]):
+        assert (after["kind"] == "collage") == (before["share"] is not None
+                                                and before["share"] <= saved["tau"])
+    last = [row for row in metrics(tmp_path) if "dst/tau" in row][-1]
+    assert last["dst/tau"] == pytest.approx(saved["tau"])
 
 
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "train",
