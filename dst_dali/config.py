@@ -24,7 +24,7 @@ DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP
                 "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
                 "RANDOM_PROB": 0.5, "NUM_THREADS": 2}
 # What each meta-architecture can feed back: the loss-based signals need its box loss probe.
-SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS}
+SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS, "FCOS": SIGNALS}
 MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS
 
 
@@ -78,8 +78,10 @@ def check_dst_config(cfg: CfgNode) -> None:
 def load_config(config_file: str, opts=()) -> CfgNode:
     """detectron2's config with the DST section, from a yaml file and KEY VALUE overrides.
     Unknown DST keys fail with the list of valid ones (detectron2 alone names only the key)."""
+    from .fcos import add_fcos_config  # registers FCOS with detectron2's builders
     cfg = get_cfg()
     add_dst_config(cfg)
+    add_fcos_config(cfg)
     loaded = CfgNode.load_yaml_with_base(config_file, allow_unsafe=True)
     _check_keys((loaded.get("DST") or {}).keys(), config_file)
     opts = list(opts)

@@ -68,10 +68,11 @@ def roi_loss_parts(predictor, predictions, proposals) -> torch.Tensor:
     return out
 
 
-def retinanet_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_deltas,
-                         gt_boxes) -> torch.Tensor:
-    """(2, 4) like roi_loss_parts, for detectron2's RetinaNet: its losses over positive anchors
-    (regression, and focal classification), split by the area of each anchor's matched box."""
+def dense_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes,
+                     box_reg_loss_type: str, smooth_l1_beta: float = 0.0) -> torch.Tensor:
+    """(2, 4) like roi_loss_parts, for a dense detector (RetinaNet, FCOS): its losses over
+    positive anchors (the box regression, and the focal classification), split by the area of
+    each anchor's matched box. The arguments are what the model's `losses()` receives."""
     from detectron2.layers import cat
     from detectron2.modeling.box_regression import _dense_box_regression_loss
     from fvcore.nn import sigmoid_focal_loss
@@ -90,10 +91,25 @@ def retinanet_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_del
     for g in range(3):
         out[0, g] = _dense_box_regression_loss(
             anchors, model.box2box_transform, pred_anchor_deltas, gt_boxes, masks[g],
-            box_reg_loss_type=model.box_reg_loss_type, smooth_l1_beta=model.smooth_l1_beta)
+            box_reg_loss_type=box_reg_loss_type, smooth_l1_beta=smooth_l1_beta)
         out[1, g] = focal[masks[g]].sum()
     out[:, 3] = out[:, :3].sum(1)
     return out
+
+
+def retinanet_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_deltas,
+                         gt_boxes) -> torch.Tensor:
+    """dense_loss_parts of detectron2's RetinaNet, with its own box loss settings."""
+    return dense_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_deltas,
+                            gt_boxes, model.box_reg_loss_type, model.smooth_l1_beta)
+
+
+def fcos_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes,
+                    pred_centerness) -> torch.Tensor:
+    """dense_loss_parts of detectron2's FCOS: its GIoU box loss (the centerness loss, a
+    quality estimate, is not split)."""
+    return dense_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_deltas,
+                            gt_boxes, "giou")
 
 
 def signal_parts(parts: torch.Tensor, signal: str) -> torch.Tensor:
@@ -114,16 +130,20 @@ class LossShareProbe:
     untouched: the parts are computed afterwards, without gradients."""
 
     def __init__(self, model):
+        from detectron2.modeling.meta_arch.fcos import FCOS
+        from detectron2.modeling.meta_arch.retinanet import RetinaNet
         model = getattr(model, "module", model)  # DistributedDataParallel
         predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
         if predictor is not None and hasattr(predictor, "losses"):
             owner, parts_of = predictor, roi_loss_parts
-        elif hasattr(model, "focal_loss_alpha") and hasattr(model, "losses"):  # RetinaNet
+        elif isinstance(model, FCOS):
+            owner, parts_of = model, fcos_loss_parts
+        elif isinstance(model, RetinaNet):
             owner, parts_of = model, retinanet_loss_parts
         else:
             raise ValueError(f"{type(model).__name__} has neither an ROI box predictor "
-                             "(roi_heads.box_predictor) nor RetinaNet's losses to measure the "
-                             "loss share from; use DST.SIGNAL in "
+                             "(roi_heads.box_predictor) nor RetinaNet's or FCOS's losses to "
+                             "measure the loss share from; use DST.SIGNAL in "
                              f"{(INPUT_SIGNAL,) + STATIC_SIGNALS}")
         self.parts: Optional[torch.Tensor] = None
         original = owner.losses

@@ -180,22 +180,56 @@ def test_tau_warm_up_calibrates_from_the_logged_r(tmp_path):
     assert last["dst/tau"] == pytest.approx(saved["tau"])
 
 
-@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "train",
-                                                                           "configs"))
+CONFIGS = os.path.join(ROOT, "train", "configs")
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(CONFIGS)
                                         if f.endswith(".yaml") and not f.startswith("Base")))
 def test_every_config_loads_and_passes_the_checks(name):
     """The paper configs cannot run here (no GPU, no COCO), but they must load, pass the DST
-    checks, and pair each DST config with a baseline that differs only in DST.ENABLED."""
+    checks, build their model, and pair each DST config with a baseline that differs only in
+    DST.ENABLED; the paper's setting is single-scale 800/1333 with maskrcnn-benchmark's
+    smooth L1 box losses, and the multi-scale comparator differs from its baseline only in
+    INPUT.MIN_SIZE_TRAIN."""
+    from detectron2.modeling import build_model
+
     from dst_dali.config import load_config
-    cfg = load_config(os.path.join(ROOT, "train", "configs", name))
+    cfg = load_config(os.path.join(CONFIGS, name))
+    if name.startswith("demo"):
+        return
     if name.endswith("_baseline.yaml"):
-        twin = load_config(os.path.join(ROOT, "train", "configs",
-                                        name.replace("_baseline", "_dst")))
+        twin = load_config(os.path.join(CONFIGS, name.replace("_baseline", "_dst")))
         assert not cfg.DST.ENABLED and twin.DST.ENABLED
-        assert cfg.MODEL == twin.MODEL and cfg.SOLVER == twin.SOLVER and cfg.INPUT == twin.INPUT
-    elif name.endswith("_dst.yaml"):
-        assert cfg.DST.ENABLED and cfg.DST.TAU == 0.1 and cfg.DST.K == 4
-        assert cfg.SOLVER.MAX_ITER == 90000 and cfg.SOLVER.IMS_PER_BATCH == 16  # COCO 1x
+        twin.defrost()
+        twin.DST.ENABLED, twin.OUTPUT_DIR = False, cfg.OUTPUT_DIR
+        assert cfg == twin  # nothing else differs
+    elif name.endswith("_mstrain.yaml"):
+        base = load_config(os.path.join(CONFIGS, name.replace("_mstrain", "_baseline")))
+        assert not cfg.DST.ENABLED and len(cfg.INPUT.MIN_SIZE_TRAIN) > 1
+        base.defrost()
+        base.INPUT.MIN_SIZE_TRAIN, base.OUTPUT_DIR = cfg.INPUT.MIN_SIZE_TRAIN, cfg.OUTPUT_DIR
+        assert cfg == base
+        return
+    else:
+        assert name.endswith("_dst.yaml") and cfg.DST.ENABLED
+        assert (cfg.DST.TAU, cfg.DST.K, cfg.DST.SIGNAL, cfg.DST.DECISION) == \
+            (0.1, 4, "reg", "per_rank")
+    schedule = {"1x": (90000, (60000, 80000)), "2x": (180000, (120000, 160000))}
+    assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == schedule[name.split("_")[-2]]
+    assert cfg.SOLVER.IMS_PER_BATCH == 16
+    assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if arch == "GeneralizedRCNN":
+        assert (cfg.MODEL.RPN.SMOOTH_L1_BETA, cfg.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA) == \
+            (0.1111, 1.0)
+        assert cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE == "smooth_l1"
+        assert (cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
+                cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO) == ("ROIAlign", 2)
+    elif arch == "RetinaNet":
+        assert cfg.MODEL.RETINANET.SMOOTH_L1_LOSS_BETA == 0.11
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    assert build_model(cfg) is not None
 
 
 @pytest.mark.parametrize("mask_on", [False, True])
@@ -209,3 +243,24 @@ def test_trainer_loader_gives_masks_exactly_when_the_model_has_a_mask_head(mask_
         assert inst.has("gt_masks") == mask_on
         if mask_on:
             assert len(inst.gt_masks) == len(inst.gt_boxes)
+
+
+def test_fcos_trains_with_feedback(tmp_path):
+    """The FCOS config's model (registered by dst_dali.fcos) through train_dali.py: its GIoU box
+    loss is split, r is measured, and the decisions follow it."""
+    fcos = os.path.join(CONFIGS, "fcos_R_50_FPN_2x_dst.yaml")
+    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", fcos,
+           "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS",
+           "64", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN", "MODEL.FPN.OUT_CHANNELS", "64",
+           "MODEL.BACKBONE.FREEZE_AT", "0", "MODEL.FCOS.NUM_CONVS", "1",
+           "DATASETS.TRAIN", "('coco128',)", "DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "2",
+           "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1",
+           "INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN", "384", "DST.TAU", "0.3",
+           "OUTPUT_DIR", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    hist = history(tmp_path / "dst_state" / "rank0_iter0000004.pth")
+    assert any(h["share"] is not None for h in hist)
+    for before, after in zip(hist, hist[1:]):
+        assert (after["kind"] == "collage") == (before["share"] is not None
+                                                and before["share"] <= 0.3)
