@@ -5,7 +5,6 @@ each iteration's small-object loss share to the controller.
     this rank's r (DST.DECISION "per_rank", the paper's) or all ranks' summed losses ("global")
     -> controller.observe -> next batch's kind; one all-reduce a step for the logged figures
 """
-import json
 import logging
 import os
 import random
@@ -21,6 +20,7 @@ from detectron2.utils import comm
 
 from .controller import COLLAGE, FeedbackController, StaticController
 from .distributed import gather_over_ranks, sum_over_ranks
+from .history import write_history
 from .loader import DSTLoader
 from .signals import (FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL, LossShareProbe, box_count_parts,
                       signal_parts)
@@ -82,12 +82,6 @@ def _set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def history_path(output_dir: str, rank: int = 0) -> str:
-    """Where a run keeps one rank's per-iteration feedback record (JSON): r, the shares of
-    small/medium/large, the kind trained and the next one, the images read."""
-    return os.path.join(output_dir, "dst_history", f"rank{rank}.json")
 
 
 class _Forever:
@@ -185,12 +179,9 @@ class DSTHook(HookBase):
         self._save_history()
 
     def _save_history(self):
-        path = history_path(self.output_dir, comm.get_rank())
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump({"decision": self.decision, "signal": self.signal,
-                       "tau": getattr(self.controller, "tau", None), "history": self.history}, f)
-        os.replace(path + ".tmp", path)
+        write_history(self.output_dir, comm.get_rank(), {
+            "decision": self.decision, "signal": self.signal,
+            "tau": getattr(self.controller, "tau", None), "history": self.history})
 
     def before_train(self):
         start = self.trainer.start_iter

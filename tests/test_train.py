@@ -79,13 +79,40 @@ def test_resume_continues_with_the_same_batches(dst_run, tmp_path):
             assert a["share"] == pytest.approx(b["share"], abs=1e-3)
 
 
-def test_baseline_never_collages(tmp_path):
-    train(tmp_path, "SOLVER.MAX_ITER", "3", "DST.ENABLED", "False")
-    hist = history(tmp_path / "dst_state" / "rank0_iter0000003.pth")
-    assert [h["kind"] for h in hist] == ["regular"] * 3
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("baseline")
+    train(out, "SOLVER.MAX_ITER", "6", "DST.ENABLED", "False")
+    return out
+
+
+def test_baseline_never_collages(baseline_run):
+    tmp_path = baseline_run
+    hist = history(tmp_path / "dst_state" / "rank0_iter0000006.pth")
+    assert [h["kind"] for h in hist] == ["regular"] * 6
     assert any(h["share"] is not None for h in hist)  # the baseline still measures r
     last = [r for r in metrics(tmp_path) if "dst/collage" in r][-1]
     assert last["dst/collage_rate"] == 0.0 and "dst/share_small" in last
+
+
+def test_tau_from_a_finished_baseline_and_the_paper_figures(baseline_run, dst_run, tmp_path):
+    """`python -m dst_dali.calibrate_tau OUT` is the quantile of the r the run saved beside its
+    checkpoint (recomputed here with numpy); `python -m dst_dali.plots` draws Fig. 5 and 6."""
+    import numpy as np
+    hist = history(baseline_run / "dst_state" / "rank0_iter0000006.pth")
+    shares = [h["share"] for h in hist if h["share"] is not None]
+    cmd = [sys.executable, "-m", "dst_dali.calibrate_tau", str(baseline_run), "--quantile",
+           "0.25"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.split()[2].rstrip(":")) == pytest.approx(np.quantile(shares, 0.25),
+                                                                  rel=1e-5)
+    cmd = [sys.executable, "-m", "dst_dali.plots", "--baseline", str(baseline_run), "--dst",
+           str(dst_run), "--out", str(tmp_path), "--window", "2"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("fig5_loss_shares.png", "fig6_share_distribution.png"):
+        assert (tmp_path / name).stat().st_size > 10_000
 
 
 def check_setup(*opts, config=DEMO):
