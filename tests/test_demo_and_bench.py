@@ -71,3 +71,16 @@ def test_throughput_bench_quick(tmp_path):
     assert "not run" in rows["dst_gpu"].get("note", "") or "samples_per_s" in rows["dst_gpu"]
     assert (tmp_path / "smoke.png").stat().st_size > 5000
     assert data["meta"]["command"].startswith("python bench/throughput.py")
+
+
+def test_collage_geometry_bench_quick(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from collage_geometry import main
+    row, met = main(["--collages", "8", "--results-dir", str(tmp_path), "--name", "smoke"])
+    with open(tmp_path / "smoke.json") as f:
+        data = json.load(f)
+    assert data["rows"] == [row] and row["collages"] >= 8
+    assert set(met) == {"area_ratio_mean", "padding_mean", "scale", "mixed_orientation"}
+    assert 0 <= row["padding_mean"] <= row["padding_max"] < 1
+    assert 0 < row["scale_min"] <= row["scale_max"] and row["area_ratio_mean"] > 0
+    assert data["meta"]["command"].startswith("python bench/collage_geometry.py")
