@@ -16,10 +16,10 @@
 from detectron2.config import CfgNode, get_cfg
 
 from .device import DEVICES
+from .loader import DECISIONS
 from .ops import check_k
 from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
 
-DECISIONS = ("per_rank", "global")
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,
                 "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
                 "RANDOM_PROB": 0.5, "NUM_THREADS": 2}

@@ -91,15 +91,23 @@ def rasterize(sample: Sample) -> torch.Tensor:
     return torch.from_numpy(masks)
 
 
-def to_torchvision(sample: Sample, masks: bool = False):
-    """(image, target) as torchvision's detection models take them: float RGB in [0, 1], CHW;
-    labels 1..C (0 is torchvision's background)."""
+def to_torchvision(sample: Sample, masks: bool = False, label_ids: Optional[np.ndarray] = None):
+    """(image, target) as torchvision's detection models and references take them: float RGB
+    in [0, 1], CHW; labels 1..C (0 is torchvision's background), or with `label_ids` (the
+    dataset's category id of each contiguous label) the dataset's category ids; `area` (of the
+    box, in this image's pixels) and `iscrowd` (0: crowd annotations are not targets), as
+    torchvision's ConvertCocoPolysToMask gives them; everything on the image's device."""
+    device = sample.image.device
     image = sample.image.permute(2, 0, 1).float().div_(255.0)
-    target = {"boxes": torch.from_numpy(sample.boxes),
-              "labels": torch.from_numpy(sample.labels.astype(np.int64) + 1),
+    labels = sample.labels.astype(np.int64)
+    labels = label_ids[labels] if label_ids is not None else labels + 1
+    boxes = torch.from_numpy(sample.boxes)
+    target = {"boxes": boxes.to(device), "labels": torch.from_numpy(labels).to(device),
+              "area": ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).to(device),
+              "iscrowd": torch.zeros(len(labels), dtype=torch.int64, device=device),
               "image_id": sample.image_ids[0], "dst_transform": transform_record(sample)}
     if sample.kind == "collage":
         target["component_ids"] = list(sample.image_ids)
     if masks:
-        target["masks"] = rasterize(sample)
+        target["masks"] = rasterize(sample).to(device)
     return image, target

@@ -2,6 +2,7 @@
 iteration chosen by the feedback controller, in detectron2's or torchvision's format."""
 import logging
 import math
+import warnings
 from collections import deque
 from typing import List, NamedTuple, Optional, Sequence
 
@@ -12,6 +13,9 @@ from nvidia.dali import pipeline_def
 from dst_dali.pipelines.stitch import COMPONENT_INPUTS, stitched_batch
 
 from .controller import COLLAGE, REGULAR, FeedbackController
+from .distributed import sum_over_ranks
+from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for,
+                      signal_parts)
 from .dataset import load_coco_index
 from .device import dali_device_id, resolve_device
 from .formats import Sample, to_detectron2, to_torchvision
@@ -21,6 +25,9 @@ from .sampler import GroupSampler
 logger = logging.getLogger(__name__)
 KINDS = (REGULAR, COLLAGE)
 OUTPUTS = ("detectron2", "torchvision")
+LABELS = ("contiguous", "coco")
+DECISIONS = ("per_rank", "global")
+UNFED_WARNING_AFTER = 10  # controller-driven batches without feedback before the warning
 STATE_VERSION = 2
 # Settings that decide the sequence of batches: a saved state resumes only under the same ones
 # (paths, threads and prefetch depth may change, e.g. on another node).
@@ -80,7 +87,7 @@ class DSTLoader:
                  controller: Optional[FeedbackController] = None,
                  image_format: Optional[str] = None,
                  aspect_ratio_grouping: Optional[bool] = None, masks: bool = False,
-                 pad_value: Optional[Sequence[float]] = None,
+                 labels: str = "contiguous", pad_value: Optional[Sequence[float]] = None,
                  num_threads: int = 2, prefetch: int = 2, device_id: Optional[int] = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
@@ -99,12 +106,17 @@ class DSTLoader:
             raise ValueError(f"image_format={image_format!r}: must be 'BGR' or 'RGB'")
         if output == "torchvision" and image_format != "RGB":
             raise ValueError("output='torchvision' takes RGB images: leave image_format unset")
+        if labels not in LABELS:
+            raise ValueError(f"labels={labels!r}: must be one of {LABELS}")
         if pad_value is None:
             pad_value = PIXEL_MEAN_RGB[::-1] if image_format == "BGR" else PIXEL_MEAN_RGB
         pad_value = [float(v) for v in pad_value]
         if len(pad_value) not in (1, 3):
             raise ValueError(f"pad_value={pad_value}: give 1 or 3 values ({image_format} order)")
         self.index = load_coco_index(images, annotations)
+        # torchvision's labels: 1..C (contiguous + 1, 0 is background) or COCO category ids
+        self._label_ids = (np.asarray(self.index.category_ids, np.int64) if labels == "coco"
+                           else None)
         self.batch_size, self.k = batch_size, k
         self.output, self.masks = output, masks
         self.controller = controller
@@ -131,6 +143,9 @@ class DSTLoader:
         self.last_kind: Optional[str] = None
         self.last_boxes: list = []
         self.last_image_ids: list = []
+        self.last_feedback: Optional[dict] = None
+        self.signal = self._probe = self.decision = None
+        self._observed, self._unfed, self._warned = True, 0, False
 
     # -- what each batch reads ---------------------------------------------------------------
     def _k_of(self, kind: str) -> int:
@@ -237,9 +252,83 @@ class DSTLoader:
         return samples
 
     # -- iteration ---------------------------------------------------------------------------
+    def watch(self, model=None, signal: str = "reg", decision: str = "per_rank",
+              controller=None) -> "DSTLoader":
+        """Feeds the controller from the model's own training forwards: after this, each
+        `next_batch()` first reads the loss parts the last forward left (see
+        dst_dali.signals.probe_for) and gives r to the controller. A stock loop
+        (`for batch in loader: losses = model(batch) ...`) then trains with DST unchanged.
+
+        Args:
+            model: a detectron2 R-CNN, RetinaNet or FCOS, or a torchvision Faster/Mask R-CNN
+                (DDP-wrapped or not); None for signal "input".
+            signal: "reg", "cls" or "joint" (that loss of positive proposals, split by
+                matched-box area) or "input" (the share of small boxes in the batch).
+            decision: "per_rank" (this rank's r, the paper's) or "global" (the losses summed
+                over torch.distributed ranks: every rank must call next_batch alike).
+            controller: the policy fed; default the loader's own, or FeedbackController(0.1).
+        Returns the loader.
+        """
+        if signal not in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
+            raise ValueError(f"signal={signal!r}: must be one of "
+                             f"{FEEDBACK_SIGNALS + (INPUT_SIGNAL,)}")
+        if decision not in DECISIONS:
+            raise ValueError(f"decision={decision!r}: must be one of {DECISIONS}")
+        if signal in FEEDBACK_SIGNALS and model is None:
+            raise ValueError(f"signal={signal!r} is measured from a model's loss: give model")
+        self.controller = controller or self.controller or FeedbackController(0.1)
+        self._probe = probe_for(model) if model is not None else None
+        self.signal, self.decision = signal, decision
+        self._observed = True  # nothing delivered yet to observe
+        return self
+
+    def observe_last(self) -> Optional[dict]:
+        """Feeds the controller r of the last delivered batch (once a batch), from its training
+        forward; `next_batch()` calls it, and so may a trainer right after its step. Returns
+        {"local": (small, medium, large, total) of this rank, "share": r as fed} or None
+        when nothing is watched."""
+        if self.signal is None:
+            return None
+        if self._observed:
+            return self.last_feedback
+        self._observed = True
+        if self.signal == INPUT_SIGNAL:
+            row = box_count_parts(self.last_boxes)
+        else:
+            parts = self._probe.pop() if self._probe is not None else None
+            row = signal_parts(parts, self.signal) if parts is not None else None
+        self._unfed = 0 if row is not None else self._unfed + 1
+        local = row.tolist() if row is not None else [0.0] * 4  # one host read
+        fed = sum_over_ranks(local) if self.decision == "global" else local
+        share = self.controller.observe(fed[0], fed[3])
+        self.last_feedback = {"local": local, "share": share}
+        return self.last_feedback
+
+    def _warn_if_unfed(self) -> None:
+        """DST silently off is the costliest failure: say so once, naming the fix."""
+        if self._warned or self.iteration < UNFED_WARNING_AFTER:
+            return
+        if self.signal is None and isinstance(self.controller, FeedbackController) \
+                and not self.controller.decisions:
+            reason = ("a FeedbackController is attached but nothing has fed it; call "
+                      "loader.watch(model) once (or controller.observe(small, total) each "
+                      "iteration)")
+        elif self.signal in FEEDBACK_SIGNALS and self._unfed >= UNFED_WARNING_AFTER:
+            reason = ("the watched model has left no loss parts for the last "
+                      f"{self._unfed} batches; is it in training mode, and does each batch go "
+                      "through model(...)?")
+        else:
+            return
+        self._warned = True
+        warnings.warn(f"DSTLoader: {reason} Until then DST is off: only regular batches.",
+                      stacklevel=3)
+        logger.warning("DSTLoader: %s", reason)
+
     def next_batch(self, kind: Optional[str] = None):
         """The next batch; its kind from the controller unless forced ("regular"/"collage")."""
+        self.observe_last()
         if kind is None:
+            self._warn_if_unfed()
             collage = self.controller is not None and self.controller.wants_collage()
             kind = COLLAGE if collage else REGULAR
         if kind not in KINDS:
@@ -249,17 +338,25 @@ class DSTLoader:
         self.last_kind = kind
         self.last_boxes = [s.boxes for s in samples]  # for the "input" signal
         self.last_image_ids = [list(s.image_ids) for s in samples]
+        self._observed = False
         if self.output == "detectron2":
             return [to_detectron2(s, self.masks) for s in samples]
-        pairs = [to_torchvision(s, self.masks) for s in samples]
+        pairs = [to_torchvision(s, self.masks, self._label_ids) for s in samples]
         return [p[0] for p in pairs], [p[1] for p in pairs]
 
     def __len__(self) -> int:
         return math.ceil(self.shard_size / self.batch_size)
 
     def __iter__(self):
-        """One epoch's worth of iterations (len(self)), continuing the pipelines' streams."""
+        """One epoch: len(self) iterations, like a torch DataLoader (the streams go on where
+        they stopped)."""
         for _ in range(len(self)):
+            yield self.next_batch()
+
+    def endless(self):
+        """An endless iterator of batches, for loops that draw from one (detectron2's trainers,
+        `for batch in loader.endless()`): the streams have no end of their own."""
+        while True:
             yield self.next_batch()
 
     def epochs_read(self) -> dict:

@@ -213,6 +213,15 @@ class TorchvisionLossShareProbe:
         return out
 
 
+def probe_for(model):
+    """The loss-share probe of a detector: TorchvisionLossShareProbe for torchvision's R-CNNs,
+    LossShareProbe for detectron2's R-CNNs, RetinaNet and FCOS (DDP-wrapped or not)."""
+    inner = getattr(model, "module", model)
+    if hasattr(getattr(inner, "roi_heads", None), "select_training_samples"):
+        return TorchvisionLossShareProbe(model)
+    return LossShareProbe(model)
+
+
 def box_count_parts(boxes) -> torch.Tensor:
     """(4,) counts of ground-truth boxes (a list of (N, 4) ltrb arrays, one per sample) that
     are small, medium, large, and all: the "input" signal of the paper's ablation."""

@@ -8,7 +8,7 @@ each iteration's small-object loss share to the controller.
 import logging
 import os
 import random
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 import torch
@@ -22,8 +22,7 @@ from .controller import COLLAGE, FeedbackController, StaticController
 from .distributed import gather_over_ranks, sum_over_ranks
 from .history import write_history
 from .loader import DSTLoader
-from .signals import (FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL, LossShareProbe, box_count_parts,
-                      signal_parts)
+from .signals import FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL, probe_for
 
 logger = logging.getLogger(__name__)
 
@@ -84,74 +83,44 @@ def _set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class _Forever:
-    """detectron2's trainers draw from an endless iterable; DSTLoader's streams are endless."""
-
-    def __init__(self, loader: DSTLoader):
-        self.loader = loader
-
-    def __iter__(self):
-        while True:
-            yield self.loader.next_batch()
-
-
 class DSTHook(HookBase):
-    """After each step: measure r, feed the controller, log dst/* scalars; keeps the loader's
-    state beside each checkpoint (per rank: shards differ) and plots the run at the end.
+    """After each step: has the loader feed the controller the step's r (DSTLoader.watch, the
+    one feedback path), logs dst/* scalars, keeps the loader's state beside each checkpoint (per
+    rank: shards differ) and plots the run at the end.
 
     Args:
-        loader: the DSTLoader the trainer draws from.
+        loader: the DSTLoader the trainer draws from, watching the model.
         controller: the policy deciding the loader's next batch kind.
-        signal: what r is measured from (dst_dali.signals.SIGNALS).
-        probe: the model's LossShareProbe (None where no loss is split).
-        decision: "per_rank" (each rank decides from its own batch's r, as the paper) or
-            "global" (one decision from the losses summed over ranks).
         checkpoint_period, output_dir: where and how often the state is saved.
     """
 
-    def __init__(self, loader: DSTLoader, controller, signal: str,
-                 probe: Optional[LossShareProbe], decision: str, checkpoint_period: int,
-                 output_dir: str):
-        self.loader, self.controller, self.signal, self.probe = loader, controller, signal, probe
-        self.decision = decision
+    def __init__(self, loader: DSTLoader, controller, checkpoint_period: int, output_dir: str):
+        self.loader, self.controller = loader, controller
         self.checkpoint_period = checkpoint_period
         self.output_dir = output_dir
         self.history: List[dict] = []
         self._collage_steps = 0.0  # iterations trained on collages, averaged over ranks
 
-    # -- the feedback ------------------------------------------------------------------------
-    def _measure(self) -> Optional[torch.Tensor]:
-        """(small, medium, large, total) of this rank's iteration, or None."""
-        if self.signal in FEEDBACK_SIGNALS:
-            parts = self.probe.pop()
-            return signal_parts(parts, self.signal) if parts is not None else None
-        if self.signal == INPUT_SIGNAL:
-            return box_count_parts(self.loader.last_boxes)
-        parts = self.probe.pop() if self.probe is not None else None  # logged, not fed back
-        return signal_parts(parts, "reg") if parts is not None else None
-
     def after_step(self):
         kind = self.loader.last_kind
-        row = self._measure()
-        local = row.tolist() if row is not None else [0.0] * 4  # the step's one host read
+        fed = self.loader.observe_last() or {"local": [0.0] * 4, "share": None}
+        local, share = fed["local"], fed["share"]
         local_r = local[0] / local[3] if local[3] > 0 else None
-        # one all-reduce: the losses, r and the kind of every rank
+        # one all-reduce for the logs: every rank's losses, r and kind
         summed = sum_over_ranks(local + [local_r or 0.0, float(local_r is not None),
                                          float(kind == COLLAGE)])
         world = comm.get_world_size()
-        fed = summed if self.decision == "global" else local
-        share = self.controller.observe(fed[0], fed[3])
         record = {"iteration": self.trainer.iter, "kind": kind, "share": share,
-                  "next": self.controller.decisions[-1],
+                  "next": self.controller.decisions[-1] if self.controller.decisions else None,
                   "image_ids": self.loader.last_image_ids}
         self._collage_steps += summed[6] / world
         scalars = {"dst/collage": summed[6] / world,
                    "dst/collage_rate": self._collage_steps / (len(self.history) + 1)}
         if getattr(self.controller, "tau", None) is not None:
             scalars["dst/tau"] = self.controller.tau
-        if fed[3] > 0:
-            for name, v in zip(GROUPS, fed[:3]):
-                record[name] = v / fed[3]
+        if local[3] > 0:
+            for name, v in zip(GROUPS, local[:3]):
+                record[name] = v / local[3]
         if summed[3] > 0:
             for name, v in zip(GROUPS, summed[:3]):
                 scalars[f"dst/share_{name}"] = v / summed[3]
@@ -180,7 +149,7 @@ class DSTHook(HookBase):
 
     def _save_history(self):
         write_history(self.output_dir, comm.get_rank(), {
-            "decision": self.decision, "signal": self.signal,
+            "decision": self.loader.decision, "signal": self.loader.signal,
             "tau": getattr(self.controller, "tau", None), "history": self.history})
 
     def before_train(self):
@@ -237,19 +206,21 @@ class DSTTrainer(DefaultTrainer):
             d2_defaults.create_ddp_model = original
 
     def build_train_loader(self, cfg):  # DefaultTrainer calls it on the instance
-        return _Forever(self._dst_loader)
+        return self._dst_loader.endless()
 
     def build_hooks(self):
         cfg = self.cfg
         signal = cfg.DST.SIGNAL if cfg.DST.ENABLED else "never"
-        try:  # a baseline still logs the loss shares it would have fed back
-            probe = LossShareProbe(self.model)
-        except ValueError:
-            if signal in FEEDBACK_SIGNALS:
-                raise
-            probe = None
-        hook = DSTHook(self._dst_loader, self._dst_loader.controller, signal, probe,
-                       cfg.DST.DECISION, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.OUTPUT_DIR)
+        if signal not in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
+            signal = "reg"  # the controls and the baseline still log r where it can be had
+            try:
+                probe_for(self.model)
+            except ValueError:
+                signal = INPUT_SIGNAL
+        loader, controller = self._dst_loader, self._dst_loader.controller
+        loader.watch(self.model if signal != INPUT_SIGNAL else None, signal=signal,
+                     decision=cfg.DST.DECISION, controller=controller)
+        hook = DSTHook(loader, controller, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.OUTPUT_DIR)
         # first, so the controller has seen the step before the checkpointer saves it
         return [hook] + super().build_hooks()
 
