@@ -1,0 +1,130 @@
+"""DSTLoader as a drop-in in stock training loops, with only the documented lines: a
+torchvision-reference-style loop and a detectron2 plain_train_net-style loop run DST (collage
+batches when r <= tau), and a feedback controller nobody feeds is reported."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from dst_dali import DSTLoader, FeedbackController
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "train", "configs", "demo_coco128_cpu.yaml")
+
+
+def check_decisions_follow_r(loader, kinds, tau):
+    """kinds[i] is the kind of batch i; the controller saw r of batches 0..n-2 (and of the
+    last one when the loop drew one more batch, as zip(loader, range(n)) does)."""
+    shares = loader.controller.shares
+    assert len(kinds) - 1 <= len(shares) <= len(kinds)
+    for r, kind in zip(shares, kinds[1:]):
+        assert (kind == "collage") == (r is not None and r <= tau)
+    assert "collage" in kinds
+
+
+def test_torchvision_reference_loop(coco128):
+    """As references/detection/engine.py's train_one_epoch: for images, targets in loader."""
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+    torch.manual_seed(0)
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
+                                    min_size=320, max_size=480)  # = the loader's: no 2nd resize
+    loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(320,),
+                       max_size=480, output="torchvision", labels="coco", device="cpu",
+                       controller=FeedbackController(tau=0.5))
+    loader.watch(model)  # the one added line
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    model.train()
+    kinds = []
+    for i, (images, targets) in enumerate(loader):
+        kinds.append(loader.last_kind)
+        loss_dict = model(images, targets)
+        losses = sum(loss for loss in loss_dict.values())
+        optimizer.zero_grad()
+        losses.backward()
+        optimizer.step()
+        if i == 5:
+            break
+    check_decisions_follow_r(loader, kinds, 0.5)
+
+
+def test_detectron2_plain_train_net_loop(coco128):
+    """As detectron2's tools/plain_train_net.py do_train: zip(data_loader, range(...))."""
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_optimizer
+
+    from dst_dali.config import load_config
+    cfg = load_config(DEMO, ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TRAIN", "(256,)",
+                             "INPUT.MAX_SIZE_TRAIN", "384"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(256,),
+                       max_size=384, device="cpu", controller=FeedbackController(tau=0.5))
+    loader.watch(model)
+    model.train()
+    kinds = []
+    from detectron2.utils.events import EventStorage
+    with EventStorage(0):
+        for data, iteration in zip(loader.endless(), range(0, 6)):
+            kinds.append(loader.last_kind)
+            loss_dict = model(data)
+            losses = sum(loss_dict.values())
+            optimizer.zero_grad()
+            losses.backward()
+            optimizer.step()
+    check_decisions_follow_r(loader, kinds, 0.5)
+
+
+def test_unfed_controller_warns_once(coco128):
+    loader = DSTLoader(coco128.images, coco128.annotations, batch_size=1, min_size=(64,),
+                       max_size=96, device="cpu", controller=FeedbackController(0.1))
+    with pytest.warns(UserWarning, match="nothing has fed it; call loader.watch"):
+        for _ in range(11):
+            loader.next_batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader.next_batch()  # once only
+    fed = DSTLoader(coco128.images, coco128.annotations, batch_size=1, min_size=(64,),
+                    max_size=96, device="cpu", controller=FeedbackController(0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(12):
+            fed.next_batch()
+            fed.controller.observe(0.5, 1.0)
+
+
+def test_watched_model_that_never_runs_warns(coco128):
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    loader = DSTLoader(coco128.images, coco128.annotations, batch_size=1, min_size=(64,),
+                       max_size=96, output="torchvision", device="cpu").watch(model)
+    with pytest.warns(UserWarning, match="left no loss parts"):
+        for _ in range(12):
+            loader.next_batch()
+
+
+def test_torchvision_targets_coco_labels_area_iscrowd(coco128):
+    """labels="coco": the category ids of the annotation file, as torchvision's reference
+    (num_classes 91); "contiguous": 1..C. area is the box's, iscrowd 0, all on the image's
+    device."""
+    import json
+    with open(coco128.annotations) as f:
+        cats = sorted(c["id"] for c in json.load(f)["categories"])
+    a = DSTLoader(coco128.images, coco128.annotations, batch_size=2, output="torchvision",
+                  labels="coco", device="cpu", seed=3)
+    b = DSTLoader(coco128.images, coco128.annotations, batch_size=2, output="torchvision",
+                  device="cpu", seed=3)
+    for kind in ("regular", "collage"):
+        (_, ta), (_, tb) = a.next_batch(kind), b.next_batch(kind)
+        for x, y in zip(ta, tb):
+            np.testing.assert_array_equal(x["labels"].numpy(),
+                                          np.asarray(cats)[y["labels"].numpy() - 1])
+            assert set(x["labels"].tolist()) <= set(cats) and y["labels"].min() >= 1
+            box = x["boxes"]
+            torch.testing.assert_close(x["area"], (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
+            assert x["iscrowd"].tolist() == [0] * len(box)
+            assert x["labels"].device == x["boxes"].device == x["area"].device
+    with pytest.raises(ValueError, match="labels='voc'"):
+        DSTLoader(coco128.images, coco128.annotations, labels="voc", device="cpu")
