@@ -71,8 +71,8 @@ def check_dst_config(cfg: CfgNode) -> None:
     if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
         raise ValueError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING={cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING!r}: "
                          "DSTLoader draws the short side as 'choice'")
-    if len(cfg.DATASETS.TRAIN) != 1:
-        raise ValueError(f"DATASETS.TRAIN={cfg.DATASETS.TRAIN}: DSTLoader reads one dataset")
+    if not cfg.DATASETS.TRAIN:
+        raise ValueError("DATASETS.TRAIN is empty")
 
 
 def load_config(config_file: str, opts=()) -> CfgNode:

@@ -102,84 +102,164 @@ def load_coco_index(images_dir: str, annotations: str) -> DatasetIndex:
         raise DatasetError(annotations, ["no images or no categories: an empty annotation file"])
     problems: List[str] = []
     cats = sorted(data["categories"], key=lambda c: c["id"])
-    category_ids = [c["id"] for c in cats]
-    contiguous = {cid: i for i, cid in enumerate(category_ids)}
-    images: Dict[object, dict] = {}
+    contiguous = {c["id"]: i for i, c in enumerate(cats)}
+    records: Dict[object, dict] = {}
     for n, im in enumerate(data["images"]):
         missing = [key for key in ("id", "file_name", "height", "width") if key not in im]
         if missing:
             problems.append(f"images[{n}]: no {', '.join(missing)}")
             continue
-        where = f"image {im['id']!r} ({im['file_name']})"
-        if not isinstance(im["id"], (int, str)) or isinstance(im["id"], bool):
-            problems.append(f"images[{n}]: id {im['id']!r} is neither an integer nor a string")
-            continue
-        if im["id"] in images:
-            same = images[im["id"]]["file_name"] == im["file_name"]
-            problems.append(f"{where}: " + ("listed twice" if same else
-                                            f"its id is also image {images[im['id']]['file_name']}'s"))
-            continue
-        if not all(_number(im[key]) and im[key] >= 1 for key in ("height", "width")):
-            problems.append(f"{where}: height {im['height']!r}, width {im['width']!r} must be "
-                            "positive numbers")
-            continue
-        path = os.path.join(images_dir, im["file_name"])
-        if not os.path.isfile(path):
-            problems.append(f"{where}: names {path}, which does not exist")
-            continue
-        images[im["id"]] = dict(im, path=path, boxes=[], labels=[], polys=[], verts=[])
+        record = _image_record(im["id"], im["file_name"], os.path.join(images_dir,
+                               im["file_name"]), im["height"], im["width"], records, problems)
+        if record is not None:
+            records[im["id"]] = record
     listed = {im.get("id") for im in data["images"] if isinstance(im.get("id"), (int, str))}
+    for n, a in enumerate(data.get("annotations", [])):
+        image_id = a.get("image_id")
+        where = f"annotation {a.get('id', f'[{n}]')} of image {image_id!r}"
+        if not isinstance(image_id, (int, str)) or image_id not in listed:
+            problems.append(f"{where}: no such image")
+            continue
+        if image_id in records:  # else its image was reported
+            records[image_id]["annotations"].append(dict(a, category=contiguous.get(
+                a.get("category_id")), where=where))
+    return _index(annotations, records.values(), [c["id"] for c in cats],
+                  [c["name"] for c in cats], problems)
+
+
+def index_of_dataset_dicts(name: str, dicts: List[dict], category_ids: List[int],
+                           category_names: List[str]) -> DatasetIndex:
+    """The index of a detectron2 dataset: `dicts` as DatasetCatalog.get(name) gives them
+    (file_name, height, width, image_id, annotations with bbox, bbox_mode, category_id as a
+    contiguous id, optional segmentation and iscrowd). category_ids: the dataset's id of each
+    contiguous class (what labels="coco" reports). Checked like a COCO file."""
+    from detectron2.structures import BoxMode
+    problems: List[str] = []
+    records: Dict[object, dict] = {}
+    for n, d in enumerate(dicts):
+        missing = [key for key in ("file_name", "height", "width") if key not in d]
+        if missing:
+            problems.append(f"{name}[{n}]: no {', '.join(missing)}")
+            continue
+        record = _image_record(d.get("image_id", n), d["file_name"], d["file_name"], d["height"],
+                               d["width"], records, problems)
+        if record is None:
+            continue
+        records[record["id"]] = record
+        for m, a in enumerate(d.get("annotations", [])):
+            a = dict(a, where=f"{name}[{n}] annotation {m}",
+                     category=a.get("category_id") if a.get("category_id") in
+                     range(len(category_ids)) else None)
+            mode, bbox = a.get("bbox_mode", BoxMode.XYWH_ABS), a.get("bbox")
+            if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_number, bbox)):
+                a["bbox"] = list(BoxMode.convert(list(bbox), mode, BoxMode.XYWH_ABS))
+            record["annotations"].append(a)
+    return _index(name, records.values(), list(category_ids), list(category_names), problems)
+
+
+def _image_record(image_id, file_name, path, height, width, records, problems):
+    """One image's record, or None with its problem listed."""
+    if isinstance(image_id, np.generic):  # e.g. VOC's ids, read by numpy: plain Python
+        image_id = image_id.item()
+    where = f"image {image_id!r} ({file_name})"
+    if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+        problems.append(f"{where}: its id is neither an integer nor a string")
+        return None
+    if image_id in records:
+        same = records[image_id]["file_name"] == file_name
+        problems.append(f"{where}: " + ("listed twice" if same else
+                                        f"its id is also {records[image_id]['file_name']}'s"))
+        return None
+    if not all(_number(v) and v >= 1 for v in (height, width)):
+        problems.append(f"{where}: height {height!r}, width {width!r} must be positive numbers")
+        return None
+    if not os.path.isfile(path):
+        problems.append(f"{where}: names {path}, which does not exist")
+        return None
+    return {"id": image_id, "file_name": file_name, "path": path, "height": int(height),
+            "width": int(width), "annotations": []}
+
+
+def _index(source: str, records, category_ids, category_names, problems) -> DatasetIndex:
+    """Checks every annotation of the records (bbox in xywh pixels, `category` contiguous or
+    None when unknown) and builds the index; a DatasetError lists all problems."""
     skipped = {"crowd_annotations": 0, "degenerate_boxes": 0, "dropped_polygons": 0,
                "rle_segmentations": 0, "images_without_annotations": 0}
-    for n, a in enumerate(data.get("annotations", [])):
-        where = f"annotation {a.get('id', f'[{n}]')} of image {a.get('image_id')!r}"
-        image = images.get(a.get("image_id"))
-        if image is None:
-            if a.get("image_id") not in listed:
-                problems.append(f"{where}: no such image")
-            continue  # an image reported above
-        where += f" ({image['file_name']})"
-        if a.get("category_id") not in contiguous:
-            problems.append(f"{where}: unknown category_id {a.get('category_id')!r} (the file "
-                            f"defines {len(contiguous)} categories)")
-            continue
-        if a.get("iscrowd", 0):
-            skipped["crowd_annotations"] += 1
-            continue
-        bbox = a.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
-            problems.append(f"{where}: bbox {bbox!r} is not 4 finite numbers (x, y, w, h)")
-            continue
-        x, y, w, h = bbox
-        if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
-            skipped["degenerate_boxes"] += 1
-            continue
-        H, W, t = image["height"], image["width"], BOX_TOLERANCE
-        if x < -t or y < -t or x + w > W + t or y + h > H + t:
-            problems.append(f"{where}: bbox {bbox} (xywh) lies outside the {W}x{H} image by "
-                            f"more than {t} px")
-            continue
-        _polygon_arrays(a.get("segmentation"), len(image["boxes"]), image["polys"],
-                        image["verts"], skipped)
-        image["boxes"].append((x, y, x + w, y + h))
-        image["labels"].append(contiguous[a["category_id"]])
+    usable = []
+    for image in records:
+        boxes, labels, polys, verts = [], [], [], []
+        for a in image["annotations"]:
+            where = f"{a['where']} ({image['file_name']})"
+            if a["category"] is None:
+                problems.append(f"{where}: unknown category_id {a.get('category_id')!r} (the "
+                                f"dataset defines {len(category_ids)} categories)")
+                continue
+            if a.get("iscrowd", 0):
+                skipped["crowd_annotations"] += 1
+                continue
+            bbox = a.get("bbox")
+            if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_number, bbox)):
+                problems.append(f"{where}: bbox {bbox!r} is not 4 finite numbers (x, y, w, h)")
+                continue
+            x, y, w, h = bbox
+            if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
+                skipped["degenerate_boxes"] += 1
+                continue
+            H, W, t = image["height"], image["width"], BOX_TOLERANCE
+            if x < -t or y < -t or x + w > W + t or y + h > H + t:
+                problems.append(f"{where}: bbox {bbox} (xywh) lies outside the {W}x{H} image "
+                                f"by more than {t} px")
+                continue
+            _polygon_arrays(a.get("segmentation"), len(boxes), polys, verts, skipped)
+            boxes.append((x, y, x + w, y + h))
+            labels.append(a["category"])
+        if boxes:
+            usable.append((image, boxes, labels, polys, verts))
+        else:
+            skipped["images_without_annotations"] += 1
     if problems:
-        raise DatasetError(annotations, problems)
-    usable = [im for im in images.values() if im["boxes"]]
-    skipped["images_without_annotations"] = len(images) - len(usable)
+        raise DatasetError(source, problems)
     if not usable:
-        raise DatasetError(annotations, ["no image has a usable (non-crowd, non-degenerate) "
-                                         "annotation"])
+        raise DatasetError(source, ["no image has a usable (non-crowd, non-degenerate) "
+                                    "annotation"])
     for what, count in skipped.items():
         if count:
-            logger.info("%s: skipping %d %s", annotations, count, what.replace("_", " "))
-    flat = [np.asarray([v for p in im["verts"] for v in p], np.float32).reshape(-1, 2)
-            for im in usable]
+            logger.info("%s: skipping %d %s", source, count, what.replace("_", " "))
     return DatasetIndex(
-        source=annotations, category_ids=category_ids, category_names=[c["name"] for c in cats],
-        image_ids=[im["id"] for im in usable], file_paths=[im["path"] for im in usable],
-        sizes=np.array([(int(im["height"]), int(im["width"])) for im in usable], np.int64),
-        boxes=[np.asarray(im["boxes"], np.float32).reshape(-1, 4) for im in usable],
-        labels=[np.asarray(im["labels"], np.int32) for im in usable],
-        polygons=[np.asarray(im["polys"], np.int32).reshape(-1, 3) for im in usable],
-        vertices=flat, skipped=skipped)
+        source=source, category_ids=category_ids, category_names=category_names,
+        image_ids=[u[0]["id"] for u in usable], file_paths=[u[0]["path"] for u in usable],
+        sizes=np.array([(u[0]["height"], u[0]["width"]) for u in usable], np.int64),
+        boxes=[np.asarray(u[1], np.float32).reshape(-1, 4) for u in usable],
+        labels=[np.asarray(u[2], np.int32) for u in usable],
+        polygons=[np.asarray(u[3], np.int32).reshape(-1, 3) for u in usable],
+        vertices=[np.asarray([v for p in u[4] for v in p], np.float32).reshape(-1, 2)
+                  for u in usable], skipped=skipped)
+
+
+def detectron2_dataset_index(names) -> DatasetIndex:
+    """The index of datasets registered in detectron2's DatasetCatalog (register_coco_instances,
+    the builtin COCO and PASCAL VOC sets, DatasetCatalog.register(name, fn) of a list of dicts),
+    read through detectron2's own loaders and concatenated as detectron2 does for several
+    DATASETS.TRAIN, with their MetadataCatalog's classes."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    names = [names] if isinstance(names, str) else list(names)
+    for name in names:
+        if name not in DatasetCatalog.list():
+            raise ValueError(f"dataset {name!r} is not registered in detectron2's DatasetCatalog "
+                             "(register it with register_coco_instances, register_pascal_voc "
+                             "or DatasetCatalog.register)")
+    dicts = [d for name in names for d in DatasetCatalog.get(name)]
+    meta = MetadataCatalog.get(names[0])
+    classes = list(getattr(meta, "thing_classes", []))
+    for name in names[1:]:
+        other = list(getattr(MetadataCatalog.get(name), "thing_classes", []))
+        if other != classes:
+            raise ValueError(f"datasets {names[0]!r} and {name!r} have different classes")
+    if not classes:
+        found = [a.get("category_id") for d in dicts for a in d.get("annotations", [])]
+        classes = [str(i) for i in range(max([c for c in found if isinstance(c, int)],
+                                             default=-1) + 1)]
+    to_contiguous = getattr(meta, "thing_dataset_id_to_contiguous_id", None)
+    ids = (sorted(to_contiguous, key=to_contiguous.get) if to_contiguous
+           else list(range(len(classes))))
+    return index_of_dataset_dicts("+".join(names), dicts, ids, classes)

@@ -16,7 +16,7 @@ from .controller import COLLAGE, REGULAR, FeedbackController
 from .distributed import sum_over_ranks
 from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for,
                       signal_parts)
-from .dataset import load_coco_index
+from .dataset import DatasetIndex, detectron2_dataset_index, load_coco_index
 from .device import dali_device_id, resolve_device
 from .formats import Sample, to_detectron2, to_torchvision
 from .ops import check_k
@@ -66,7 +66,24 @@ def _gpu_to_torch(tensor):
 
 
 class DSTLoader:
-    """Iterates batches of a COCO-format dataset for Dynamic Scale Training.
+    """Iterates batches of a detection dataset for Dynamic Scale Training.
+
+    Args (the main ones):
+        images, annotations: a COCO-format dataset (image folder, instances json); or index=
+            (dst_dali.dataset), or DSTLoader.from_detectron2(name).
+        batch_size: samples a batch on this rank (a collage sample holds k images).
+        k: images a collage (4, the paper's; 9 or 16).
+        min_size, max_size: detectron2's ResizeShortestEdge("choice") of regular images;
+            collage components get 1/sqrt(k) of it.
+        flip_prob: horizontal flip probability of each image.
+        device: "cpu", "gpu" or "auto" (where DALI decodes and stitches).
+        seed, shard_id, num_shards: the data order, the same seed on every rank.
+        output: "detectron2" (DatasetMapper's dicts) or "torchvision" ((images, targets)).
+        controller: decides each batch's kind (dst_dali.controller); see watch().
+        labels: torchvision's labels, "contiguous" (1..C, num_classes C + 1) or "coco" (the
+            dataset's category ids, num_classes 91 for COCO).
+        masks: with instance masks (detectron2's MODEL.MASK_ON).
+        pad_value: collage padding, in image_format order; default the pixel mean.
 
     Two DALI pipelines prefetch side by side: regular (k = 1: detectron2's ResizeShortestEdge +
     RandomFlip) and collage (k images a sample, all of one orientation, on a canvas the size of
@@ -80,7 +97,8 @@ class DSTLoader:
     iterations, and `epochs_read()` tells how far each stream has got.
     """
 
-    def __init__(self, images: str, annotations: str, batch_size: int = 2, k: int = 4,
+    def __init__(self, images: Optional[str] = None, annotations: Optional[str] = None,
+                 batch_size: int = 2, k: int = 4,
                  min_size: Sequence[int] = (640, 672, 704, 736, 768, 800), max_size: int = 1333,
                  flip_prob: float = 0.5, device: str = "auto", seed: int = 0, shard_id: int = 0,
                  num_shards: int = 1, output: str = "detectron2",
@@ -88,7 +106,8 @@ class DSTLoader:
                  image_format: Optional[str] = None,
                  aspect_ratio_grouping: Optional[bool] = None, masks: bool = False,
                  labels: str = "contiguous", pad_value: Optional[Sequence[float]] = None,
-                 num_threads: int = 2, prefetch: int = 2, device_id: Optional[int] = None):
+                 num_threads: int = 2, prefetch: int = 2, device_id: Optional[int] = None,
+                 index: Optional[DatasetIndex] = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
         check_k(k)
@@ -113,7 +132,10 @@ class DSTLoader:
         pad_value = [float(v) for v in pad_value]
         if len(pad_value) not in (1, 3):
             raise ValueError(f"pad_value={pad_value}: give 1 or 3 values ({image_format} order)")
-        self.index = load_coco_index(images, annotations)
+        if index is None and (images is None or annotations is None):
+            raise ValueError("give images and annotations (a COCO-format dataset), or use "
+                             "DSTLoader.from_detectron2(name) for a registered one")
+        self.index = index or load_coco_index(images, annotations)
         # torchvision's labels: 1..C (contiguous + 1, 0 is background) or COCO category ids
         self._label_ids = (np.asarray(self.index.category_ids, np.int64) if labels == "coco"
                            else None)
@@ -123,7 +145,7 @@ class DSTLoader:
         self.device = resolve_device(device)
         self.aspect_ratio_grouping = (output == "detectron2" if aspect_ratio_grouping is None
                                       else aspect_ratio_grouping)
-        self._config = dict(images=images, annotations=annotations, batch_size=batch_size, k=k,
+        self._config = dict(dataset=self.index.source, batch_size=batch_size, k=k,
                             min_size=list(min_size), max_size=max_size, flip_prob=flip_prob,
                             seed=seed, shard_id=shard_id, num_shards=num_shards,
                             image_format=image_format, num_threads=num_threads,
@@ -135,7 +157,7 @@ class DSTLoader:
             raise ValueError(
                 f"batch_size={batch_size}: a collage batch needs k*batch_size={k * batch_size} "
                 f"distinct images, but shard {shard_id} of {num_shards} holds "
-                f"{self.shard_size} (of {n} usable images in {annotations})")
+                f"{self.shard_size} (of {n} usable images in {self.index.source})")
         self._samplers = {kind: self._sampler(kind) for kind in KINDS}
         self._pending = {kind: deque() for kind in KINDS}  # fed to DALI, not yet delivered
         self._pipes = {kind: self._build(kind) for kind in KINDS}
@@ -146,6 +168,13 @@ class DSTLoader:
         self.last_feedback: Optional[dict] = None
         self.signal = self._probe = self.decision = None
         self._observed, self._unfed, self._warned = True, 0, False
+
+    @classmethod
+    def from_detectron2(cls, datasets, **kwargs) -> "DSTLoader":
+        """A DSTLoader over datasets registered in detectron2's DatasetCatalog (a name or a
+        list of names, concatenated: COCO json, the builtin PASCAL VOC sets, a registered list
+        of dicts); kwargs as for DSTLoader."""
+        return cls(index=detectron2_dataset_index(datasets), **kwargs)
 
     # -- what each batch reads ---------------------------------------------------------------
     def _k_of(self, kind: str) -> int:
@@ -162,10 +191,10 @@ class DSTLoader:
                                    shard_id=c["shard_id"], num_shards=c["num_shards"])
         except ValueError as e:
             raise ValueError(f"batch_size={self.batch_size}: {kind} batches of {size} images: "
-                             f"{e} ({c['annotations']})") from None
+                             f"{e} ({c['dataset']})") from None
         if sampler.left_out:
             logger.warning("%s: %d image(s) of an orientation with fewer than %d images are "
-                           "left out of %s batches", c["annotations"], sampler.left_out, size,
+                           "left out of %s batches", c["dataset"], sampler.left_out, size,
                            kind)
         return sampler
 

@@ -12,7 +12,6 @@ from typing import List
 
 import numpy as np
 import torch
-from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, HookBase, create_ddp_model
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
@@ -41,25 +40,20 @@ def build_controller(cfg):
 
 
 def build_dst_loader(cfg, controller) -> DSTLoader:
-    """DSTLoader for cfg.DATASETS.TRAIN[0], a COCO-format dataset registered with detectron2
-    (its metadata gives json_file and image_root); this rank's shard of the data."""
-    name = cfg.DATASETS.TRAIN[0]
-    meta = MetadataCatalog.get(name)
-    if not hasattr(meta, "json_file") or not hasattr(meta, "image_root"):
-        raise ValueError(f"DATASETS.TRAIN: {name!r} is not a registered COCO-format dataset "
-                         "(register it with detectron2's register_coco_instances)")
+    """DSTLoader for cfg.DATASETS.TRAIN, datasets registered in detectron2's DatasetCatalog
+    (concatenated); this rank's shard of the data. Its pad value is the model's pixel mean."""
     world = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world:
         raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} does not split over "
                          f"{world} processes")
-    return DSTLoader(
-        meta.image_root, meta.json_file, batch_size=cfg.SOLVER.IMS_PER_BATCH // world,
+    return DSTLoader.from_detectron2(
+        cfg.DATASETS.TRAIN, batch_size=cfg.SOLVER.IMS_PER_BATCH // world,
         k=cfg.DST.K, min_size=tuple(cfg.INPUT.MIN_SIZE_TRAIN), max_size=cfg.INPUT.MAX_SIZE_TRAIN,
         flip_prob=0.5 if cfg.INPUT.RANDOM_FLIP == "horizontal" else 0.0, device=cfg.DST.DEVICE,
         seed=max(cfg.SEED, 0), shard_id=comm.get_rank(), num_shards=world, output="detectron2",
         image_format=cfg.INPUT.FORMAT, controller=controller,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, masks=cfg.MODEL.MASK_ON,
-        num_threads=cfg.DST.NUM_THREADS)
+        pad_value=cfg.MODEL.PIXEL_MEAN, num_threads=cfg.DST.NUM_THREADS)
 
 
 def _rng_states() -> dict:

@@ -155,7 +155,7 @@ def test_missing_dataset_fails_before_the_model_is_built(tmp_path):
     with pytest.raises(FileNotFoundError, match="none.json"):
         DSTTrainer(cfg)
     cfg = check_setup("DATASETS.TRAIN", "('not_registered',)", "OUTPUT_DIR", str(tmp_path))
-    with pytest.raises(ValueError, match="'not_registered' is not a registered COCO"):
+    with pytest.raises(ValueError, match="'not_registered' is not registered in detectron2"):
         DSTTrainer(cfg)
 
 
@@ -241,7 +241,8 @@ def test_every_config_loads_and_passes_the_checks(name):
         assert name.endswith("_dst.yaml") and cfg.DST.ENABLED
         assert (cfg.DST.TAU, cfg.DST.K, cfg.DST.SIGNAL, cfg.DST.DECISION) == \
             (0.1, 4, "reg", "per_rank")
-    schedule = {"1x": (90000, (60000, 80000)), "2x": (180000, (120000, 160000))}
+    schedule = {"1x": (90000, (60000, 80000)), "2x": (180000, (120000, 160000)),
+                "voc": (24000, (16000,))}  # VOC: 24k iterations, LR / 10 at 2/3
     assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == schedule[name.split("_")[-2]]
     assert cfg.SOLVER.IMS_PER_BATCH == 16
     assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (800,) and cfg.INPUT.MAX_SIZE_TRAIN == 1333
@@ -291,3 +292,57 @@ def test_fcos_trains_with_feedback(tmp_path):
     for before, after in zip(hist, hist[1:]):
         assert (after["kind"] == "collage") == (before["share"] is not None
                                                 and before["share"] <= 0.3)
+
+
+TINY = ["MODEL.RESNETS.DEPTH", "18", "INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN",
+        "384", "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()", "DST.TAU", "0.5"]
+
+
+def test_pascal_voc_through_detectron2s_builtin_datasets(tmp_path):
+    """The VOC config on detectron2's builtin voc_2007_trainval (string image ids, XML), here a
+    VOC-format sample made from coco128 under $DETECTRON2_DATASETS."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from make_voc_sample import make_voc_sample
+    stems = make_voc_sample(str(tmp_path / "datasets"))
+    voc = os.path.join(CONFIGS, "faster_rcnn_R_50_FPN_voc_dst.yaml")
+    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", voc,
+           "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
+           "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.BACKBONE.FREEZE_AT", "0",
+           "DATASETS.TRAIN", "('voc_2007_trainval',)", "SOLVER.IMS_PER_BATCH", "2",
+           "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1", "OUTPUT_DIR", str(tmp_path / "out")
+           ] + TINY
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    hist = history(tmp_path / "out" / "dst_state" / "rank0_iter0000004.pth")
+    ids = {i for h in hist for ids in h["image_ids"] for i in ids}
+    assert ids and ids <= set(stems)  # VOC's string ids
+    assert any(h["share"] is not None for h in hist)
+
+
+def test_a_registered_list_of_dicts_trains(tmp_path):
+    """A dataset registered as DatasetCatalog.register(name, fn) in the user's launcher."""
+    script = tmp_path / "launcher.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {os.path.join(ROOT, "train")!r})
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+import train_dali
+root = {os.path.join(ROOT, "data", "coco128")!r}
+dicts = load_coco_json(root + "/instances.json", root + "/images", "mine_meta")[:40]
+for d in dicts:  # the user's own ids and boxes in xyxy
+    d["image_id"] = "img-%d" % d["image_id"]
+    for a in d["annotations"]:
+        x, y, w, h = a["bbox"]
+        a["bbox"], a["bbox_mode"] = [x, y, x + w, y + h], 0
+DatasetCatalog.register("mine", lambda: dicts)
+MetadataCatalog.get("mine").thing_classes = MetadataCatalog.get("mine_meta").thing_classes
+train_dali.main(train_dali.parse_args(sys.argv[1:]))
+""")
+    cmd = [sys.executable, str(script), "--config", DEMO, "DATASETS.TRAIN", "('mine',)",
+           "OUTPUT_DIR", str(tmp_path / "out")] + TINY
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    hist = history(tmp_path / "out" / "dst_state" / "rank0_iter0000004.pth")
+    assert all(str(i).startswith("img-") for h in hist for ids in h["image_ids"] for i in ids)
