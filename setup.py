@@ -103,12 +103,18 @@ setup(
     version="0.1.0",
     description="Dynamic Scale Training (Stitcher) for object detection as an NVIDIA DALI "
                 "pipeline with a fused CPU/CUDA collage operator",
-    # pipelines/ (the DALI graphs) installs as dst_dali.pipelines: no generic top-level name.
+    # pipelines/ (the DALI graph) installs as dst_dali.pipelines: no generic top-level name;
+    # it imports dst_dali.* absolutely, which holds in the source tree and installed alike.
     packages=find_packages(include=["dst_dali", "dst_dali.*"]) + ["dst_dali.pipelines"],
     package_dir={"dst_dali.pipelines": "pipelines"},
     ext_modules=[Extension("dst_dali._collage_stitch",
                            sources=CPU_SOURCES + CUDA_SOURCES, depends=HEADERS)],
     cmdclass={"build_ext": BuildDaliPlugin},
     python_requires=">=3.10",
-    install_requires=["numpy", "pycocotools", "nvidia-dali-cuda120"],
+    # The operator needs DALI alone, and exactly the DALI it was built against (pyproject.toml).
+    install_requires=["numpy", "nvidia-dali-cuda120==2.4.0"],
+    # The loader and probes need torch; the trainer also detectron2, which has no wheel for
+    # recent Pythons: tools/install_detectron2.sh installs it.
+    extras_require={"loader": ["torch", "torchvision", "pycocotools"],
+                    "train": ["torch", "torchvision", "pycocotools", "matplotlib"]},
 )

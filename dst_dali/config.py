@@ -29,6 +29,7 @@ MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS
 
 
 def add_dst_config(cfg: CfgNode) -> None:
+    """Adds the DST section (the defaults above) to a detectron2 config."""
     cfg.DST = CfgNode(dict(DST_DEFAULTS))
 
 

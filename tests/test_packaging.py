@@ -1,0 +1,61 @@
+"""The package as users install it: the operator with DALI alone, the loader's parts named
+when their requirement is missing, and the public API in one place."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WITHOUT_TORCH = r"""
+import sys
+for name in ("torch", "torchvision", "detectron2"):
+    sys.modules[name] = None  # as if not installed: importing it raises ImportError
+import numpy as np
+import dst_dali
+from nvidia.dali import fn, pipeline_def
+
+@pipeline_def(batch_size=1, num_threads=1, device_id=None)
+def pipe():
+    images = [fn.external_source(source=lambda: [np.full((8, 12, 3), j, np.uint8)],
+                                 batch=True, layout="HWC") for j in range(4)]
+    return dst_dali.collage_stitch(images, short_side=8, max_size=16).image
+
+p = pipe()
+p.build()
+(out,) = p.run()
+print(np.array(out[0]).shape)
+try:
+    dst_dali.DSTLoader
+except ImportError as e:
+    print("ImportError:", e)
+"""
+
+
+def test_operator_without_torch_and_a_clear_message_for_the_loader():
+    r = subprocess.run([sys.executable, "-c", WITHOUT_TORCH], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "(8, 12, 3)"  # a 2 x 2 collage of 8 x 12 images at half scale
+    assert lines[1] == ("ImportError: dst_dali.DSTLoader needs torch and torchvision: "
+                        "pip install 'dst_dali[loader]'")
+
+
+def test_public_api():
+    import dst_dali
+    from dst_dali.controller import FeedbackController
+    from dst_dali.loader import DSTLoader
+    from dst_dali.trainer import DSTHook
+    assert dst_dali.DSTLoader is DSTLoader and dst_dali.FeedbackController is FeedbackController
+    assert dst_dali.DSTHook is DSTHook
+    for name in dst_dali.__all__:
+        assert getattr(dst_dali, name) is not None
+        assert getattr(dst_dali, name).__doc__, name  # every public piece says what it is
+
+
+def test_build_requirements_pin_the_installed_dali():
+    import nvidia.dali
+    text = open(os.path.join(ROOT, "pyproject.toml")).read()
+    assert f'"nvidia-dali-cuda120=={nvidia.dali.__version__}"' in text
+    setup = open(os.path.join(ROOT, "setup.py")).read()
+    assert f'"nvidia-dali-cuda120=={nvidia.dali.__version__}"' in setup
