@@ -176,7 +176,7 @@ class DSTHook(HookBase):
             logger.info("DST: feedback plot written to %s", path)
 
 
-def _ddp_on_any_device(model, **kwargs):
+def create_ddp_model_on_any_device(model, **kwargs):
     """detectron2's create_ddp_model, but a CPU model gets no device_ids (which DDP refuses
     for CPU modules): multi-process training on CPUs, over gloo."""
     if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
@@ -193,7 +193,7 @@ class DSTTrainer(DefaultTrainer):
         # DefaultTrainer.__init__ wraps the model with create_ddp_model from its own module;
         # give it the CPU-aware one for the duration of the call.
         original = d2_defaults.create_ddp_model
-        d2_defaults.create_ddp_model = _ddp_on_any_device
+        d2_defaults.create_ddp_model = create_ddp_model_on_any_device
         try:
             super().__init__(cfg)
         finally:

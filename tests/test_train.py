@@ -346,3 +346,28 @@ train_dali.main(train_dali.parse_args(sys.argv[1:]))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     hist = history(tmp_path / "out" / "dst_state" / "rank0_iter0000004.pth")
     assert all(str(i).startswith("img-") for h in hist for ids in h["image_ids"] for i in ids)
+
+
+def test_lazyconfig_trains_with_dst(tmp_path):
+    """The LazyConfig example through train/lazy_train_net.py (detectron2's
+    lazyconfig_train_net.py loop with DSTHook in its hooks): DSTLoader as dataloader.train,
+    watched, decisions following r <= tau."""
+    config = os.path.join(CONFIGS, "lazy", "faster_rcnn_R_50_FPN_1x_dst.py")
+    cmd = [sys.executable, os.path.join(ROOT, "train", "lazy_train_net.py"),
+           "--config-file", config, "train.device=cpu", "train.init_checkpoint=",
+           f"train.output_dir={tmp_path}", "train.max_iter=4", "train.eval_period=0",
+           "train.checkpointer.period=2",
+           "model.backbone.bottom_up.stages.norm=GN", "model.backbone.bottom_up.stem.norm=GN",
+           "model.backbone.bottom_up.freeze_at=0", "model.backbone.norm=GN",
+           "dataloader.train.datasets=coco128", "dataloader.train.min_size=[256]",
+           "dataloader.train.max_size=384", "dataloader.train.device=cpu",
+           "dataloader.train.controller.tau=0.5", "dataloader.test.dataset.names=coco128_first16",
+           "dataloader.test.mapper.augmentations=[]", "optimizer.lr=0.001"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    hist = history(tmp_path / "dst_state" / "rank0_iter0000004.pth")
+    assert [h["iteration"] for h in hist] == [0, 1, 2, 3]
+    assert any(h["share"] is not None for h in hist)
+    for before, after in zip(hist, hist[1:]):
+        assert (after["kind"] == "collage") == (before["share"] is not None
+                                                and before["share"] <= 0.5)
