@@ -253,11 +253,11 @@ def main(argv=None):
         o = by[("ours", threads)]
         notes.append(
             f"{threads} thread(s): ours {o['ms_per_collage']:.2f} ms/collage = "
-            f"{by[('stitcher_uint8', threads)]['ours_speedup']:.1f}x faster than Stitcher uint8 "
-            f"(goal 5x), {by[('stitcher_float32', threads)]['ours_speedup']:.1f}x than Stitcher "
-            f"float32, {by[('opencv', threads)]['ours_speedup']:.1f}x than OpenCV (goal 1.5x), "
+            f"{by[('stitcher_uint8', threads)]['ours_speedup']:.1f}x faster than Stitcher uint8, "
+            f"{by[('stitcher_float32', threads)]['ours_speedup']:.1f}x than Stitcher "
+            f"float32, {by[('opencv', threads)]['ours_speedup']:.1f}x than OpenCV, "
             f"{o['output_GB_per_s'] / by[('memcpy', threads)]['output_GB_per_s']:.0%} of memcpy "
-            f"GB/s (goal 40% at 1 thread)")
+            f"GB/s")
     columns = [("method", "method"), ("threads", "threads"), ("ms_per_collage", "ms / collage"),
                ("min_ms_per_collage", "best ms / collage"), ("output_GB_per_s", "output GB/s"),
                ("ours_speedup", "time vs ours")]

@@ -9,11 +9,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .controller import STATIC_MODES
+
 SMALL_AREA, MEDIUM_AREA = 32 ** 2, 96 ** 2
 GROUPS = ("small", "medium", "large")
 FEEDBACK_SIGNALS = ("reg", "cls", "joint")         # from the model's losses
 INPUT_SIGNAL = "input"                             # from the batch's boxes
-STATIC_SIGNALS = ("random", "always_collage", "never")
+STATIC_SIGNALS = STATIC_MODES                      # the controls: no measurement
 SIGNALS = FEEDBACK_SIGNALS + (INPUT_SIGNAL,) + STATIC_SIGNALS
 
 
