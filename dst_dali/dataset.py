@@ -6,7 +6,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class DatasetIndex:
     polygons: List[np.ndarray]
     vertices: List[np.ndarray]
     skipped: Dict[str, int] = field(default_factory=dict)
+    rle_annotations: List[str] = field(default_factory=list)  # non-crowd RLE masks (where)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -84,11 +85,13 @@ def _polygon_arrays(segmentation, box_index, polys, verts, skipped):
         polys.append((box_index, first, first + len(poly) // 2))
 
 
-def load_coco_index(images_dir: str, annotations: str) -> DatasetIndex:
+def load_coco_index(images_dir: str, annotations: str,
+                    problems: Optional[List[str]] = None) -> DatasetIndex:
     """Reads and checks a COCO instances file. Every bad entry is reported in one DatasetError
-    (a ValueError) naming the file and the entry. Crowd annotations are not training targets (as
-    in detectron2); boxes with a side under MIN_BOX_SIDE px, malformed polygons and images left
-    with no annotation are skipped and counted in `skipped`."""
+    (a ValueError) naming the file and the entry; or, given a `problems` list, added to it and
+    left out of the index. Crowd annotations are not training targets (as in detectron2); boxes
+    with a side under MIN_BOX_SIDE px, malformed polygons and images left with no annotation are
+    skipped and counted in `skipped`."""
     if not os.path.isdir(images_dir):
         raise FileNotFoundError(f"images={images_dir!r}: no such directory")
     if not os.path.isfile(annotations):
@@ -100,7 +103,8 @@ def load_coco_index(images_dir: str, annotations: str) -> DatasetIndex:
         raise DatasetError(annotations, [f"not valid JSON ({e})"]) from None
     if not isinstance(data, dict) or not data.get("images") or not data.get("categories"):
         raise DatasetError(annotations, ["no images or no categories: an empty annotation file"])
-    problems: List[str] = []
+    strict = problems is None
+    problems = [] if strict else problems
     cats = sorted(data["categories"], key=lambda c: c["id"])
     contiguous = {c["id"]: i for i, c in enumerate(cats)}
     records: Dict[object, dict] = {}
@@ -124,7 +128,7 @@ def load_coco_index(images_dir: str, annotations: str) -> DatasetIndex:
             records[image_id]["annotations"].append(dict(a, category=contiguous.get(
                 a.get("category_id")), where=where))
     return _index(annotations, records.values(), [c["id"] for c in cats],
-                  [c["name"] for c in cats], problems)
+                  [c["name"] for c in cats], problems, strict)
 
 
 def index_of_dataset_dicts(name: str, dicts: List[dict], category_ids: List[int],
@@ -154,7 +158,8 @@ def index_of_dataset_dicts(name: str, dicts: List[dict], category_ids: List[int]
             if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_number, bbox)):
                 a["bbox"] = list(BoxMode.convert(list(bbox), mode, BoxMode.XYWH_ABS))
             record["annotations"].append(a)
-    return _index(name, records.values(), list(category_ids), list(category_names), problems)
+    return _index(name, records.values(), list(category_ids), list(category_names), problems,
+                  strict=True)
 
 
 def _image_record(image_id, file_name, path, height, width, records, problems):
@@ -180,12 +185,13 @@ def _image_record(image_id, file_name, path, height, width, records, problems):
             "width": int(width), "annotations": []}
 
 
-def _index(source: str, records, category_ids, category_names, problems) -> DatasetIndex:
+def _index(source: str, records, category_ids, category_names, problems,
+           strict: bool) -> DatasetIndex:
     """Checks every annotation of the records (bbox in xywh pixels, `category` contiguous or
-    None when unknown) and builds the index; a DatasetError lists all problems."""
+    None when unknown) and builds the index; `strict`: a DatasetError lists all problems."""
     skipped = {"crowd_annotations": 0, "degenerate_boxes": 0, "dropped_polygons": 0,
                "rle_segmentations": 0, "images_without_annotations": 0}
-    usable = []
+    usable, rle = [], []
     for image in records:
         boxes, labels, polys, verts = [], [], [], []
         for a in image["annotations"]:
@@ -210,6 +216,8 @@ def _index(source: str, records, category_ids, category_names, problems) -> Data
                 problems.append(f"{where}: bbox {bbox} (xywh) lies outside the {W}x{H} image "
                                 f"by more than {t} px")
                 continue
+            if isinstance(a.get("segmentation"), dict):
+                rle.append(where)
             _polygon_arrays(a.get("segmentation"), len(boxes), polys, verts, skipped)
             boxes.append((x, y, x + w, y + h))
             labels.append(a["category"])
@@ -217,7 +225,7 @@ def _index(source: str, records, category_ids, category_names, problems) -> Data
             usable.append((image, boxes, labels, polys, verts))
         else:
             skipped["images_without_annotations"] += 1
-    if problems:
+    if problems and strict:
         raise DatasetError(source, problems)
     if not usable:
         raise DatasetError(source, ["no image has a usable (non-crowd, non-degenerate) "
@@ -233,7 +241,7 @@ def _index(source: str, records, category_ids, category_names, problems) -> Data
         labels=[np.asarray(u[2], np.int32) for u in usable],
         polygons=[np.asarray(u[3], np.int32).reshape(-1, 3) for u in usable],
         vertices=[np.asarray([v for p in u[4] for v in p], np.float32).reshape(-1, 2)
-                  for u in usable], skipped=skipped)
+                  for u in usable], skipped=skipped, rle_annotations=rle)
 
 
 def detectron2_dataset_index(names) -> DatasetIndex:

@@ -12,11 +12,12 @@ from nvidia.dali import pipeline_def
 
 from dst_dali.pipelines.stitch import COMPONENT_INPUTS, stitched_batch
 
+from .check_dataset import decode_sizes
 from .controller import COLLAGE, REGULAR, FeedbackController
 from .distributed import sum_over_ranks
 from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for,
                       signal_parts)
-from .dataset import DatasetIndex, detectron2_dataset_index, load_coco_index
+from .dataset import DatasetError, DatasetIndex, detectron2_dataset_index, load_coco_index
 from .device import dali_device_id, resolve_device
 from .formats import Sample, to_detectron2, to_torchvision
 from .ops import check_k
@@ -136,6 +137,11 @@ class DSTLoader:
             raise ValueError("give images and annotations (a COCO-format dataset), or use "
                              "DSTLoader.from_detectron2(name) for a registered one")
         self.index = index or load_coco_index(images, annotations)
+        if masks and self.index.rle_annotations:
+            raise DatasetError(self.index.source, [
+                f"{where}: an RLE mask on a non-crowd annotation; masks=True trains on polygons "
+                "(convert it to polygons, or train without masks)"
+                for where in self.index.rle_annotations])
         # torchvision's labels: 1..C (contiguous + 1, 0 is background) or COCO category ids
         self._label_ids = (np.asarray(self.index.category_ids, np.int64) if labels == "coco"
                            else None)
@@ -236,14 +242,32 @@ class DSTLoader:
                       prefetch_queue_depth=c["prefetch"],
                       exec_dynamic=True)  # outputs outlive run(): see _samples
         def graph():
-            o = stitched_batch(lambda: self._feed(kind), k=k, max_size=c["max_size"],
-                               interp="linear" if k == 1 else "nearest", device=self.device,
-                               image_format=c["image_format"], pad_value=c["pad_value"])
-            return o.image, o.boxes, o.labels, o.polygons, o.vertices, o.origin, o.placement
+            sb = stitched_batch(lambda: self._feed(kind), k=k, max_size=c["max_size"],
+                                interp="linear" if k == 1 else "nearest", device=self.device,
+                                image_format=c["image_format"], pad_value=c["pad_value"])
+            o = sb.out
+            return (o.image, o.boxes, o.labels, o.polygons, o.vertices, o.origin, o.placement,
+                    *sb.decoded_shapes)
 
         pipe = graph()
         pipe.build()
         return pipe
+
+    def _check_sizes(self, group: _Group, shapes) -> None:
+        """Boxes are in the annotations' pixels: an image whose decoded size differs from its
+        entry's would train on misplaced boxes (detectron2 raises SizeMismatchError)."""
+        k = len(shapes)
+        for b in range(len(shapes[0])):
+            for j in range(k):
+                p = group.positions[b * k + j]
+                decoded = tuple(int(v) for v in np.array(shapes[j][b])[:2])
+                expected = tuple(int(v) for v in self.index.sizes[p])
+                if decoded != expected:
+                    raise ValueError(
+                        f"DSTLoader: {self.index.file_paths[p]} decodes to {decoded[1]}x"
+                        f"{decoded[0]} (width x height), but {self.index.source} gives image "
+                        f"{self.index.image_ids[p]!r} {expected[1]}x{expected[0]}; fix the "
+                        "entry or the file (python -m dst_dali.check_dataset finds them all)")
 
     def _samples(self, kind: str) -> List[Sample]:
         """Runs the kind's pipeline once: its batch as Samples. CPU images are views of DALI's
@@ -251,13 +275,16 @@ class DSTLoader:
         and never reuses a buffer something still refers to (a collage is 3-4 MB, and copying
         it costs about two thirds of stitching it: bench/collage_op.py)."""
         try:
-            image, boxes, labels, polys, verts, origin, place = self._pipes[kind].run()
+            image, boxes, labels, polys, verts, origin, place, *shapes = self._pipes[kind].run()
         except RuntimeError as e:
             group = self._pending[kind][0] if self._pending[kind] else None
             files = [self.index.file_paths[p] for p in group.positions] if group else []
-            raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {_dali_cause(e)} "
-                               f"(a batch of {files})") from e
+            bad = [f for f, (status, _) in zip(files, decode_sizes(files, batch=1))
+                   if status == "error"] or files
+            raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {', '.join(bad)} "
+                               f"({_dali_cause(e)})") from e
         group = self._pending[kind].popleft()
+        self._check_sizes(group, shapes)
         gpu = self.device == "gpu"
         if gpu:
             boxes, labels, polys, verts, origin, place = (

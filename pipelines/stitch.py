@@ -6,10 +6,12 @@ k = 1 is the regular graph: detectron2's ResizeShortestEdge + RandomFlip as one 
 and the random draws (short side, flip) come from the loader's feed (dst_dali.loader), so the
 graph holds no state of its own and a batch is a pure function of its place in the stream.
 """
-from typing import Callable, Sequence
+from typing import Callable, List, NamedTuple, Sequence
 
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
+
+from nvidia.dali.data_node import DataNode
 
 from dst_dali.ops import CollageOutputs, check_k, collage_stitch
 
@@ -21,10 +23,15 @@ def num_feed_outputs(k: int) -> int:
     return len(COMPONENT_INPUTS) * k + 2
 
 
+class StitchedBatch(NamedTuple):
+    out: CollageOutputs
+    decoded_shapes: List[DataNode]  # k nodes: (H, W, C) of each component as decoded
+
+
 def stitched_batch(feed: Callable, *, k: int, max_size: float, interp: str = "nearest",
                    device: str = "cpu", image_format: str = "RGB",
                    pad_value: Sequence[float] = (0.0,),
-                   min_box_size: float = 1e-5) -> CollageOutputs:
+                   min_box_size: float = 1e-5) -> StitchedBatch:
     """feed: a callable giving a batch of each of num_feed_outputs(k) inputs (DALI's
     external_source, batch mode). min_box_size: boxes no larger after resizing are dropped
     (1e-5: detectron2's filter_empty_instances threshold).
@@ -40,6 +47,8 @@ def stitched_batch(feed: Callable, *, k: int, max_size: float, interp: str = "ne
     short_side, flip = inputs[-2:]
     images = [fn.decoders.image(e, device="mixed" if device == "gpu" else "cpu",
                                 output_type=types.RGB) for e in encoded]
-    return collage_stitch(images, boxes, labels, polygons, vertices, short_side=short_side,
-                          flip=flip, max_size=max_size, interp=interp, pad_value=list(pad_value),
-                          min_box_size=min_box_size, reverse_channels=image_format == "BGR")
+    out = collage_stitch(images, boxes, labels, polygons, vertices, short_side=short_side,
+                         flip=flip, max_size=max_size, interp=interp, pad_value=list(pad_value),
+                         min_box_size=min_box_size, reverse_channels=image_format == "BGR")
+    # the decoded sizes, against the annotations' (boxes are in the annotations' pixels)
+    return StitchedBatch(out, [image.shape() for image in images])

@@ -158,3 +158,116 @@ def test_bad_arguments(make_dataset, kw, message):
 def test_unknown_kind(make_dataset):
     with pytest.raises(ValueError, match="kind='mosaic'"):
         loader(make_dataset()).next_batch("mosaic")
+
+
+def test_all_bad_entries_reported_at_once(make_dataset):
+    """NaN and non-numeric boxes, a missing key, a duplicate image id and an image listed twice:
+    one error lists them all, each named."""
+    def mutate(data):
+        data["annotations"][0]["bbox"][1] = float("nan")
+        data["annotations"][1]["bbox"] = ["a", 0, 1, 1]
+        del data["annotations"][2]["bbox"]
+        del data["images"][1]["height"]
+        data["images"].append(dict(data["images"][2]))                     # listed twice
+        data["images"].append(dict(data["images"][3], file_name=data["images"][4]["file_name"]))
+    with pytest.raises(ValueError) as e:
+        loader(make_dataset(mutate=mutate))
+    text = str(e.value)
+    assert "ann.json: 6 problems:" in text
+    assert text.count("is not 4 finite numbers") == 3
+    assert "images[1]: no height" in text and "listed twice" in text
+    assert "its id is also" in text
+
+
+def test_string_image_ids_are_fine(make_dataset):
+    def stringify(data):
+        for im in data["images"]:
+            im["id"] = f"img-{im['id']}"
+        for a in data["annotations"]:
+            a["image_id"] = f"img-{a['image_id']}"
+    lo = loader(make_dataset(mutate=stringify))
+    assert all(d["image_id"].startswith("img-") for d in lo.next_batch("regular"))
+
+
+def test_bad_polygons_dropped_and_counted(make_dataset, caplog):
+    def polygons(data):
+        data["annotations"][0]["segmentation"] = [[1, 2, 3, 4, 5]]         # odd count
+        data["annotations"][1]["segmentation"] = [[1, 2, 3, 4]]            # 2 points
+    with caplog.at_level(logging.INFO, logger="dst_dali.dataset"):
+        lo = loader(make_dataset(mutate=polygons), masks=True)
+    assert lo.index.skipped["dropped_polygons"] == 2
+    assert "skipping 2 dropped polygons" in caplog.text
+    for _ in range(8):  # every image, with masks (a box whose polygons all went has none)
+        (d,) = lo.next_batch("regular")
+        assert len(d["instances"].gt_masks) == len(d["instances"])
+
+
+def test_rle_mask_refused_with_masks(make_dataset):
+    def rle(data):
+        data["annotations"][0]["segmentation"] = {"size": [10, 10], "counts": "abc"}
+    paths = make_dataset(mutate=rle)
+    with pytest.raises(ValueError, match="an RLE mask on a non-crowd annotation"):
+        loader(paths, masks=True)
+    assert loader(paths).index.skipped["rle_segmentations"] == 1  # boxes only: fine
+
+
+def test_image_size_differs_from_its_entry(make_dataset):
+    """A file twice the size its entry says: boxes would land in the wrong place."""
+    def double(data):
+        im = data["images"][0]
+        path = make_dataset.dir / "images" / im["file_name"]
+        Image.open(path).resize((2 * im["width"], 2 * im["height"])).save(path)
+    paths = make_dataset(mutate=double)
+    name = json.load(open(paths[1]))["images"][0]["file_name"]
+    lo = loader(paths)
+    with pytest.raises(ValueError, match=f"{name} decodes to .* but .*ann.json gives image"):
+        for _ in range(8):
+            lo.next_batch("regular")
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01garbage" * 100, b"<html><body>404</body></html>",
+                                     "gif"])
+def test_undecodable_file_named(make_dataset, content):
+    def spoil(data):
+        path = make_dataset.dir / "images" / data["images"][5]["file_name"]
+        if content == "gif":
+            Image.open(path).save(path, format="GIF")
+        else:
+            path.write_bytes(content)
+    paths = make_dataset(mutate=spoil)
+    name = json.load(open(paths[1]))["images"][5]["file_name"]
+    lo = loader(paths, k=1, batch_size=2)  # the good image of its batch is not named
+    with pytest.raises(RuntimeError, match=f"stopped: [^,(]*{name} \\("):
+        for _ in range(4):  # an epoch of the regular stream
+            lo.next_batch("regular")
+
+
+def test_check_dataset_reports_everything(make_dataset, capsys):
+    """The pre-flight check: entry problems and image problems, all of them, and the skips."""
+    from dst_dali.check_dataset import main
+
+    def mutate(data):
+        data["annotations"][0]["bbox"][1] = float("nan")
+        data["annotations"][1]["segmentation"] = [[1, 2, 3]]
+        data["annotations"].append(dict(data["annotations"][2], id=99999, iscrowd=1))
+        im = data["images"][0]
+        path = make_dataset.dir / "images" / im["file_name"]
+        Image.open(path).resize((im["width"] // 2, im["height"] // 2)).save(path)
+        (make_dataset.dir / "images" / data["images"][1]["file_name"]).write_bytes(b"nope")
+    images, ann = make_dataset(mutate=mutate)
+    data = json.load(open(ann))
+    assert main(["--images", images, "--annotations", ann, "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "1 problem(s) in entries" in out and "is not 4 finite numbers" in out
+    assert "2 problem(s) in images" in out
+    assert f"{data['images'][0]['file_name']}: decodes to" in out
+    assert f"{data['images'][1]['file_name']}: does not decode" in out
+    assert "1 crowd annotations" in out and "1 dropped polygons" in out
+
+
+def test_check_dataset_passes_a_clean_dataset(coco128, capsys):
+    from dst_dali.check_dataset import main
+    assert main(["--images", coco128.images, "--annotations", coco128.annotations,
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "126 usable images" in out and "0 problem(s) in images" in out

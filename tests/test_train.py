@@ -49,6 +49,9 @@ def test_dst_run_writes_metrics_checkpoints_eval_and_plot(dst_run):
     assert (dst_run / "inference" / "coco128_first16").is_dir()
     assert (dst_run / "model_final.pth").is_file() and (dst_run / "model_0000002.pth").is_file()
     assert (dst_run / "dst_feedback.png").stat().st_size > 10_000
+    # dst_dali's own log lines reach the run's log.txt (coco128: 2 images without annotations)
+    log = (dst_run / "log.txt").read_text()
+    assert "dst_dali.dataset" in log and "skipping 2 images without annotations" in log
     # the decisions follow r <= tau, one iteration later
     hist = history(dst_run / "dst_state" / "rank0_iter0000006.pth")
     assert [h["iteration"] for h in hist] == list(range(6))
@@ -84,6 +87,34 @@ def baseline_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline")
     train(out, "SOLVER.MAX_ITER", "6", "DST.ENABLED", "False")
     return out
+
+
+def test_resume_without_the_loader_state_and_with_a_bad_one(dst_run, tmp_path):
+    """State file missing: the run goes on past the batches it can have read (none of the first
+    iterations' images come again), and says so in its log; a truncated one is named."""
+    import shutil
+    out = tmp_path / "resumed"
+    shutil.copytree(dst_run, out)
+    for f in ("model_final.pth", "model_0000005.pth"):
+        os.remove(out / f)
+    (out / "last_checkpoint").write_text("model_0000002.pth")
+    os.remove(out / "dst_state" / "rank0_iter0000003.pth")
+    train(out, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DST.TAU", "0.3",
+          resume=True)
+    assert "is missing: the data streams continue past the 3 batches" in \
+        (out / "log.txt").read_text()
+    first = history(dst_run / "dst_state" / "rank0_iter0000003.pth")
+    later = history(out / "dst_state" / "rank0_iter0000006.pth")
+    assert [h["iteration"] for h in later] == [3, 4, 5]
+    assert [h["image_ids"] for h in later] != [h["image_ids"] for h in first]
+    state = out / "dst_state" / "rank0_iter0000003.pth"
+    shutil.copy(dst_run / "dst_state" / "rank0_iter0000003.pth", state)
+    state.write_bytes(state.read_bytes()[:100])
+    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", DEMO,
+           "--resume"] + QUICK + ["OUTPUT_DIR", str(out), "SOLVER.MAX_ITER", "6"]
+    (out / "last_checkpoint").write_text("model_0000002.pth")
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode != 0 and f"cannot read the loader state {state}" in r.stderr
 
 
 def test_baseline_never_collages(baseline_run):

@@ -63,11 +63,14 @@ def main(args):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
     from detectron2.engine import default_setup
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
 
     from train_dali import register_bundled_datasets
     register_bundled_datasets()
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     default_setup(cfg, args)
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="dst_dali")
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)

@@ -6,7 +6,8 @@
         [--eval-only] [KEY VALUE ...]
 
 Multi-process runs go through detectron2's launch(): NCCL on GPUs, gloo on the CPU. Each
-process reads its own shard through DALI; controllers decide on loss shares summed over ranks.
+process reads its own share of the data through DALI and decides its next batch kind from its
+own loss share (DST.DECISION per_rank) or from the losses summed over processes (global).
 """
 import logging
 import os
@@ -42,6 +43,8 @@ def register_bundled_datasets():
 
 def setup(args):
     from detectron2.engine import default_setup
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
 
     from dst_dali.config import load_config
     cfg = load_config(args.config_file, args.opts)
@@ -49,6 +52,8 @@ def setup(args):
         cfg.MODEL.DEVICE = "cpu"  # the same config runs on a GPU node and on a laptop
     cfg.freeze()
     default_setup(cfg, args)
+    # dst_dali's own messages (skipped annotations, resume) into the run's stdout and log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="dst_dali")
     return cfg
 
 

@@ -1,0 +1,101 @@
+"""Checks a dataset before a long run: every annotation entry, and every image decoded once
+and compared with its entry's size. Prints every problem (not only the first) and what
+training would skip; exits 1 when training would refuse the dataset.
+
+    python -m dst_dali.check_dataset --images DIR --annotations FILE.json [--workers 2]
+    python -m dst_dali.check_dataset --dataset NAME      # registered in detectron2
+"""
+import argparse
+import sys
+from typing import List, Tuple
+
+
+def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
+                 progress: bool = False) -> List[Tuple[str, object]]:
+    """For each file, ("ok", (height, width)) as DALI's decoder (the loader's) decodes it, or
+    ("error", DALI's message). A batch that fails is decoded file by file to find the culprit."""
+    import numpy as np
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+    from tqdm import tqdm
+
+    def run(files):
+        @pipeline_def(batch_size=len(files), num_threads=num_threads, device_id=None,
+                      prefetch_queue_depth=1)
+        def graph():
+            encoded = fn.external_source(
+                source=lambda: [np.fromfile(f, np.uint8) for f in files], batch=True)
+            return fn.decoders.image(encoded, output_type=types.RGB).shape()
+        pipe = graph()
+        pipe.build()
+        (shapes,) = pipe.run()
+        return [("ok", tuple(int(v) for v in np.array(shapes[i])[:2]))
+                for i in range(len(files))]
+
+    out = []
+    for start in tqdm(range(0, len(paths), batch), unit="batch", desc="decoding",
+                      disable=not progress):
+        files = paths[start:start + batch]
+        try:
+            out += run(files)
+        except (RuntimeError, OSError) as e:
+            if len(files) == 1:
+                out.append(("error", " ".join(str(e).split("encountered:")[-1].split())[:300]))
+            else:
+                out += decode_sizes(files, num_threads, batch=1)
+    return out
+
+
+def check(index, workers: int = 2, progress: bool = True) -> List[str]:
+    """The image problems of an index: files DALI cannot decode and decoded sizes that differ
+    from the entries'."""
+    problems = []
+    results = decode_sizes(index.file_paths, workers, progress=progress)
+    for p, (status, value) in enumerate(results):
+        path, expected = index.file_paths[p], tuple(int(v) for v in index.sizes[p])
+        if status == "error":
+            problems.append(f"{path}: does not decode ({value})")
+        elif value != expected:
+            problems.append(f"{path}: decodes to {value[1]}x{value[0]} (width x height), "
+                            f"its entry (image {index.image_ids[p]!r}) says "
+                            f"{expected[1]}x{expected[0]}")
+    return problems
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", help="the image folder of a COCO-format dataset")
+    ap.add_argument("--annotations", help="its instances json")
+    ap.add_argument("--dataset", help="a dataset registered in detectron2's DatasetCatalog")
+    ap.add_argument("--workers", type=int, default=2, help="DALI decoding threads")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    from .dataset import DatasetError, detectron2_dataset_index, load_coco_index
+    entry_problems: List[str] = []
+    if args.dataset:
+        try:
+            index = detectron2_dataset_index(args.dataset)
+        except DatasetError as e:
+            print(e)
+            return 1
+    elif args.images and args.annotations:
+        index = load_coco_index(args.images, args.annotations, problems=entry_problems)
+    else:
+        ap.error("give --images and --annotations, or --dataset")
+    image_problems = check(index, args.workers, not args.no_progress)
+    print(f"{index.source}: {len(index)} usable images, {index.num_classes} classes")
+    for title, problems in (("entries", entry_problems), ("images", image_problems)):
+        print(f"{len(problems)} problem(s) in {title}" + (":" if problems else ""))
+        for p in problems:
+            print(f"  {p}")
+    skipped = {k: v for k, v in index.skipped.items() if v}
+    print("training would skip: " + (", ".join(f"{v} {k.replace('_', ' ')}"
+                                               for k, v in skipped.items()) or "nothing"))
+    if index.rle_annotations:
+        print(f"{len(index.rle_annotations)} non-crowd RLE mask(s): refused with masks=True")
+    return 1 if entry_problems or image_problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
