@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dst_dali_installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench accuracy clean
 
 install: $(STAMP)
 
@@ -28,6 +28,9 @@ test: install
 bench: install
 	$(PY) bench/collage_op.py --repeats 11
 	$(PY) bench/throughput.py
+
+accuracy: install
+	$(PY) bench/accuracy.py
 
 clean:
 	rm -rf build output dst_dali/_collage_stitch*.so *.egg-info

@@ -1,6 +1,7 @@
 """One stitched sample in the formats detectors take: detectron2's DatasetMapper dicts and
 torchvision's (image, target) pairs. Work per sample is proportional to its boxes and polygons,
-never to its pixels (the image is DALI's output buffer itself, not a copy)."""
+never to its pixels (on the CPU the image is DALI's output buffer itself; on the GPU, one copy
+out of DALI's buffers)."""
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -57,7 +58,7 @@ def to_detectron2(sample: Sample, masks: bool = False) -> dict:
     """A dict as detectron2's DatasetMapper makes it for training; with `masks` (its
     use_instance_mask, i.e. MODEL.MASK_ON) the instances carry gt_masks as PolygonMasks.
 
-    `image` is CHW in the loader's image_format, a view of the HWC copy (detectron2 normalizes
+    `image` is CHW in the loader's image_format, a view of the HWC sample (detectron2 normalizes
     and pads it into a new tensor anyway). `height`/`width` are the source image's size for a
     regular sample (what DatasetMapper passes on) and the collage's size for a collage.
     """

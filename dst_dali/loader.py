@@ -272,8 +272,8 @@ class DSTLoader:
     def _samples(self, kind: str) -> List[Sample]:
         """Runs the kind's pipeline once: its batch as Samples. CPU images are views of DALI's
         output buffers: DALI's dynamic executor hands each run's outputs over to the caller
-        and never reuses a buffer something still refers to (a collage is 3-4 MB, and copying
-        it costs about two thirds of stitching it: bench/collage_op.py)."""
+        and never reuses a buffer something still refers to (a collage is about 3 MB, and
+        copying it costs about two thirds of stitching it: bench/collage_op.py)."""
         try:
             image, boxes, labels, polys, verts, origin, place, *shapes = self._pipes[kind].run()
         except RuntimeError as e:

@@ -84,3 +84,26 @@ def test_collage_geometry_bench_quick(tmp_path):
     assert 0 <= row["padding_mean"] <= row["padding_max"] < 1
     assert 0 < row["scale_min"] <= row["scale_max"] and row["area_ratio_mean"] > 0
     assert data["meta"]["command"].startswith("python bench/collage_geometry.py")
+
+
+def test_accuracy_bench_quick(tmp_path):
+    """bench/accuracy.py --quick: the data's shares, and per arm the AP fields with their
+    spread, the collage rate and the time per iteration (not their values)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from accuracy import main
+    main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke",
+          "--work-dir", str(tmp_path / "work")])
+    with open(tmp_path / "smoke.json") as f:
+        data = json.load(f)
+    shares = data["meta"]["data"]
+    assert shares["train"]["small"] < shares["val"]["small"]  # the skew DST addresses
+    rows = {r["arm"]: r for r in data["rows"]}
+    assert set(rows) == {"baseline", "feedback_tau"}
+    for row in rows.values():
+        for key in ("AP", "AP50", "APs", "APm", "APl", "AP_std", "APs_std", "collage_rate",
+                    "iter_s", "data_s", "time_vs_baseline"):
+            assert key in row, key
+        assert row["iter_s"] > 0 and 0 <= row["collage_rate"] <= 1
+    assert rows["baseline"]["collage_rate"] == 0 and rows["feedback_tau"]["tau"] is not None
+    assert (tmp_path / "smoke.png").stat().st_size > 10_000
+    assert data["meta"]["command"].startswith("python bench/accuracy.py")
