@@ -114,20 +114,25 @@ def test_input_signal_counts_boxes_by_area():
     assert box_count_parts(boxes).tolist() == [1.0, 1.0, 1.0, 3.0]
 
 
-def test_retinanet_parts_split_its_losses():
-    """On a real (tiny, untrained) RetinaNet forward: the regression parts add up to the loss
-    RetinaNet trains on, the probe leaves that loss unchanged, and each group's regression part
-    equals detectron2's loss over exactly that group's positive anchors."""
+@pytest.mark.parametrize("arch, backbone, box_loss", [
+    ("RetinaNet", "build_retinanet_resnet_fpn_backbone", "loss_box_reg"),
+    ("FCOS", "build_fcos_resnet_fpn_backbone", "loss_fcos_loc")])
+def test_dense_detector_parts_split_its_losses(arch, backbone, box_loss):
+    """On a real (tiny, untrained) RetinaNet or FCOS forward (FCOS from a yaml config, through
+    dst_dali.fcos): the probe leaves the losses unchanged, and the regression parts of small,
+    medium and large objects add up to the box loss the model trains on."""
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
+
+    from dst_dali.fcos import add_fcos_config
     cfg = get_cfg()
-    cfg.MODEL.META_ARCHITECTURE = "RetinaNet"
-    cfg.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
+    add_fcos_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.BACKBONE.NAME = arch, backbone
     cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 18, 64
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.RETINANET.NUM_CLASSES = 3
+    cfg.MODEL.RETINANET.NUM_CLASSES = cfg.MODEL.FCOS.NUM_CLASSES = 3
     cfg.MODEL.DEVICE = "cpu"
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -144,9 +149,8 @@ def test_retinanet_parts_split_its_losses():
     assert {k: v.item() for k, v in plain.items()} == pytest.approx(
         {k: v.item() for k, v in probed.items()})
     parts = probe.pop()
-    normalizer = model.loss_normalizer
-    assert (parts[0, 3] / normalizer).item() == pytest.approx(probed["loss_box_reg"].item(),
-                                                              rel=1e-4)
+    assert (parts[0, 3] / model.loss_normalizer).item() == pytest.approx(
+        probed[box_loss].item(), rel=1e-4)
     assert parts[0, 0] > 0 and parts[0, 2] > 0 and parts[1, 3] > 0
 
 
@@ -204,40 +208,3 @@ def test_torchvision_probe_with_an_image_without_boxes():
     assert (labels > 0).any()  # torchvision adds the ground truth to the proposals
     assert torch.all(areas[labels > 0] == 60.0 * 60.0)  # the one box, medium
     assert parts[0, 1].item() == pytest.approx(parts[0, 3].item())
-
-
-def test_fcos_parts_split_its_losses():
-    """detectron2's FCOS from a yaml config (dst_dali.fcos): the probe leaves its losses as
-    they are, and the regression parts add up to the GIoU loss it trains on."""
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from detectron2.structures import Boxes, Instances
-
-    from dst_dali.fcos import add_fcos_config
-    cfg = get_cfg()
-    add_fcos_config(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "FCOS"
-    cfg.MODEL.BACKBONE.NAME = "build_fcos_resnet_fpn_backbone"
-    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 18, 64
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    cfg.MODEL.FCOS.NUM_CLASSES = 3
-    cfg.MODEL.DEVICE = "cpu"
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    model.train()
-    inst = Instances((256, 256))
-    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10, 30, 30], [40, 40, 140, 140], [0, 0, 250, 250]]))
-    inst.gt_classes = torch.tensor([0, 1, 2])
-    batch = [{"image": torch.randint(0, 255, (3, 256, 256), dtype=torch.uint8), "instances": inst}]
-    with EventStorage():
-        plain = model(batch)
-        del model.loss_normalizer
-        probe = LossShareProbe(model)
-        probed = model(batch)
-    assert {k: v.item() for k, v in plain.items()} == pytest.approx(
-        {k: v.item() for k, v in probed.items()})
-    parts = probe.pop()
-    assert (parts[0, 3] / model.loss_normalizer).item() == pytest.approx(
-        probed["loss_fcos_loc"].item(), rel=1e-4)
-    assert parts[0, 0] > 0 and parts[0, 2] > 0 and parts[1, 3] > 0
