@@ -13,7 +13,7 @@ arm trains the same detector (bench/accuracy.yaml) for the same iterations and s
     feedback          DST: r <= tau = 0.1, per-rank decisions (one process here)
     feedback_tau      DST with tau calibrated from a 100-iteration regular warm-up (median r)
 
-    python bench/accuracy.py [--seeds 3] [--iters 800]      # about an hour on 2 cores
+    python bench/accuracy.py [--seeds 3] [--iters 500]      # about 40 minutes on 2 cores
     python bench/accuracy.py --quick                          # a tiny run: the output's form
 
 Writes bench/results/accuracy.{json,md,png} (--results-dir, --name).
@@ -252,7 +252,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a tiny run: checks the output's form")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--iters", type=int, default=800)
+    ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=100, help="feedback_tau's warm-up")
     ap.add_argument("--train-images", type=int, default=600)
     ap.add_argument("--val-images", type=int, default=200)
