@@ -21,7 +21,8 @@ from .controller import COLLAGE, FeedbackController, StaticController
 from .distributed import gather_over_ranks, sum_over_ranks
 from .history import write_history
 from .loader import DSTLoader
-from .signals import FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL, probe_for
+from .config import SIGNALS_OF
+from .signals import FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL
 
 logger = logging.getLogger(__name__)
 
@@ -206,11 +207,9 @@ class DSTTrainer(DefaultTrainer):
         cfg = self.cfg
         signal = cfg.DST.SIGNAL if cfg.DST.ENABLED else "never"
         if signal not in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
-            signal = "reg"  # the controls and the baseline still log r where it can be had
-            try:
-                probe_for(self.model)
-            except ValueError:
-                signal = INPUT_SIGNAL
+            # the controls and the baseline still log r where the model's loss gives it
+            measurable = SIGNALS_OF.get(cfg.MODEL.META_ARCHITECTURE, ())
+            signal = "reg" if "reg" in measurable else INPUT_SIGNAL
         loader, controller = self._dst_loader, self._dst_loader.controller
         loader.watch(self.model if signal != INPUT_SIGNAL else None, signal=signal,
                      decision=cfg.DST.DECISION, controller=controller)
