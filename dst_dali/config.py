@@ -12,17 +12,19 @@
       DEVICE: "auto"       # where DALI runs: auto | cpu | gpu
       RANDOM_PROB: 0.5     # collage probability of SIGNAL "random"
       NUM_THREADS: 2       # DALI CPU threads per pipeline
+      BAD_IMAGES: "stop"   # an image that fails to decode or has another size than its entry:
+                           # stop (naming it) | skip (logged, counted as dst/images_set_aside)
 """
 from detectron2.config import CfgNode, get_cfg
 
 from .device import DEVICES
-from .loader import DECISIONS
+from .loader import BAD_IMAGES, DECISIONS
 from .ops import check_k
 from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
 
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,
                 "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
-                "RANDOM_PROB": 0.5, "NUM_THREADS": 2}
+                "RANDOM_PROB": 0.5, "NUM_THREADS": 2, "BAD_IMAGES": "stop"}
 # What each meta-architecture can feed back: the loss-based signals need its box loss probe.
 SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS, "FCOS": SIGNALS}
 MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS
@@ -69,6 +71,8 @@ def check_dst_config(cfg: CfgNode) -> None:
         raise ValueError(f"DST.DEVICE={dst.DEVICE!r}: must be one of {DEVICES}")
     if not 0.0 <= dst.RANDOM_PROB <= 1.0:
         raise ValueError(f"DST.RANDOM_PROB={dst.RANDOM_PROB!r}: must be in [0, 1]")
+    if dst.BAD_IMAGES not in BAD_IMAGES:
+        raise ValueError(f"DST.BAD_IMAGES={dst.BAD_IMAGES!r}: must be one of {BAD_IMAGES}")
     if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
         raise ValueError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING={cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING!r}: "
                          "DSTLoader draws the short side as 'choice'")

@@ -28,6 +28,7 @@ KINDS = (REGULAR, COLLAGE)
 OUTPUTS = ("detectron2", "torchvision")
 LABELS = ("contiguous", "coco")
 DECISIONS = ("per_rank", "global")
+BAD_IMAGES = ("stop", "skip")
 UNFED_WARNING_AFTER = 10  # controller-driven batches without feedback before the warning
 STATE_VERSION = 2
 # Settings that decide the sequence of batches: a saved state resumes only under the same ones
@@ -85,6 +86,11 @@ class DSTLoader:
             dataset's category ids, num_classes 91 for COCO).
         masks: with instance masks (detectron2's MODEL.MASK_ON).
         pad_value: collage padding, in image_format order; default the pixel mean.
+        bad_images: what an image that does not decode, or decodes to another size than its
+            entry's, does when met: "stop" (raise, naming the file) or "skip" (log it and go
+            on). Either way it is set aside for the rest of the run (see `set_aside`), and its
+            batch comes again with another image of the dataset in its place, so the good
+            images of that batch are not lost (also when a caller catches "stop"'s error).
 
     Two DALI pipelines prefetch side by side: regular (k = 1: detectron2's ResizeShortestEdge +
     RandomFlip) and collage (k images a sample, all of one orientation, on a canvas the size of
@@ -107,8 +113,8 @@ class DSTLoader:
                  image_format: Optional[str] = None,
                  aspect_ratio_grouping: Optional[bool] = None, masks: bool = False,
                  labels: str = "contiguous", pad_value: Optional[Sequence[float]] = None,
-                 num_threads: int = 2, prefetch: int = 2, device_id: Optional[int] = None,
-                 index: Optional[DatasetIndex] = None):
+                 bad_images: str = "stop", num_threads: int = 2, prefetch: int = 2,
+                 device_id: Optional[int] = None, index: Optional[DatasetIndex] = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
         check_k(k)
@@ -128,6 +134,8 @@ class DSTLoader:
             raise ValueError("output='torchvision' takes RGB images: leave image_format unset")
         if labels not in LABELS:
             raise ValueError(f"labels={labels!r}: must be one of {LABELS}")
+        if bad_images not in BAD_IMAGES:
+            raise ValueError(f"bad_images={bad_images!r}: must be one of {BAD_IMAGES}")
         if pad_value is None:
             pad_value = PIXEL_MEAN_RGB[::-1] if image_format == "BGR" else PIXEL_MEAN_RGB
         pad_value = [float(v) for v in pad_value]
@@ -147,6 +155,8 @@ class DSTLoader:
                            else None)
         self.batch_size, self.k = batch_size, k
         self.output, self.masks = output, masks
+        self.bad_images = bad_images
+        self.set_aside: dict = {}  # dataset position -> why its image is not read
         self.controller = controller
         self.device = resolve_device(device)
         self.aspect_ratio_grouping = (output == "detectron2" if aspect_ratio_grouping is None
@@ -217,7 +227,7 @@ class DSTLoader:
         """The next batch's inputs of the kind's graph (COMPONENT_INPUTS per component, then
         short_side and flip): called by DALI, in order, as it prefetches."""
         sampler, k, B = self._samplers[kind], self._k_of(kind), self.batch_size
-        positions = next(sampler)
+        positions = self._without_set_aside(kind, next(sampler), sampler.position)
         short, flip = self._draws(kind, sampler.position, len(positions))
         self._pending[kind].append(_Group(positions, short, flip))
         ix = self.index
@@ -229,6 +239,40 @@ class DSTLoader:
         inputs.append([short[b * k:(b + 1) * k] for b in range(B)])
         inputs.append([flip[b * k:(b + 1) * k] for b in range(B)])
         return inputs
+
+    def _without_set_aside(self, kind: str, positions: List[int], position: int) -> List[int]:
+        """The group with each set-aside image replaced, as detectron2's loader replaces an image
+        its mapper fails on: by another of the dataset (of the same orientation where the
+        stream groups by it) that is neither set aside nor in the group. The replacement is the
+        first acceptable one of a sequence drawn from the group's place in the stream, so a
+        resumed run, which knows of at least as many bad images, replaces alike."""
+        if not self.set_aside or not self.set_aside.keys() & set(positions):
+            return positions
+        c, out = self._config, list(positions)
+        by_orientation = kind == COLLAGE or self.aspect_ratio_grouping
+        for slot, p in enumerate(positions):
+            if p not in self.set_aside:
+                continue
+            same = (self.index.landscape == self.index.landscape[p] if by_orientation
+                    else np.ones(len(self.index), bool))
+            rng = np.random.default_rng([c["seed"], KINDS.index(kind), c["shard_id"], position,
+                                         slot, 1])
+            out[slot] = next((int(q) for q in rng.permutation(np.flatnonzero(same))
+                              if q not in self.set_aside and q not in out), None)
+            if out[slot] is None:
+                raise RuntimeError(f"DSTLoader: {kind} batches: no image of {c['dataset']} "
+                                   f"(of that orientation) is left to replace the "
+                                   f"{len(self.set_aside)} set aside")
+        return out
+
+    def _set_aside(self, kind: str, bad: dict) -> str:
+        """Records the group's bad images (position -> reason) and restarts the kind's pipeline
+        at the failed group, which the feed now gives with replacements. Returns the message."""
+        self.set_aside.update(bad)
+        self._restart({kind: self._consumed(kind)}, kinds=(kind,))
+        named = "; ".join(f"{self.index.file_paths[p]} {why}" for p, why in bad.items())
+        return (f"{named} ({len(self.set_aside)} image(s) set aside so far; its batch comes "
+                "again with another image in its place)")
 
     # -- pipelines ---------------------------------------------------------------------------
     def _build(self, kind: str):
@@ -253,38 +297,59 @@ class DSTLoader:
         pipe.build()
         return pipe
 
-    def _check_sizes(self, group: _Group, shapes) -> None:
+    def _size_mismatches(self, group: _Group, shapes) -> dict:
         """Boxes are in the annotations' pixels: an image whose decoded size differs from its
-        entry's would train on misplaced boxes (detectron2 raises SizeMismatchError)."""
-        k = len(shapes)
+        entry's would train on misplaced boxes (detectron2 raises SizeMismatchError).
+        Returns {position: reason} of those."""
+        k, out = len(shapes), {}
         for b in range(len(shapes[0])):
             for j in range(k):
                 p = group.positions[b * k + j]
                 decoded = tuple(int(v) for v in np.array(shapes[j][b])[:2])
                 expected = tuple(int(v) for v in self.index.sizes[p])
                 if decoded != expected:
-                    raise ValueError(
-                        f"DSTLoader: {self.index.file_paths[p]} decodes to {decoded[1]}x"
-                        f"{decoded[0]} (width x height), but {self.index.source} gives image "
-                        f"{self.index.image_ids[p]!r} {expected[1]}x{expected[0]}; fix the "
-                        "entry or the file (python -m dst_dali.check_dataset finds them all)")
+                    out[p] = (f"decodes to {decoded[1]}x{decoded[0]} (width x height), but "
+                              f"{self.index.source} gives image {self.index.image_ids[p]!r} "
+                              f"{expected[1]}x{expected[0]}")
+        return out
+
+    def _run(self, kind: str):
+        """The kind's pipeline run once, with its group; a bad image is set aside, then named
+        in an error ("stop") or in the log ("skip", and the batch is made again)."""
+        try:
+            image, boxes, labels, polys, verts, origin, place, *shapes = self._pipes[kind].run()
+        except RuntimeError as e:
+            group = self._pending[kind][0] if self._pending[kind] else None
+            files = [self.index.file_paths[p] for p in group.positions] if group else []
+            bad = {p: f"does not decode ({why})" for p, (status, why) in
+                   zip(group.positions if group else [], decode_sizes(files, batch=1))
+                   if status == "error"}
+            if not bad:  # not an image's fault; the pipeline is rebuilt for a caller who retries
+                self._restart({kind: self._consumed(kind)}, kinds=(kind,))
+                raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped reading "
+                                   f"{', '.join(files)} ({_dali_cause(e)})") from e
+            message = self._set_aside(kind, bad)
+            if self.bad_images == "stop":
+                raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {message}; "
+                                   "bad_images='skip' goes on") from e
+            logger.warning("DSTLoader: skipping %s", message)
+            return self._run(kind)
+        bad = self._size_mismatches(self._pending[kind][0], shapes)
+        if bad:
+            message = self._set_aside(kind, bad)
+            if self.bad_images == "stop":
+                raise ValueError(f"DSTLoader: {message}; fix the entry or the file (python -m "
+                                 "dst_dali.check_dataset finds them all), or bad_images='skip'")
+            logger.warning("DSTLoader: skipping %s", message)
+            return self._run(kind)
+        return self._pending[kind].popleft(), (image, boxes, labels, polys, verts, origin, place)
 
     def _samples(self, kind: str) -> List[Sample]:
         """Runs the kind's pipeline once: its batch as Samples. CPU images are views of DALI's
         output buffers: DALI's dynamic executor hands each run's outputs over to the caller
         and never reuses a buffer something still refers to (a collage is about 3 MB, and
         copying it costs about two thirds of stitching it: bench/collage_op.py)."""
-        try:
-            image, boxes, labels, polys, verts, origin, place, *shapes = self._pipes[kind].run()
-        except RuntimeError as e:
-            group = self._pending[kind][0] if self._pending[kind] else None
-            files = [self.index.file_paths[p] for p in group.positions] if group else []
-            bad = [f for f, (status, _) in zip(files, decode_sizes(files, batch=1))
-                   if status == "error"] or files
-            raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {', '.join(bad)} "
-                               f"({_dali_cause(e)})") from e
-        group = self._pending[kind].popleft()
-        self._check_sizes(group, shapes)
+        group, (image, boxes, labels, polys, verts, origin, place) = self._run(kind)
         gpu = self.device == "gpu"
         if gpu:
             boxes, labels, polys, verts, origin, place = (
@@ -433,11 +498,13 @@ class DSTLoader:
                 "config": {key: self._config[key] for key in SEQUENCE_KEYS},
                 "iteration": self.iteration, "last_kind": self.last_kind,
                 "delivered": {kind: self._consumed(kind) for kind in KINDS},
+                "set_aside": [[self.index.image_ids[p], why]
+                              for p, why in sorted(self.set_aside.items())],
                 "controller": self.controller.state_dict() if self.controller else None}
 
-    def _restart(self, delivered: dict) -> None:
+    def _restart(self, delivered: dict, kinds: Sequence[str] = KINDS) -> None:
         """New pipelines, each stream fed from `delivered[kind]` batches on."""
-        for kind in KINDS:
+        for kind in kinds:
             self._pending[kind].clear()
             self._samplers[kind].seek(delivered[kind])
             self._pipes[kind] = self._build(kind)
@@ -456,6 +523,9 @@ class DSTLoader:
                 if self._config[key] != saved}
         if diff:
             raise ValueError(f"loader state was saved with other settings (saved, now): {diff}")
+        position_of = {image_id: p for p, image_id in enumerate(self.index.image_ids)}
+        self.set_aside = {position_of[image_id]: why for image_id, why in
+                          state.get("set_aside", []) if image_id in position_of}
         self._restart(state["delivered"])
         self.iteration = state["iteration"]
         self.last_kind = state["last_kind"]

@@ -54,7 +54,8 @@ def build_dst_loader(cfg, controller) -> DSTLoader:
         seed=max(cfg.SEED, 0), shard_id=comm.get_rank(), num_shards=world, output="detectron2",
         image_format=cfg.INPUT.FORMAT, controller=controller,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, masks=cfg.MODEL.MASK_ON,
-        pad_value=cfg.MODEL.PIXEL_MEAN, num_threads=cfg.DST.NUM_THREADS)
+        pad_value=cfg.MODEL.PIXEL_MEAN, bad_images=cfg.DST.BAD_IMAGES,
+        num_threads=cfg.DST.NUM_THREADS)
 
 
 def _rng_states() -> dict:
@@ -110,7 +111,8 @@ class DSTHook(HookBase):
                   "image_ids": self.loader.last_image_ids}
         self._collage_steps += summed[6] / world
         scalars = {"dst/collage": summed[6] / world,
-                   "dst/collage_rate": self._collage_steps / (len(self.history) + 1)}
+                   "dst/collage_rate": self._collage_steps / (len(self.history) + 1),
+                   "dst/images_set_aside": len(self.loader.set_aside)}
         if getattr(self.controller, "tau", None) is not None:
             scalars["dst/tau"] = self.controller.tau
         if local[3] > 0:

@@ -237,7 +237,7 @@ def test_undecodable_file_named(make_dataset, content):
     paths = make_dataset(mutate=spoil)
     name = json.load(open(paths[1]))["images"][5]["file_name"]
     lo = loader(paths, k=1, batch_size=2)  # the good image of its batch is not named
-    with pytest.raises(RuntimeError, match=f"stopped: [^,(]*{name} \\("):
+    with pytest.raises(RuntimeError, match=f"stopped: [^,(]*{name} does not decode \\("):
         for _ in range(4):  # an epoch of the regular stream
             lo.next_batch("regular")
 
@@ -271,3 +271,79 @@ def test_check_dataset_passes_a_clean_dataset(coco128, capsys):
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "126 usable images" in out and "0 problem(s) in images" in out
+
+
+def _garbage_at(make_dataset, i, n=8):
+    def spoil(data):
+        (make_dataset.dir / "images" / data["images"][i]["file_name"]).write_bytes(b"\0" * 999)
+    paths = make_dataset(n, mutate=spoil)
+    return paths, json.load(open(paths[1]))["images"][i]
+
+
+def _epoch_ids(lo, kind="regular", batches=4):
+    return [[d["image_id"] for d in lo.next_batch(kind)] for _ in range(batches)]
+
+
+def test_skip_keeps_the_good_images_of_the_batch(make_dataset, caplog):
+    """bad_images="skip": the bad image is logged and set aside; its batch comes whole, with
+    another image in its place, and every good image of the epoch is read."""
+    paths, bad = _garbage_at(make_dataset, 5, n=20)
+    good = {im["id"] for im in json.load(open(paths[1]))["images"]} - {bad["id"]}
+    lo = loader(paths, k=4, batch_size=2, bad_images="skip")
+    with caplog.at_level(logging.WARNING, logger="dst_dali.loader"):
+        ids = _epoch_ids(lo, batches=10)
+    assert all(len(b) == 2 and len(set(b)) == 2 for b in ids)
+    read = [i for b in ids for i in b]
+    assert bad["id"] not in read and good <= set(read)
+    assert f"skipping {os.path.join(paths[0], bad['file_name'])} does not decode" in caplog.text
+    assert list(lo.set_aside) == [lo.index.image_ids.index(bad["id"])]
+    for _ in range(20):  # later epochs never meet it again, in either stream
+        assert bad["id"] not in [d["image_id"] for d in lo.next_batch("regular")]
+    for _ in range(5):
+        assert all(bad["id"] not in d["component_ids"] for d in lo.next_batch("collage"))
+
+
+def test_stop_names_the_file_and_a_caller_who_goes_on_loses_no_good_image(make_dataset):
+    paths, bad = _garbage_at(make_dataset, 2)
+    good = {im["id"] for im in json.load(open(paths[1]))["images"]} - {bad["id"]}
+    lo = loader(paths, k=1, batch_size=2)
+    read, errors = [], 0
+    while len(read) < 8:
+        try:
+            read += [d["image_id"] for d in lo.next_batch("regular")]
+        except RuntimeError as e:
+            errors += 1
+            assert bad["file_name"] in str(e) and "bad_images='skip'" in str(e)
+    assert errors == 1 and bad["id"] not in read and good <= set(read)
+
+
+def test_size_mismatch_skipped(make_dataset):
+    def double(data):
+        im = data["images"][3]
+        path = make_dataset.dir / "images" / im["file_name"]
+        Image.open(path).resize((2 * im["width"], 2 * im["height"])).save(path)
+    paths = make_dataset(mutate=double)
+    bad = json.load(open(paths[1]))["images"][3]
+    lo = loader(paths, k=1, batch_size=2, bad_images="skip")
+    read = [i for b in _epoch_ids(lo) for i in b]
+    assert bad["id"] not in read and len(set(read)) == 7
+    assert "decodes to" in lo.set_aside[lo.index.image_ids.index(bad["id"])]
+
+
+def test_skip_resumes_exactly(make_dataset):
+    """The state holds the images set aside: a resumed loader replaces them as the first run
+    did, before meeting them, and delivers the identical batches."""
+    paths, bad = _garbage_at(make_dataset, 6, n=20)
+    first = loader(paths, k=4, batch_size=2, bad_images="skip", seed=3)
+    before = _epoch_ids(first, batches=10)  # an epoch: the bad image is met
+    state = json.loads(json.dumps(first.state_dict()))  # plain data
+    assert state["set_aside"] and state["set_aside"][0][0] == bad["id"]
+    kinds = ["collage"] + ["regular"] * 10  # the regular stream's next epoch meets it again
+    after = [[(d["image_id"], d["image"].sum().item()) for d in first.next_batch(kind)]
+             for kind in kinds]
+    resumed = loader(paths, k=4, batch_size=2, bad_images="skip", seed=3)
+    resumed.load_state_dict(state)
+    again = [[(d["image_id"], d["image"].sum().item()) for d in resumed.next_batch(kind)]
+             for kind in kinds]
+    assert again == after
+    assert bad["id"] not in [i for b in before for i in b] + [i for b in after for i, _ in b]

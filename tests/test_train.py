@@ -155,13 +155,14 @@ def check_setup(*opts, config=DEMO):
 
 @pytest.mark.parametrize("opts, error, message", [
     (["DST.TUA", "0.2"], KeyError, r"unknown DST key\(s\) \['TUA'\]; the valid ones are "
-                                   r"\['DECISION', 'DEVICE', 'ENABLED', 'K', 'NUM_THREADS'"),
+                                   r"\['BAD_IMAGES', 'DECISION', 'DEVICE', 'ENABLED', 'K'"),
     (["DST.TAU", "1.5"], ValueError, r"DST.TAU=1.5: must be a number in \[0, 1\]"),
     (["DST.K", "3"], ValueError, r"DST.K: k=3"),
     (["DST.DECISION", "vote"], ValueError, r"DST.DECISION='vote': must be one of"),
     (["DST.TAU_QUANTILE", "2.0"], ValueError, r"DST.TAU_QUANTILE=2.0"),
     (["DST.TAU_WARMUP", "10", "DST.SIGNAL", "random"], ValueError, r"DST.TAU_WARMUP=10"),
     (["DST.SIGNAL", "mask"], ValueError, r"DST.SIGNAL='mask': must be one of"),
+    (["DST.BAD_IMAGES", "ignore"], ValueError, r"DST.BAD_IMAGES='ignore': must be one of"),
     (["MODEL.META_ARCHITECTURE", "SemanticSegmentor"], ValueError,
      r"DST.SIGNAL='reg': MODEL.META_ARCHITECTURE='SemanticSegmentor' has no box loss"),
 ])
@@ -352,7 +353,8 @@ def test_pascal_voc_through_detectron2s_builtin_datasets(tmp_path):
 
 
 def test_a_registered_list_of_dicts_trains(tmp_path):
-    """A dataset registered as DatasetCatalog.register(name, fn) in the user's launcher."""
+    """A dataset registered as DatasetCatalog.register(name, fn) in the user's launcher; a
+    eighth of its files are not images, which DST.BAD_IMAGES "skip" logs and sets aside."""
     script = tmp_path / "launcher.py"
     script.write_text(f"""
 import sys
@@ -367,16 +369,24 @@ for d in dicts:  # the user's own ids and boxes in xyxy
     for a in d["annotations"]:
         x, y, w, h = a["bbox"]
         a["bbox"], a["bbox_mode"] = [x, y, x + w, y + h], 0
+for d in dicts[::8]:
+    d["file_name"] = {str(tmp_path)!r} + "/not_an_image_%s.jpg" % d["image_id"]
+    open(d["file_name"], "w").write("<html>404</html>")
 DatasetCatalog.register("mine", lambda: dicts)
 MetadataCatalog.get("mine").thing_classes = MetadataCatalog.get("mine_meta").thing_classes
 train_dali.main(train_dali.parse_args(sys.argv[1:]))
 """)
     cmd = [sys.executable, str(script), "--config", DEMO, "DATASETS.TRAIN", "('mine',)",
-           "OUTPUT_DIR", str(tmp_path / "out")] + TINY
+           "OUTPUT_DIR", str(tmp_path / "out"), "DST.BAD_IMAGES", "skip"] + TINY
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     hist = history(tmp_path / "out" / "dst_state" / "rank0_iter0000004.pth")
-    assert all(str(i).startswith("img-") for h in hist for ids in h["image_ids"] for i in ids)
+    ids = [i for h in hist for ids in h["image_ids"] for i in ids]
+    assert all(str(i).startswith("img-") for i in ids)
+    bad = {p.stem[len("not_an_image_"):] for p in tmp_path.glob("not_an_image_*.jpg")}
+    assert len(bad) == 5 and not bad & set(ids)
+    skipped = (tmp_path / "out" / "log.txt").read_text().count("DSTLoader: skipping")
+    assert skipped >= 1 and skipped == metrics(tmp_path / "out")[-1]["dst/images_set_aside"]
 
 
 def test_lazyconfig_trains_with_dst(tmp_path):
