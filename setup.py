@@ -21,9 +21,9 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CPU_SOURCES = ["csrc/collage_stitch.cc"]
+CPU_SOURCES = ["csrc/collage_stitch.cc", "csrc/host_cpu.cc"]
 CUDA_SOURCES = ["csrc/collage_stitch.cu"]
-HEADERS = ["csrc/collage_geometry.h", "csrc/collage_stitch.h"]
+HEADERS = ["csrc/collage_geometry.h", "csrc/collage_rows_cpu.h", "csrc/collage_stitch.h"]
 DEFAULT_CUDA_ARCHS = "75;80;86;89;90;100;120"
 
 

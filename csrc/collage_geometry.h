@@ -142,15 +142,51 @@ DST_HD int NearestSource(int d, int dst_len, int src_len) {
   return s < src_len ? static_cast<int>(s) : src_len - 1;
 }
 
-/** Bilinear taps of output index d (pixel centres, edge clamped, no antialiasing). */
-DST_HD void LinearSource(int d, int dst_len, int src_len, int &i0, int &i1, float &frac) {
-  float f = (d + 0.5f) * (static_cast<float>(src_len) / dst_len) - 0.5f;
-  if (f < 0.f) f = 0.f;
-  float last = static_cast<float>(src_len - 1);
-  if (f > last) f = last;
-  i0 = static_cast<int>(f);
+/**
+ * Bilinear is fixed point, as in OpenCV's and DALI's uint8 kernels, so that the CPU paths and
+ * the CUDA kernel compute the same integers: weights have kWeightBits fractional bits; a
+ * horizontal step keeps kRowBits of them (it fits 16 bits), the vertical step gives the value
+ * with kValueBits.
+ */
+constexpr int kWeightBits = 11;
+constexpr int kWeightOne = 1 << kWeightBits;
+constexpr int kRowBits = kWeightBits - 4;
+constexpr int kValueBits = kRowBits + kWeightBits;
+
+/**
+ * Bilinear taps of output index d (pixel centres, edge clamped, no antialiasing): source
+ * indices i0, i1 and the weight of i1 in 1/kWeightOne. The source position
+ * ((2d + 1) * src_len - dst_len) / (2 * dst_len) is exact rational arithmetic, rounded to
+ * the nearest weight; where clamped, the weight is 0.
+ */
+DST_HD void LinearSource(int d, int dst_len, int src_len, int &i0, int &i1, int &weight) {
+  int64_t num = (2 * static_cast<int64_t>(d) + 1) * src_len - dst_len;
+  int64_t den = 2 * static_cast<int64_t>(dst_len);
+  i0 = 0;
+  weight = 0;
+  if (num > 0) {
+    i0 = static_cast<int>(num / den);
+    weight = static_cast<int>(((num % den) * kWeightOne + dst_len) / den);
+    if (weight == kWeightOne) {
+      i0++;
+      weight = 0;
+    }
+  }
+  if (i0 >= src_len - 1) {
+    i0 = src_len - 1;
+    weight = 0;
+  }
   i1 = i0 + 1 < src_len ? i0 + 1 : src_len - 1;
-  frac = f - i0;
+}
+
+/** One interpolation step between a and b in fixed point: a * (1 - w) + b * w. */
+DST_HD int32_t LerpFixed(int32_t a, int32_t b, int weight) {
+  return a * (kWeightOne - weight) + b * weight;
+}
+
+/** The horizontal step over one source row: the value with kRowBits fractional bits. */
+DST_HD int32_t LinearRow(const uint8_t *row, int x0, int x1, int wx) {
+  return LerpFixed(row[x0], row[x1], wx) >> (kWeightBits - kRowBits);
 }
 
 /** Source column of collage-local column lx, mirrored first when the component is flipped. */
@@ -182,17 +218,6 @@ DST_HD float ConvertOut<float>(float v) {
   return v;
 }
 
-/** a + (b - a) * f: the one interpolation step, so every path rounds alike. */
-DST_HD float Lerp(float a, float b, float f) {
-  return a + (b - a) * f;
-}
-
-/** Bilinear value of one channel from two source rows; x0/x1 are element offsets: the
- * horizontal step on each row, then the vertical one (the CPU fast path caches the former). */
-DST_HD float Bilinear(const uint8_t *r0, const uint8_t *r1, int x0, int x1, float fx, float fy) {
-  return Lerp(Lerp(r0[x0], r0[x1], fx), Lerp(r1[x0], r1[x1], fx), fy);
-}
-
 /** The input channel output channel ch reads. */
 DST_HD int SourceChannel(const PixelParams &p, int ch) {
   return p.reverse_channels ? p.channels - 1 - ch : ch;
@@ -202,6 +227,26 @@ DST_HD float Normalize(const PixelParams &p, int ch, float v) {
   return (v - p.mean[ch]) * p.inv_std[ch];
 }
 
+/** A bilinear value (kValueBits fractional bits) rounded to uint8. */
+DST_HD uint8_t RoundLinear(int32_t v) {
+  return static_cast<uint8_t>((v + (1 << (kValueBits - 1))) >> kValueBits);
+}
+
+/** A bilinear value as output: uint8 rounds it (uint8 output is never normalized), float
+ * normalizes it. */
+template <typename Out>
+DST_HD Out LinearOut(const PixelParams &p, int ch, int32_t v);
+
+template <>
+DST_HD uint8_t LinearOut<uint8_t>(const PixelParams &, int, int32_t v) {
+  return RoundLinear(v);
+}
+
+template <>
+DST_HD float LinearOut<float>(const PixelParams &p, int ch, int32_t v) {
+  return Normalize(p, ch, static_cast<float>(v) * (1.f / (1 << kValueBits)));
+}
+
 /** Writes all channels of collage pixel (y, x) of sample s. */
 template <typename Out, bool kCHW, Interp kInterp>
 DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int x) {
@@ -209,13 +254,11 @@ DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int
   const int C = p.channels;
   const int64_t plane = static_cast<int64_t>(s.out_h) * s.out_w;
   const int64_t pix = static_cast<int64_t>(y) * s.out_w + x;
-  auto store = [&](int ch, float v) {
-    out[kCHW ? ch * plane + pix : pix * C + ch] = ConvertOut<Out>(v);
-  };
+  auto store = [&](int ch, Out v) { out[kCHW ? ch * plane + pix : pix * C + ch] = v; };
   int ly, lx;
   const Component *c = ComponentAt(s, y, x, ly, lx);
   if (!c) {
-    for (int ch = 0; ch < C; ch++) store(ch, p.pad[ch]);
+    for (int ch = 0; ch < C; ch++) store(ch, ConvertOut<Out>(p.pad[ch]));
     return;
   }
   int sx_out = SourceColumnIndex(*c, lx);
@@ -223,17 +266,19 @@ DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int
     int sy = NearestSource(ly, c->h, c->src_h);
     int sx = NearestSource(sx_out, c->w, c->src_w);
     const uint8_t *src = c->src + (static_cast<int64_t>(sy) * c->src_w + sx) * C;
-    for (int ch = 0; ch < C; ch++) store(ch, Normalize(p, ch, src[SourceChannel(p, ch)]));
+    for (int ch = 0; ch < C; ch++)
+      store(ch, ConvertOut<Out>(Normalize(p, ch, src[SourceChannel(p, ch)])));
   } else {
-    int y0, y1, x0, x1;
-    float fy, fx;
-    LinearSource(ly, c->h, c->src_h, y0, y1, fy);
-    LinearSource(sx_out, c->w, c->src_w, x0, x1, fx);
+    int y0, y1, x0, x1, wy, wx;
+    LinearSource(ly, c->h, c->src_h, y0, y1, wy);
+    LinearSource(sx_out, c->w, c->src_w, x0, x1, wx);
     const uint8_t *r0 = c->src + static_cast<int64_t>(y0) * c->src_w * C;
     const uint8_t *r1 = c->src + static_cast<int64_t>(y1) * c->src_w * C;
     for (int ch = 0; ch < C; ch++) {
       int sc = SourceChannel(p, ch);
-      store(ch, Normalize(p, ch, Bilinear(r0, r1, x0 * C + sc, x1 * C + sc, fx, fy)));
+      int32_t h0 = LinearRow(r0, x0 * C + sc, x1 * C + sc, wx);
+      int32_t h1 = LinearRow(r1, x0 * C + sc, x1 * C + sc, wx);
+      store(ch, LinearOut<Out>(p, ch, LerpFixed(h0, h1, wy)));
     }
   }
 }

@@ -56,8 +56,36 @@ def linear_resize(img, h, w):
     return top * (1 - fy)[:, None, None] + bot * fy[:, None, None]
 
 
+WEIGHT_BITS, ROW_SHIFT, VALUE_BITS = 11, 4, 18
+
+
+def linear_resize_fixed(img, h, w):
+    """The operator's bilinear, in integers as its docs define it: the source position
+    ((2d + 1) S - D) / 2D, its fraction rounded to 11 bits (0 where clamped); per row
+    a * (2048 - w) + b * w >> 4, then per column the same, rounded off 18 bits. Returns
+    (value as uint8, value in grey levels as float64)."""
+    def taps(dst_len, src_len):
+        d = np.arange(dst_len, dtype=np.int64)
+        num, den = (2 * d + 1) * src_len - dst_len, 2 * dst_len
+        i0 = np.where(num > 0, num // den, 0)
+        wt = np.where(num > 0, ((num % den) * (1 << WEIGHT_BITS) + dst_len) // den, 0)
+        i0, wt = np.where(wt == 1 << WEIGHT_BITS, i0 + 1, i0), np.where(wt == 1 << WEIGHT_BITS, 0, wt)
+        clamped = i0 >= src_len - 1
+        i0, wt = np.where(clamped, src_len - 1, i0), np.where(clamped, 0, wt)
+        return i0, np.minimum(i0 + 1, src_len - 1), wt
+    one = 1 << WEIGHT_BITS
+    y0, y1, wy = taps(h, img.shape[0])
+    x0, x1, wx = taps(w, img.shape[1])
+    src = img.astype(np.int64)
+    rows = (src[:, x0] * (one - wx)[None, :, None] + src[:, x1] * wx[None, :, None]) >> ROW_SHIFT
+    value = rows[y0] * (one - wy)[:, None, None] + rows[y1] * wy[:, None, None]
+    return ((value + (1 << (VALUE_BITS - 1))) >> VALUE_BITS).astype(np.uint8), value / (1 << VALUE_BITS)
+
+
 def collage(images, short_sides, flips, max_size, pad=0.0, interp="nearest", mean=0.0, std=1.0):
-    """float64 HWC collage of k HWC images, and the placement of each component."""
+    """float64 HWC collage of k HWC images, and the placement of each component. interp:
+    "nearest", "linear" (float64) or "linear_u8" / "linear_float" (the operator's fixed point,
+    rounded to uint8 or not)."""
     (out_h, out_w), places = layout([im.shape[:2] for im in images], short_sides, max_size)
     C = images[0].shape[2]
     canvas = np.empty((out_h, out_w, C), np.float64)
@@ -65,8 +93,11 @@ def collage(images, short_sides, flips, max_size, pad=0.0, interp="nearest", mea
     for img, flip, (y0, x0, h, w) in zip(images, flips, places):
         if interp == "nearest":
             part = img[nearest_indices(h, img.shape[0])][:, nearest_indices(w, img.shape[1])]
-        else:
+        elif interp == "linear":
             part = linear_resize(img, h, w)
+        else:
+            rounded, exact = linear_resize_fixed(img, h, w)
+            part = rounded if interp == "linear_u8" else exact
         if flip:
             part = part[:, ::-1]
         canvas[y0:y0 + h, x0:x0 + w] = (part - np.asarray(mean)) / np.asarray(std)

@@ -1,5 +1,7 @@
 """CollageStitch against the independent numpy reference (collage_reference.py)."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -383,3 +385,49 @@ def test_reverse_channels(channels, interp, dtype):
         np.testing.assert_array_equal(emulated[0][b], expected[0][b])
         if interp == "nearest":
             np.testing.assert_allclose(reversed_[0][b], ref[b], atol=1e-4)
+
+
+@pytest.mark.parametrize("k, channels", [(1, 3), (1, 1), (1, 4), (4, 3), (9, 1)])
+def test_linear_fixed_point_is_exact(k, channels):
+    """Bilinear is integer arithmetic: the SIMD rows (byte shuffles where a component is not
+    shrunk much, gathers where it is), the portable rows and the emulated CUDA launch all give
+    the numpy reference's integers exactly, up- and downscaled, flipped, channels reversed."""
+    import nvidia.dali.types as types
+    rng = np.random.default_rng(40 + k + channels)
+    B = 3
+    images = [[rng.integers(0, 256, (int(rng.integers(2, 200)), int(rng.integers(2, 200)),
+                                     channels), dtype=np.uint8) for _ in range(B)]
+              for _ in range(k)]
+    short = [rng.integers(4, 240, k).astype(np.float32) for _ in range(B)]
+    flips = [rng.integers(0, 2, k).astype(np.int32) for _ in range(B)]
+    args = {"short_side": short, "flip": flips}
+    for reverse in (False, True):
+        seen = [[im[..., ::-1] if reverse else im for im in comp] for comp in images]
+        kw = dict(arg_inputs=args, max_size=400, interp="linear", reverse_channels=reverse)
+        outputs = [run_collage(images, **kw, **extra)[0] for extra in (
+            {}, {"_portable_cpu": True}, {"_emulate_gpu_launch": True})]
+        floats = run_collage(images, **kw, dtype=types.FLOAT, mean=[7.0] * channels,
+                             std=[3.0] * channels)[0]
+        for b in range(B):
+            parts = [seen[j][b] for j in range(k)]
+            ref, _ = collage(parts, short[b], flips[b], 400, interp="linear_u8")
+            for out in outputs:
+                np.testing.assert_array_equal(out[b], ref.astype(np.uint8))
+            exact, _ = collage(parts, short[b], flips[b], 400, interp="linear_float", mean=7.0,
+                               std=3.0)
+            np.testing.assert_allclose(floats[b], exact, rtol=0, atol=1e-4)
+
+
+def test_regular_resize_agrees_with_opencv(coco128):
+    """k = 1 bilinear is OpenCV's INTER_LINEAR (same taps and 11-bit weights, rounding of
+    its own): at most 1 grey level apart on coco128 images, upscaled and downscaled."""
+    import cv2
+    names = sorted(os.listdir(coco128.images))[:6]
+    images = [cv2.imread(os.path.join(coco128.images, n)) for n in names]
+    for short, max_size in ((800.0, 1333.0), (320.0, 400.0)):
+        out = run_collage([images], short_side=short, max_size=max_size, interp="linear",
+                          flip=1)[0]
+        for img, got in zip(images, out):
+            want = cv2.flip(cv2.resize(img, got.shape[1::-1], interpolation=cv2.INTER_LINEAR), 1)
+            diff = np.abs(got.astype(np.int16) - want)
+            assert diff.max() <= 1 and diff.mean() < 0.25, (diff.max(), diff.mean())
