@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dst_dali_installed
 
-.PHONY: install demo test bench accuracy clean
+.PHONY: install demo test bench accuracy gpu-check clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ bench: install
 
 accuracy: install
 	$(PY) bench/accuracy.py
+
+# The first thing to run on a GPU node: one report, a line per check (exits 0 without a GPU).
+gpu-check: install
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf build output dst_dali/_collage_stitch*.so *.egg-info

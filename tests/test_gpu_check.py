@@ -1,0 +1,50 @@
+"""bench/gpu_check.py (make gpu-check): its report without a GPU, and its exactness check run
+against the CPU's replay of the CUDA launch, the one part that can run here."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "bench", "gpu_check.py")
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+import gpu_check  # noqa: E402
+
+
+def run(*args):
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+
+
+@pytest.mark.skipif(gpu_check.gpu_status() is None, reason="a GPU is here: the real check runs")
+def test_without_a_gpu_it_says_so_and_exits_0(tmp_path):
+    r = run("--results-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("dst_dali GPU check, DALI ")
+    assert lines[1].startswith("no CUDA GPU here (") and "nothing was run on a GPU" in lines[1]
+    checks = [re.fullmatch(r"\[(PASS|FAIL|SKIP)\] (\w+): (.+)", ln) for ln in lines[2:-1]]
+    assert all(checks), lines
+    assert [m.group(2) for m in checks] == list(gpu_check.CHECKS)
+    assert {m.group(1) for m in checks} == {"SKIP"}
+    assert lines[-1] == "result: no check failed"
+    assert r.stdout in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_exactness_check_passes_against_the_emulated_launch():
+    r = run("--emulate", "--quick", "--no-write")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"^\[PASS\] exactness: the emulated CUDA launch equals the CPU backend bit "
+                     r"for bit: \d+ batches", r.stdout, re.M)
+
+
+def test_report_names_the_failed_checks_in_order():
+    report = gpu_check.render({"train": ("PASS", "20 iterations"),
+                               "exactness": ("FAIL", "k=4: image differs"),
+                               "memcheck": ("SKIP", "no tool")}, "header")
+    assert report.splitlines() == ["header", "[FAIL] exactness: k=4: image differs",
+                                   "[SKIP] memcheck: no tool", "[PASS] train: 20 iterations",
+                                   "result: FAILED exactness"]
