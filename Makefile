@@ -27,6 +27,7 @@ test: install
 
 bench: install
 	$(PY) bench/collage_op.py --repeats 11
+	$(PY) bench/collage_op.py --k 1 --name resize_op --repeats 9
 	$(PY) bench/throughput.py
 
 accuracy: install

@@ -314,35 +314,37 @@ class DSTLoader:
         return out
 
     def _run(self, kind: str):
-        """The kind's pipeline run once, with its group; a bad image is set aside, then named
-        in an error ("stop") or in the log ("skip", and the batch is made again)."""
-        try:
-            image, boxes, labels, polys, verts, origin, place, *shapes = self._pipes[kind].run()
-        except RuntimeError as e:
-            group = self._pending[kind][0] if self._pending[kind] else None
-            files = [self.index.file_paths[p] for p in group.positions] if group else []
-            bad = {p: f"does not decode ({why})" for p, (status, why) in
-                   zip(group.positions if group else [], decode_sizes(files, batch=1))
-                   if status == "error"}
-            if not bad:  # not an image's fault; the pipeline is rebuilt for a caller who retries
-                self._restart({kind: self._consumed(kind)}, kinds=(kind,))
-                raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped reading "
-                                   f"{', '.join(files)} ({_dali_cause(e)})") from e
-            message = self._set_aside(kind, bad)
+        """The kind's pipeline run once: (its group, its outputs). A bad image is set aside and
+        named, in an error ("stop") or in the log ("skip": then the batch is made again)."""
+        while True:
+            try:
+                image, boxes, labels, polys, verts, origin, place, *shapes = \
+                    self._pipes[kind].run()
+            except RuntimeError as e:
+                group = self._pending[kind][0] if self._pending[kind] else None
+                files = [self.index.file_paths[p] for p in group.positions] if group else []
+                bad = {p: f"does not decode ({why})" for p, (status, why) in
+                       zip(group.positions if group else [], decode_sizes(files, batch=1))
+                       if status == "error"}
+                if not bad:  # not an image's fault; rebuilt for a caller who retries
+                    self._restart({kind: self._consumed(kind)}, kinds=(kind,))
+                    raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped reading "
+                                       f"{', '.join(files)} ({_dali_cause(e)})") from e
+                message = self._set_aside(kind, bad)
+                error = RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {message}; "
+                                     "bad_images='skip' goes on")
+            else:
+                bad = self._size_mismatches(self._pending[kind][0], shapes)
+                if not bad:
+                    return self._pending[kind].popleft(), (image, boxes, labels, polys, verts,
+                                                           origin, place)
+                message = self._set_aside(kind, bad)
+                error = ValueError(f"DSTLoader: {message}; fix the entry or the file (python -m "
+                                   "dst_dali.check_dataset finds them all), or "
+                                   "bad_images='skip'")
             if self.bad_images == "stop":
-                raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {message}; "
-                                   "bad_images='skip' goes on") from e
+                raise error
             logger.warning("DSTLoader: skipping %s", message)
-            return self._run(kind)
-        bad = self._size_mismatches(self._pending[kind][0], shapes)
-        if bad:
-            message = self._set_aside(kind, bad)
-            if self.bad_images == "stop":
-                raise ValueError(f"DSTLoader: {message}; fix the entry or the file (python -m "
-                                 "dst_dali.check_dataset finds them all), or bad_images='skip'")
-            logger.warning("DSTLoader: skipping %s", message)
-            return self._run(kind)
-        return self._pending[kind].popleft(), (image, boxes, labels, polys, verts, origin, place)
 
     def _samples(self, kind: str) -> List[Sample]:
         """Runs the kind's pipeline once: its batch as Samples. CPU images are views of DALI's

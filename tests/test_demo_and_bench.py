@@ -65,9 +65,12 @@ def test_throughput_bench_quick(tmp_path):
     assert sum(profile[k] for k in ("decode", "resize_flip", "annotations",
                                     "rest_of_mapper")) == pytest.approx(profile["total_s"])
     assert any(n.startswith("Where the CPU goes, DSTLoader") for n in data["notes"])
-    # --quick: one extra round of (all-collage DSTLoader, decode_only) for the ratio
-    ratios = data["meta"]["collage_cpu_ratios"]
-    assert len(ratios) == 1 and ratios[0] > 0
+    # --quick: one extra round of (DSTLoader, decode_only) all-regular and all-collage for
+    # the CPU ratios of a regular and a collage sample
+    ratios = data["meta"]["cpu_ratios"]
+    assert sorted(ratios) == ["0.0", "1.0"]
+    assert all(len(v) == 1 and v[0] > 0 for v in ratios.values())
+    assert any(n.startswith("goal a regular sample <= 1.6x") for n in data["notes"])
     assert "not run" in rows["dst_gpu"].get("note", "") or "samples_per_s" in rows["dst_gpu"]
     assert (tmp_path / "smoke.png").stat().st_size > 5000
     assert data["meta"]["command"].startswith("python bench/throughput.py")

@@ -211,14 +211,20 @@ def test_rle_mask_refused_with_masks(make_dataset):
     assert loader(paths).index.skipped["rle_segmentations"] == 1  # boxes only: fine
 
 
-def test_image_size_differs_from_its_entry(make_dataset):
-    """A file twice the size its entry says: boxes would land in the wrong place."""
+def _doubled_at(make_dataset, i):
+    """The dataset with image i's file twice the size its entry says; and that entry."""
     def double(data):
-        im = data["images"][0]
+        im = data["images"][i]
         path = make_dataset.dir / "images" / im["file_name"]
         Image.open(path).resize((2 * im["width"], 2 * im["height"])).save(path)
     paths = make_dataset(mutate=double)
-    name = json.load(open(paths[1]))["images"][0]["file_name"]
+    return paths, json.load(open(paths[1]))["images"][i]
+
+
+def test_image_size_differs_from_its_entry(make_dataset):
+    """A file twice the size its entry says: boxes would land in the wrong place."""
+    paths, entry = _doubled_at(make_dataset, 0)
+    name = entry["file_name"]
     lo = loader(paths)
     with pytest.raises(ValueError, match=f"{name} decodes to .* but .*ann.json gives image"):
         for _ in range(8):
@@ -318,12 +324,7 @@ def test_stop_names_the_file_and_a_caller_who_goes_on_loses_no_good_image(make_d
 
 
 def test_size_mismatch_skipped(make_dataset):
-    def double(data):
-        im = data["images"][3]
-        path = make_dataset.dir / "images" / im["file_name"]
-        Image.open(path).resize((2 * im["width"], 2 * im["height"])).save(path)
-    paths = make_dataset(mutate=double)
-    bad = json.load(open(paths[1]))["images"][3]
+    paths, bad = _doubled_at(make_dataset, 3)
     lo = loader(paths, k=1, batch_size=2, bad_images="skip")
     read = [i for b in _epoch_ids(lo) for i in b]
     assert bad["id"] not in read and len(set(read)) == 7
