@@ -78,6 +78,20 @@ def random_annotations(rng, image):
     return boxes, labels, polygons, vertices
 
 
+def stitch_feed(images, picks, rng, short_sides):
+    """The runner's inputs for collages of images[picks[j][b]] (component j of sample b): the
+    images, their random annotations, each sample's short sides and random flips."""
+    k, batch = picks.shape
+    feed = {f"image{j}": [images[i] for i in picks[j]] for j in range(k)}
+    for j in range(k):
+        ann = [random_annotations(rng, images[i]) for i in picks[j]]
+        for a, name in enumerate(("boxes", "labels", "polygons", "vertices")):
+            feed[f"{name}{j}"] = [x[a] for x in ann]
+    feed["short_side"] = [np.asarray(s, np.float32) for s in short_sides]
+    feed["flip"] = [rng.integers(0, 2, k).astype(np.int32) for _ in range(batch)]
+    return feed
+
+
 def stitch_runner(k, interp, dtype, layout, device, batch, emulate=False):
     """A pipeline running CollageStitch on `device` over fed inputs; returns run(feed) -> the 7
     outputs as lists of numpy arrays."""
@@ -130,14 +144,8 @@ def check_exactness(quick: bool, emulate: bool = False):
                               emulate=emulate)
         for _ in range(rounds):
             picks = rng.choice(len(images), size=(k, batch), replace=False)
-            feed = {f"image{j}": [images[i] for i in picks[j]] for j in range(k)}
-            for j in range(k):
-                ann = [random_annotations(rng, images[i]) for i in picks[j]]
-                for a, name in enumerate(("boxes", "labels", "polygons", "vertices")):
-                    feed[f"{name}{j}"] = [x[a] for x in ann]
-            feed["short_side"] = [rng.choice([640, 800], k).astype(np.float32)
-                                  for _ in range(batch)]
-            feed["flip"] = [rng.integers(0, 2, k).astype(np.int32) for _ in range(batch)]
+            feed = stitch_feed(images, picks, rng,
+                               [rng.choice([640, 800], k) for _ in range(batch)])
             want, got = cpu(feed), other(feed)
             for name, w, g in zip(OUTPUTS, want, got):
                 for b in range(batch):
@@ -229,13 +237,7 @@ def check_kernel(quick: bool):
     run = stitch_runner(k, "nearest", "uint8", "HWC", "gpu", batch)
     rng = np.random.default_rng(1)
     picks = rng.choice(len(images), size=(k, batch), replace=False)
-    feed = {f"image{j}": [images[i] for i in picks[j]] for j in range(k)}
-    for j in range(k):
-        for name in ("boxes", "labels", "polygons", "vertices"):
-            feed[f"{name}{j}"] = [random_annotations(rng, images[i])[
-                ("boxes", "labels", "polygons", "vertices").index(name)] for i in picks[j]]
-    feed["short_side"] = [np.full(k, 800, np.float32)] * batch
-    feed["flip"] = [np.zeros(k, np.int32)] * batch
+    feed = stitch_feed(images, picks, rng, [np.full(k, 800)] * batch)
     out_bytes = sum(x.nbytes for x in run(feed)[0])
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -280,9 +282,11 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
 
+    import nvidia.dali as dali
+
     import dst_dali
     status = None if args.emulate else gpu_status()
-    header = (f"dst_dali GPU check, DALI {__import__('nvidia.dali').dali.__version__}, "
+    header = (f"dst_dali GPU check, DALI {dali.__version__}, "
               f"plugin CUDA backend: {dst_dali.has_gpu_backend()}")
     if args.emulate:
         results = {"exactness": check_exactness(args.quick, emulate=True)}

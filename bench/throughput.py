@@ -13,9 +13,9 @@ process of its own, the variants taking turns at every fraction:
   decode_only  DALI reading + decoding alone (the reference for a collage sample's CPU cost)
 Collage iterations: a fixed fraction (--fractions, spread evenly) or the decisions a
 FeedbackController makes over a recorded r sequence (--controller FILE). The CPU cost of a
-regular and of a collage sample is read from the all-regular (0) and all-collage (1) runs; the
-collage's CPU over that of decoding its k images is the median of --ratio-rounds back-to-back
-pairs of runs.
+regular and of a collage sample is read from the all-regular (0) and all-collage (1) runs; each
+over the CPU of decoding its images is the median, with its range, of --ratio-rounds
+back-to-back pairs of runs (DSTLoader, decode_only).
 Where each variant's CPU goes: DSTLoader's steps from CollageStitch's own CPU accounting,
 Stitcher's collage step timed around it, detectron2's mapper steps from a profile of the
 mapper in a process of its own (profile_detectron2_mapper), decode from decode_only.
