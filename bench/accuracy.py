@@ -132,11 +132,12 @@ def make_split(folder, split, n_images, patches, rng):
     with open(os.path.join(folder, f"{split}.json"), "w") as f:
         json.dump({"images": images, "annotations": anns,
                    "categories": [{"id": i + 1, "name": c} for i, c in enumerate(CLASSES)]}, f)
-    areas = np.array([a["area"] for a in anns])
+    import torch
+
+    from dst_dali.signals import GROUPS, area_groups
+    shares = area_groups(torch.tensor([a["area"] for a in anns], dtype=torch.float32))
     return {"images": n_images, "objects": len(anns),
-            "small": float(np.mean(areas < 32 ** 2)),
-            "medium": float(np.mean((areas >= 32 ** 2) & (areas < 96 ** 2))),
-            "large": float(np.mean(areas >= 96 ** 2))}
+            **{g: float(m.float().mean()) for g, m in zip(GROUPS, shares)}}
 
 
 def _overlap(a, b):

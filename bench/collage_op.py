@@ -27,8 +27,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (COCO128, RESULTS, load_images, median, time_call,  # noqa: E402
-                    write_results)
+from common import (COCO128, PIXEL_MEAN, PIXEL_STD, RESULTS, load_images, median,  # noqa: E402
+                    stitcher_collage, time_call, write_results)
 
 
 def build_ours(groups, batch, threads, short_side, max_size):
@@ -124,12 +124,14 @@ def regular_images(group, placements, n):
             for img, p in zip(group, placements)]
 
 
-def build_stitcher(groups, placements, shapes, threads, dtype):
-    """The original Stitcher collage on the padded batch of regular-size images."""
+def build_stitcher(groups, placements, threads, dtype):
+    """The original Stitcher collage (common.stitcher_collage) of each group's regular-size
+    images, padded into one batch, as uint8 or normalized float32."""
     import torch
-    import torch.nn.functional as F
     k = len(groups[0])
     n = int(round(k ** 0.5))
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
     batches = []
     for g, group in enumerate(groups):
         regs = regular_images(group, placements[g], n)
@@ -138,25 +140,12 @@ def build_stitcher(groups, placements, shapes, threads, dtype):
         t = torch.zeros((k, 3, H, W), dtype=torch.uint8)
         for j, r in enumerate(regs):
             t[j, :, :r.shape[0], :r.shape[1]] = torch.from_numpy(r).permute(2, 0, 1)
-        if dtype == "float32":
-            t = (t.float() - 116.0) / 58.0
-        batches.append(t)
-
-    def collage(g):
-        t, place = batches[g], placements[g]
-        canvas = t.new_zeros((3,) + shapes[g][:2])
-        for j in range(k):
-            # Stitcher: nearest interpolation of the padded image, then the valid part pasted
-            small = F.interpolate(t[j:j + 1] if t.is_floating_point() else t[j:j + 1],
-                                  scale_factor=1.0 / n, mode="nearest")[0]
-            y0, x0, h, w = (int(v) for v in place[j])
-            canvas[:, y0:y0 + h, x0:x0 + w] = small[:, :h, :w]
-        return canvas
+        batches.append((t.float() - mean) / std if dtype == "float32" else t)
 
     def run_all():
         torch.set_num_threads(threads)
-        for g in range(len(groups)):
-            collage(g)
+        for t in batches:
+            stitcher_collage(t, k)
     return run_all
 
 
@@ -192,6 +181,51 @@ def build_memcpy(shapes, threads):
     return run_all
 
 
+def build_methods(args, groups, threads, only=None):
+    """{(method, threads): run_all} at `threads` (`only`: that method alone, and ours, whose
+    placements the others need); also the placements and output shapes."""
+    ours, placements, shapes = build_ours(groups, args.batch, threads, args.short_side,
+                                          args.max_size)
+    builders = {"ours": lambda: ours, "opencv": lambda: build_opencv(groups, placements, shapes,
+                                                                     threads),
+                "memcpy": lambda: build_memcpy(shapes, threads)}
+    if args.k > 1:
+        builders["dali_builtins"] = lambda: build_dali_builtins(groups, placements, shapes,
+                                                                args.batch, threads)
+        builders["stitcher_uint8"] = lambda: build_stitcher(groups, placements, threads, "uint8")
+        builders["stitcher_float32"] = lambda: build_stitcher(groups, placements, threads,
+                                                              "float32")
+    order = ["ours", "dali_builtins", "stitcher_uint8", "stitcher_float32", "opencv", "memcpy"]
+    methods = {(m, threads): builders[m]() for m in order
+               if m in builders and (only is None or m == only)}
+    return methods, placements, shapes
+
+
+def count_child(args, groups):
+    """Under callgrind: method args.count_method at 1 thread, warmed up, then counted once."""
+    import callgrind
+    methods, _, _ = build_methods(args, groups, 1, only=args.count_method)
+    run = methods[(args.count_method, 1)]
+    run()
+    with callgrind.counted():
+        run()
+
+
+def instruction_counts(argv, groups, methods=("ours", "opencv", "memcpy")):
+    """{method: {"total": Ir a collage, "plugin": Ir a collage in CollageStitch's own code}}
+    at 1 thread, each from a child of this bench under callgrind."""
+    import callgrind
+    from dst_dali._plugin import plugin_path
+    plugin = os.path.basename(plugin_path())
+    counts = {}
+    for m in methods:
+        print(f"callgrind: {m} ...", flush=True)
+        c = callgrind.run([os.path.abspath(__file__)] + argv + ["--count-method", m])
+        counts[m] = {"total": c["total"] / len(groups),
+                     "plugin": c["by_object"].get(plugin, 0) / len(groups)}
+    return counts
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=COCO128, help="COCO-style folder with images/")
@@ -202,6 +236,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--quick", action="store_true", help="a few images, 1 repeat (smoke test)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count instructions at 1 thread (valgrind): ours, OpenCV, memcpy")
+    ap.add_argument("--count-method", help=argparse.SUPPRESS)  # the callgrind child
     ap.add_argument("--name", default="collage_op", help="results file name")
     ap.add_argument("--results-dir", default=RESULTS)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -215,23 +252,17 @@ def main(argv=None):
 
     images = load_images(args.data, limit)
     groups = [images[i:i + args.k] for i in range(0, len(images) - args.k + 1, args.k)]
+    if args.count_method:
+        return count_child(args, groups)
     print(f"{len(groups)} collages of k={args.k} from {len(images)} images of {args.data}")
 
     methods = {}
     for threads in args.threads:
-        ours, placements, shapes = build_ours(groups, args.batch, threads, args.short_side,
-                                              args.max_size)
-        methods[("ours", threads)] = ours
-        if args.k > 1:
-            methods[("dali_builtins", threads)] = build_dali_builtins(
-                groups, placements, shapes, args.batch, threads)
-            methods[("stitcher_uint8", threads)] = build_stitcher(groups, placements, shapes,
-                                                                  threads, "uint8")
-            methods[("stitcher_float32", threads)] = build_stitcher(groups, placements,
-                                                                    shapes, threads, "float32")
-        methods[("opencv", threads)] = build_opencv(groups, placements, shapes, threads)
-        methods[("memcpy", threads)] = build_memcpy(shapes, threads)
+        built, placements, shapes = build_methods(args, groups, threads)
+        methods.update(built)
     out_bytes = sum(int(np.prod(s)) for s in shapes)
+    counts = instruction_counts([a for a in argv if a != "--callgrind"], groups) \
+        if args.callgrind else {}
 
     times = {m: [] for m in methods}
     for r in range(args.repeats):  # interleaved: every method once per round
@@ -247,6 +278,8 @@ def main(argv=None):
                      "output_GB_per_s": out_bytes / t / 1e9,
                      "min_ms_per_collage": 1000 * min(ts) / len(groups)})
     by = {(r["method"], r["threads"]): r for r in rows}
+    for m, c in counts.items():
+        by[(m, 1)]["M_instructions_per_collage"] = c["total"] / 1e6
 
     def ratios(threads):  # ours over OpenCV, round by round (the rounds are interleaved)
         return [a / b for a, b in zip(times[("ours", threads)], times[("opencv", threads)])]
@@ -276,12 +309,25 @@ def main(argv=None):
             f"float32, {by[('opencv', threads)]['ours_speedup']:.1f}x than OpenCV, "
             f"{o['output_GB_per_s'] / by[('memcpy', threads)]['output_GB_per_s']:.0%} of memcpy "
             f"GB/s")
+    if counts:
+        o, ocv, cp = counts["ours"], counts["opencv"], counts["memcpy"]
+        notes.append(
+            f"instructions a {'collage' if args.k > 1 else 'image'} at 1 thread (callgrind; "
+            f"repeatable, unlike the times): ours {o['total'] / 1e6:.1f} M, of which "
+            f"{o['plugin'] / 1e6:.1f} M in CollageStitch's own code (the rest: DALI's executor "
+            f"and the feed); OpenCV {ocv['total'] / 1e6:.1f} M "
+            f"(ours/OpenCV {o['total'] / ocv['total']:.2f}); memcpy of the output "
+            f"{cp['total'] / 1e6:.1f} M")
     columns = [("method", "method"), ("threads", "threads"), ("ms_per_collage", "ms / collage"),
                ("min_ms_per_collage", "best ms / collage"), ("output_GB_per_s", "output GB/s"),
                ("ours_speedup", "time vs ours")]
+    if counts:
+        columns.append(("M_instructions_per_collage", "M instructions / collage"))
     path = write_results(args.name, rows, columns,
                          {"k": args.k, "collages": len(groups), "repeats": args.repeats,
-                          "short_side": args.short_side, "max_size": args.max_size}, notes,
+                          "short_side": args.short_side, "max_size": args.max_size,
+                          "output_bytes_per_collage": out_bytes / len(groups),
+                          "instructions_per_collage": counts}, notes,
                          results_dir=args.results_dir,
                          script=__file__, argv=argv)
     print(open(path).read())

@@ -27,6 +27,30 @@ def load_images(root=COCO128, limit=None):
     return images
 
 
+# detectron2's default normalization (BGR), which the Stitcher way applies before its collage
+PIXEL_MEAN, PIXEL_STD = (103.53, 116.28, 123.675), (57.375, 57.12, 58.395)
+
+
+def stitcher_collage(images, k):
+    """The original Stitcher code's collage, on the CPU: `images` is the (k·B, C, H, W) padded
+    batch its loader already made (regular size; normalized float or uint8), component j of
+    collage i at j·B + i. Each image is F.interpolate'd by 1/n (nearest) and pasted into its
+    cell of an n x n grid over the same H x W. Returns (B, C, H, W)."""
+    import torch.nn.functional as F
+    n = int(round(k ** 0.5))
+    B = images.shape[0] // k
+    H, W = images.shape[-2:]
+    h, w = H // n, W // n
+    out = images.new_zeros((B,) + tuple(images.shape[1:]))
+    for i in range(B):
+        for j in range(k):
+            small = F.interpolate(images[j * B + i: j * B + i + 1], scale_factor=1.0 / n,
+                                  mode="nearest")[0]
+            y0, x0 = (j // n) * h, (j % n) * w
+            out[i, :, y0:y0 + h, x0:x0 + w] = small[:, :h, :w]
+    return out
+
+
 def time_call(fn, repeats, warmup=1):
     """Wall-clock seconds of fn() over `repeats` runs after `warmup` runs: a list. The garbage
     collector is off while timing (as in timeit): its passes over the benches' large heaps

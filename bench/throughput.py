@@ -24,6 +24,7 @@ mapper in a process of its own (profile_detectron2_mapper), decode from decode_o
     python bench/throughput.py --quick         # smoke run (tests)
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -34,9 +35,8 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see collage_op.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import COCO128, RESULTS, write_results  # noqa: E402
-
-PIXEL_MEAN, PIXEL_STD = [103.53, 116.28, 123.675], [57.375, 57.12, 58.395]  # detectron2's BGR
+from common import (COCO128, PIXEL_MEAN, PIXEL_STD, RESULTS, stitcher_collage,  # noqa: E402
+                    write_results)
 
 
 class ProcessTree:
@@ -163,31 +163,25 @@ def profile_detectron2_mapper(args, n: int) -> dict:
             "rest_of_mapper": total - sum(steps.values())}
 
 
-def stitcher_collage(batches, k):
-    """The original Stitcher collage of k batches (as its code does it, on the CPU): images
-    normalized and padded into one tensor, each F.interpolate'd by 1/sqrt(k) (nearest) into
-    its quadrant, boxes scaled and offset."""
+def stitcher_step(batches, k):
+    """The Stitcher way's collage of k batches (detectron2 dicts): images normalized and padded
+    into one tensor as its model does, then common.stitcher_collage; boxes scaled and offset
+    into their cells."""
     import torch
-    import torch.nn.functional as F
     from detectron2.structures import Boxes, ImageList, Instances
     n = int(round(k ** 0.5))
     mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
     std = torch.tensor(PIXEL_STD).view(3, 1, 1)
     flat = [d for b in batches for d in b]
     images = ImageList.from_tensors([(d["image"].float() - mean) / std for d in flat], 32)
-    B = len(batches[0])
-    H, W = images.tensor.shape[-2:]
-    h, w = H // n, W // n
-    out = images.tensor.new_zeros((B, 3, H, W))
+    out = stitcher_collage(images.tensor, k)
+    H, W = out.shape[-2:]
     results = []
-    for i in range(B):
+    for i in range(len(out)):
         boxes, classes = [], []
         for j in range(k):
-            src = images.tensor[j * B + i: j * B + i + 1]
-            small = F.interpolate(src, scale_factor=1.0 / n, mode="nearest")[0]
-            y0, x0 = (j // n) * h, (j % n) * w
-            out[i, :, y0:y0 + h, x0:x0 + w] = small[:, :h, :w]
             inst = batches[j][i]["instances"]
+            y0, x0 = (j // n) * (H // n), (j % n) * (W // n)
             boxes.append(inst.gt_boxes.tensor / n + torch.tensor([x0, y0, x0, y0]))
             classes.append(inst.gt_classes)
         inst = Instances((H, W), gt_boxes=Boxes(torch.cat(boxes)), gt_classes=torch.cat(classes))
@@ -205,7 +199,7 @@ class Detectron2Variant:
             return len(batch), len(batch), 0.0
         batches = [next(self.it) for _ in range(self.k)]
         t = time.process_time()
-        out = stitcher_collage(batches, self.k)
+        out = stitcher_step(batches, self.k)
         return len(out), self.k * len(out), time.process_time() - t
 
 
@@ -277,10 +271,10 @@ def variant_builders(args) -> dict:
 
 # -- measuring --------------------------------------------------------------------------------
 
-def run_one(args, variant: str, kinds, warmup: int) -> dict:
+def run_one(args, variant: str, kinds, warmup: int, counted=contextlib.nullcontext) -> dict:
     """Runs one variant over `kinds` in this process: per iteration the wall time of
     next_batch (what detectron2 logs as data_time), its kind, samples and images; over the
-    whole loop the process tree's CPU, and the peak RSS."""
+    whole loop the process tree's CPU, and the peak RSS. The loop runs inside `counted()`."""
     v = variant_builders(args)[variant]()  # only this one: no other loader's workers around
     tree = ProcessTree()
     for kind in ("regular", "collage") * warmup:
@@ -289,13 +283,14 @@ def run_one(args, variant: str, kinds, warmup: int) -> dict:
     op_stats = getattr(v, "op_stats", None)
     ops0 = op_stats() if op_stats else None
     c0, t0, m0 = tree.cpu(), time.perf_counter(), time.thread_time()
-    for i, kind in enumerate(kinds):
-        t = time.perf_counter()
-        samples, images, collage_s = v.next_batch(kind)
-        rows.append(dict(kind=kind, wall=time.perf_counter() - t, samples=samples,
-                         images=images, collage_s=collage_s))
-        if i % 10 == 9:  # walking /proc costs the loop; every 10th iteration finds the peak
-            peak = max(peak, tree.rss())
+    with counted():
+        for i, kind in enumerate(kinds):
+            t = time.perf_counter()
+            samples, images, collage_s = v.next_batch(kind)
+            rows.append(dict(kind=kind, wall=time.perf_counter() - t, samples=samples,
+                             images=images, collage_s=collage_s))
+            if i % 10 == 9:  # walking /proc costs the loop; every 10th iteration finds the peak
+                peak = max(peak, tree.rss())
     return {"rows": rows, "wall": time.perf_counter() - t0, "cpu": tree.cpu() - c0,
             "main_thread_cpu": time.thread_time() - m0, "peak_rss": peak,
             "op_stats": op_stats(ops0) if op_stats else None}
@@ -310,6 +305,37 @@ def run_in_child(argv, variant, fraction, kinds) -> dict:
     if r.returncode != 0:
         raise RuntimeError(f"{variant} at fraction {fraction} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+COUNTED_RUNS = (("dst_cpu", 0.0), ("dst_cpu", 1.0), ("decode_only", 0.0))
+
+
+def instruction_counts(argv, args) -> dict:
+    """Instructions a regular sample, a collage sample and a decoded image (the loops of
+    COUNTED_RUNS, each in a child under callgrind, summed over all its threads), and the two
+    ratios the CPU goals are about; repeatable where CPU times drift."""
+    import callgrind
+    from dst_dali._plugin import plugin_path
+    plugin = os.path.basename(plugin_path())
+    with open(args.annotations) as f:
+        n_images = len(json.load(f)["images"])
+    # a regular loop and decode_only read every image once, a collage loop k times: the
+    # counts are of the same images (a shorter loop under --quick)
+    iterations = args.iterations if args.quick else n_images // args.batch
+    counts = {"iterations": iterations}
+    for variant, fraction in COUNTED_RUNS:
+        kinds = collage_pattern(fraction, iterations)
+        print(f"callgrind: {variant} at fraction {fraction:g} ...", flush=True)
+        c = callgrind.run([os.path.abspath(__file__), *argv, "--child", variant,
+                           "--child-kinds", ",".join(k[0] for k in kinds), "--child-counted"])
+        samples = len(kinds) * args.batch
+        counts["decoded_image" if variant == "decode_only" else f"{kinds[0]}_sample"] = {
+            "instructions": c["total"] / samples,
+            "in_collage_stitch": c["by_object"].get(plugin, 0) / samples}
+    image = counts["decoded_image"]["instructions"]
+    counts["regular_vs_decode"] = counts["regular_sample"]["instructions"] / image
+    counts["collage_vs_decode"] = counts["collage_sample"]["instructions"] / (args.k * image)
+    return counts
 
 
 def summarize(name, run, fraction, k):
@@ -378,10 +404,14 @@ def parse_args(argv):
                     help="rounds of (DSTLoader, decode_only) runs back to back, all-regular and "
                          "all-collage, for the CPU ratios (the table's pairs count as rounds)")
     ap.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count the instructions of a regular sample, a collage sample and "
+                         "a decoded image (valgrind; a few minutes)")
     ap.add_argument("--name", default="throughput")
     ap.add_argument("--results-dir", default=RESULTS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-kinds", help=argparse.SUPPRESS)
+    ap.add_argument("--child-counted", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.quick:
         args.iterations, args.fractions, args.ratio_rounds = 6, [0.5], 1
@@ -432,7 +462,11 @@ def main(argv=None):
         return None
     if args.child:
         kinds = ["collage" if c == "c" else "regular" for c in args.child_kinds.split(",")]
-        print(json.dumps(run_one(args, args.child, kinds, warmup)))
+        if args.child_counted:
+            import callgrind
+            run_one(args, args.child, kinds, warmup, counted=callgrind.counted)
+        else:
+            print(json.dumps(run_one(args, args.child, kinds, warmup)))
         return None
 
     from tqdm import tqdm
@@ -450,10 +484,14 @@ def main(argv=None):
 
     measured = [r for r in rows if "samples_per_s" in r]
     ratios = cpu_ratios(measured, ratio_rows, args.k)
-    notes = goal_notes(measured, ratios, args) + cpu_breakdown(measured, mapper, args.k)
+    counts = (instruction_counts([a for a in argv if a != "--callgrind"], args)
+              if args.callgrind else None)
+    notes = (goal_notes(measured, ratios, args) + count_notes(counts, args.k)
+             + cpu_breakdown(measured, mapper, args.k))
     meta = {"batch": args.batch, "k": args.k, "workers": args.workers, "threads": args.threads,
             "iterations": args.iterations, "warmup": warmup, "data": args.annotations,
-            "detectron2_mapper_profile": mapper, "cpu_ratios": ratios}
+            "detectron2_mapper_profile": mapper, "cpu_ratios": ratios,
+            "instructions": counts}
     path = write_results(args.name, rows, COLUMNS, meta, notes, results_dir=args.results_dir,
                          script=__file__, argv=argv)
     chart(measured, os.path.join(args.results_dir, args.name + ".png"))
@@ -574,6 +612,19 @@ def goal_notes(rows, ratios, args):
         notes.append(f"goal at collage fraction 0.5 >= 4x the Stitcher way's samples/s: "
                      f"{half_dst['samples_per_s'] / half_st['samples_per_s']:.2f}x")
     return notes
+
+
+def count_notes(counts, k):
+    if not counts:
+        return []
+    reg, col, img = counts["regular_sample"], counts["collage_sample"], counts["decoded_image"]
+    return [f"instructions (callgrind, every thread of the loop): a regular sample "
+            f"{reg['instructions'] / 1e6:.1f} M ({reg['in_collage_stitch'] / 1e6:.1f} M in "
+            f"CollageStitch), a collage sample {col['instructions'] / 1e6:.1f} M "
+            f"({col['in_collage_stitch'] / 1e6:.1f} M in CollageStitch), a decoded image "
+            f"{img['instructions'] / 1e6:.1f} M: a regular sample = "
+            f"{counts['regular_vs_decode']:.3f}x the decode of its image, a collage sample = "
+            f"{counts['collage_vs_decode']:.3f}x the decode of its {k} images"]
 
 
 if __name__ == "__main__":

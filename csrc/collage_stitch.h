@@ -30,11 +30,15 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "collage_geometry.h"
 #include "dali/core/format.h"
+#include "dali/core/span.h"
+#include "dali/core/static_switch.h"
 #include "dali/pipeline/operator/checkpointing/stateless_operator.h"
+#include "dali/pipeline/operator/common.h"
 #include "dali/pipeline/operator/operator.h"
 
 namespace dst_dali {
@@ -47,8 +51,8 @@ inline uint64_t ThreadCpuNs() {
 }
 
 /**
- * Adds to the process-wide totals that say where a pipeline's CPU goes (collage_stitch.cc,
- * read from Python with dst_dali.host_cpu_stats): host CPU time of runs with k components
+ * Adds to the process-wide totals that say where a pipeline's CPU goes (host_cpu.cc, read
+ * from Python with dst_dali.host_cpu_stats): host CPU time of runs with k components
  * (planning and, on the CPU backend, every pixel task), batches and samples.
  */
 void RecordHostCpu(int k, uint64_t ns, int batches, int samples);
@@ -97,18 +101,14 @@ void EmulateLaunch(const CollageSample *samples, const PixelParams &p, const Lau
 /** Calls f.template operator()<Out, kCHW, kInterp>() for the runtime choice of the three. */
 template <typename F>
 void DispatchPixelFormat(bool float_out, bool chw, Interp interp, F &&f) {
-  auto with_interp = [&](auto out_tag, auto chw_tag) {
-    using Out = decltype(out_tag);
-    if (interp == Interp::kNearest)
-      f.template operator()<Out, decltype(chw_tag)::value, Interp::kNearest>();
-    else
-      f.template operator()<Out, decltype(chw_tag)::value, Interp::kLinear>();
-  };
-  if (float_out) {
-    chw ? with_interp(float{}, std::true_type{}) : with_interp(float{}, std::false_type{});
-  } else {
-    chw ? with_interp(uint8_t{}, std::true_type{}) : with_interp(uint8_t{}, std::false_type{});
-  }
+  BOOL_SWITCH(float_out, kFloat, (
+    using Out = std::conditional_t<kFloat, float, uint8_t>;
+    BOOL_SWITCH(chw, kCHW, (
+      VALUE_SWITCH(interp, kInterp, (Interp::kNearest, Interp::kLinear), (
+        f.template operator()<Out, kCHW, kInterp>();
+      ), (DALI_FAIL("CollageStitch: unknown interpolation")));
+    ));
+  ));
 }
 
 // Stateless (its randomness comes in as arguments), so DALI's checkpointing skips it.
@@ -227,32 +227,25 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
   std::vector<SampleAnnotations> annotations_;
 
  private:
-  /** Per-sample, per-component values of argument `name` (1 or k values a sample). */
+  /** Per-sample, per-component values of argument `name` (1 or k values a sample, as a
+   * constant or an argument input). */
   template <typename T>
-  void ReadComponentArg(const dali::Workspace &ws, const char *name, int B,
-                        std::vector<T> &out) const {
-    out.resize(static_cast<size_t>(B) * k_);
-    const auto &spec = this->spec_;
-    auto spread = [&](int s, const T *v, int64_t count) {
-      DALI_ENFORCE(count == 1 || count == k_,
-                   dali::make_string("CollageStitch: argument ", name, " has ", count,
-                                     " values for sample ", s, "; give 1 or k=", k_));
-      for (int j = 0; j < k_; j++) out[s * k_ + j] = v[count == 1 ? 0 : j];
-    };
-    if (spec.HasTensorArgument(name)) {
-      const auto &t = ws.ArgumentInput(name);
-      DALI_ENFORCE(t.type() == dali::type2id<T>::value,
-                   dali::make_string("CollageStitch: argument input ", name, " must be of type ",
-                                     dali::type2id<T>::value, ", got ", t.type()));
-      for (int s = 0; s < B; s++) spread(s, t.template tensor<T>(s), t.shape()[s].num_elements());
-    } else {
-      auto v = spec.template GetRepeatedArgument<T>(name);
-      for (int s = 0; s < B; s++) spread(s, v.data(), v.size());
-    }
+  std::vector<T> ComponentArg(const dali::Workspace &ws, const char *name, int B) const {
+    std::vector<T> out(static_cast<size_t>(B) * k_);
+    for (int s = 0; s < B; s++)
+      dali::GetGeneralizedArg<T>(dali::make_span(out.data() + s * k_, k_), name, s,
+                                 this->spec_, ws);
+    return out;
   }
 
   void Plan(const dali::Workspace &ws);
+  void CheckInputs(const dali::Workspace &ws) const;
+  void PlanPixelParams(int channels);
+  void PlanSample(const dali::Workspace &ws, int s, const float *short_side, const int *flip);
   void PlanAnnotations(const dali::Workspace &ws, int s);
+  std::vector<int32_t> MapBoxes(const dali::Workspace &ws, int s, int j);
+  void MapPolygons(const dali::Workspace &ws, int s, int j,
+                   const std::vector<int32_t> &new_index);
 };
 
 /** "sample 3 ('000000000009.jpg')": the reader's file name, when the input carries one. */
@@ -263,16 +256,36 @@ std::string SampleName(const dali::TensorList<Backend> &t, int s) {
                      : dali::make_string("sample ", s, " ('", src, "')");
 }
 
+/** Sizes, placement, pixel parameters and annotations of the batch: everything but pixels. */
 template <typename Backend>
 void CollageStitch<Backend>::Plan(const dali::Workspace &ws) {
+  CheckInputs(ws);
+  const int B = ws.GetInputBatchSize(0);
+  const int C = ws.template Input<Backend>(0).shape()[0][2];
+  DALI_ENFORCE(C >= 1 && C <= kMaxChannels,
+               dali::make_string("CollageStitch: images have ", C, " channels; 1 to ",
+                                 kMaxChannels, " are supported"));
+  PlanPixelParams(C);
+  const std::vector<float> short_side = ComponentArg<float>(ws, "short_side", B);
+  const std::vector<int> flip = ComponentArg<int>(ws, "flip", B);
+  samples_.resize(B);
+  annotations_.resize(B);
+  for (int s = 0; s < B; s++) {
+    PlanSample(ws, s, &short_side[s * k_], &flip[s * k_]);
+    PlanAnnotations(ws, s);
+  }
+}
+
+/** The input count, and each input's device, type and layout. */
+template <typename Backend>
+void CollageStitch<Backend>::CheckInputs(const dali::Workspace &ws) const {
   const int num_inputs = ws.NumInput();
   DALI_ENFORCE(num_inputs == k_ || num_inputs == 3 * k_ || num_inputs == 5 * k_,
                dali::make_string("CollageStitch: got ", num_inputs, " inputs for k=", k_,
                                  "; expected k images, optionally followed by k boxes and k "
                                  "labels, optionally followed by k polygons and k vertices"));
-  const int B = ws.GetInputBatchSize(0);
-  DALI_ENFORCE(B > 0, "CollageStitch: empty batch; every input needs at least one sample");
-
+  DALI_ENFORCE(ws.GetInputBatchSize(0) > 0,
+               "CollageStitch: empty batch; every input needs at least one sample");
   for (int j = 0; j < k_; j++) {
     DALI_ENFORCE(ws.template InputIsType<Backend>(j),
                  dali::make_string("CollageStitch: image input ", j, " is on the wrong device ",
@@ -293,17 +306,11 @@ void CollageStitch<Backend>::Plan(const dali::Workspace &ws) {
     DALI_ENFORCE(ws.template InputIsType<dali::CPUBackend>(j),
                  dali::make_string("CollageStitch: annotation input ", j,
                                    " must be on the CPU (boxes, labels, polygons, vertices)"));
+}
 
-  std::vector<float> short_side;
-  std::vector<int> flip;
-  ReadComponentArg(ws, "short_side", B, short_side);
-  ReadComponentArg(ws, "flip", B, flip);
-
-  const auto &first = ws.template Input<Backend>(0);
-  const int C = first.shape()[0][2];
-  DALI_ENFORCE(C >= 1 && C <= kMaxChannels,
-               dali::make_string("CollageStitch: images have ", C, " channels; 1 to ",
-                                 kMaxChannels, " are supported"));
+/** Channel count, pad value and normalization, 1 or C values each. */
+template <typename Backend>
+void CollageStitch<Backend>::PlanPixelParams(int C) {
   auto per_channel = [&](const std::vector<float> &v, const char *name, float *dst) {
     DALI_ENFORCE(v.size() == 1 || static_cast<int>(v.size()) == C,
                  dali::make_string("CollageStitch: argument ", name, " has ", v.size(),
@@ -316,123 +323,145 @@ void CollageStitch<Backend>::Plan(const dali::Workspace &ws) {
   per_channel(mean_, "mean", params_.mean);
   per_channel(std_, "std", params_.inv_std);
   for (int c = 0; c < C; c++) params_.inv_std[c] = 1.f / params_.inv_std[c];
-
-  samples_.resize(B);
-  annotations_.resize(B);
-  for (int s = 0; s < B; s++) {
-    Size2 src[kMaxComponents], reg[kMaxComponents];
-    for (int j = 0; j < k_; j++) {
-      auto shape = ws.template Input<Backend>(j).shape()[s];
-      const std::string name = SampleName(ws.template Input<Backend>(j), s);
-      DALI_ENFORCE(shape[0] > 0 && shape[1] > 0,
-                   dali::make_string("CollageStitch: image input ", j, ", ", name,
-                                     " has size ", shape[0], "x", shape[1],
-                                     "; zero-size images cannot be resized"));
-      DALI_ENFORCE(shape[2] == C,
-                   dali::make_string("CollageStitch: image input ", j, ", ", name, " has ",
-                                     shape[2], " channels, but image input 0, sample 0 has ", C,
-                                     "; decode every image to the same channel count"));
-      float side = short_side[s * k_ + j];
-      DALI_ENFORCE(side > 0 && std::isfinite(side),
-                   dali::make_string("CollageStitch: short_side=", side, " for sample ", s,
-                                     ", component ", j, " must be positive"));
-      src[j] = {static_cast<int>(shape[0]), static_cast<int>(shape[1])};
-      reg[j] = RegularSize(src[j].h, src[j].w, side, max_size_);
-      // An extreme aspect ratio can round one side to 0 in detectron2 too; keep 1 pixel.
-      reg[j].h = reg[j].h < 1 ? 1 : reg[j].h;
-      reg[j].w = reg[j].w < 1 ? 1 : reg[j].w;
-    }
-    CollageSample &cs = samples_[s];
-    PlaceComponents(cs, k_, src, reg);
-    for (int j = 0; j < k_; j++) cs.comp[j].flip = flip[s * k_ + j] != 0;
-    PlanAnnotations(ws, s);
-  }
 }
 
+/** Output size and component placement of sample s, from its k images' sizes. */
+template <typename Backend>
+void CollageStitch<Backend>::PlanSample(const dali::Workspace &ws, int s,
+                                        const float *short_side, const int *flip) {
+  const int C = params_.channels;
+  Size2 src[kMaxComponents], reg[kMaxComponents];
+  for (int j = 0; j < k_; j++) {
+    auto shape = ws.template Input<Backend>(j).shape()[s];
+    const std::string name = SampleName(ws.template Input<Backend>(j), s);
+    DALI_ENFORCE(shape[0] > 0 && shape[1] > 0,
+                 dali::make_string("CollageStitch: image input ", j, ", ", name, " has size ",
+                                   shape[0], "x", shape[1],
+                                   "; zero-size images cannot be resized"));
+    DALI_ENFORCE(shape[2] == C,
+                 dali::make_string("CollageStitch: image input ", j, ", ", name, " has ",
+                                   shape[2], " channels, but image input 0, sample 0 has ", C,
+                                   "; decode every image to the same channel count"));
+    DALI_ENFORCE(short_side[j] > 0 && std::isfinite(short_side[j]),
+                 dali::make_string("CollageStitch: short_side=", short_side[j], " for sample ",
+                                   s, ", component ", j, " must be positive"));
+    src[j] = {static_cast<int>(shape[0]), static_cast<int>(shape[1])};
+    reg[j] = RegularSize(src[j].h, src[j].w, short_side[j], max_size_);
+    // An extreme aspect ratio can round one side to 0 in detectron2 too; keep 1 pixel.
+    reg[j].h = reg[j].h < 1 ? 1 : reg[j].h;
+    reg[j].w = reg[j].w < 1 ? 1 : reg[j].w;
+  }
+  CollageSample &cs = samples_[s];
+  PlaceComponents(cs, k_, src, reg);
+  for (int j = 0; j < k_; j++) cs.comp[j].flip = flip[j] != 0;
+}
+
+/** Placement, boxes, labels, origin and polygons of sample s, in collage pixels. */
 template <typename Backend>
 void CollageStitch<Backend>::PlanAnnotations(const dali::Workspace &ws, int s) {
   SampleAnnotations &a = annotations_[s];
   a.clear();
-  const CollageSample &cs = samples_[s];
   for (int j = 0; j < k_; j++) {
-    const Component &c = cs.comp[j];
+    const Component &c = samples_[s].comp[j];
     a.placement.insert(a.placement.end(), {c.y0, c.x0, c.h, c.w});
   }
-  const int num_inputs = ws.NumInput();
-  if (num_inputs == k_) return;
+  if (ws.NumInput() == k_) return;
   for (int j = 0; j < k_; j++) {
-    const Component &c = cs.comp[j];
-    const auto &boxes = ws.template Input<dali::CPUBackend>(k_ + j);
-    const auto &labels = ws.template Input<dali::CPUBackend>(2 * k_ + j);
-    auto where = [&]() {
-      return dali::make_string("CollageStitch: component ", j, ", ",
-                               SampleName(ws.template Input<Backend>(j), s));
-    };
-    DALI_ENFORCE(boxes.type() == ::DALI_FLOAT,
-                 dali::make_string(where(), ": boxes must be float, got ", boxes.type()));
-    DALI_ENFORCE(labels.type() == ::DALI_INT32,
-                 dali::make_string(where(), ": labels must be int32, got ", labels.type()));
-    auto bshape = boxes.shape()[s];
-    int64_t nbox = bshape.num_elements() / 4;
-    DALI_ENFORCE(bshape.num_elements() == 0 || (bshape.size() == 2 && bshape[1] == 4),
-                 dali::make_string(where(), ": boxes must have shape (N, 4), got ", bshape));
-    DALI_ENFORCE(labels.shape()[s].num_elements() == nbox,
-                 dali::make_string(where(), ": ", labels.shape()[s].num_elements(),
-                                   " labels for ", nbox, " boxes"));
-    const float *in = boxes.template tensor<float>(s);
-    const int32_t *lab = labels.template tensor<int32_t>(s);
-    std::vector<int32_t> new_index(nbox, -1);
-    for (int64_t b = 0; b < nbox; b++) {
-      float box[4];
-      for (int e = 0; e < 4; e++) {
-        box[e] = in[b * 4 + e];
-        DALI_ENFORCE(std::isfinite(box[e]),
-                     dali::make_string(where(), ": box ", b, " has a non-finite coordinate"));
-      }
-      const float lim[4] = {0.f, 0.f, static_cast<float>(c.src_w), static_cast<float>(c.src_h)};
-      bool inside = box[0] >= -box_tolerance_ && box[1] >= -box_tolerance_ &&
-                    box[2] <= lim[2] + box_tolerance_ && box[3] <= lim[3] + box_tolerance_;
-      DALI_ENFORCE(inside, dali::make_string(where(), ": box ", b, " [", box[0], ", ", box[1],
-                                             ", ", box[2], ", ", box[3],
-                                             "] (ltrb) lies outside its ", c.src_w, "x",
-                                             c.src_h, " image by more than box_tolerance=",
-                                             box_tolerance_, " px"));
-      // Within tolerance: clip, as detectron2 clips boxes to the image.
-      box[0] = box[0] < 0.f ? 0.f : box[0];
-      box[1] = box[1] < 0.f ? 0.f : box[1];
-      box[2] = box[2] > lim[2] ? lim[2] : box[2];
-      box[3] = box[3] > lim[3] ? lim[3] : box[3];
-      if (box[2] - box[0] <= 0.f || box[3] - box[1] <= 0.f) continue;  // empty: dropped
-      float mapped[4];
-      MapBox(c, box, mapped);
-      if (!BoxKept(mapped, min_box_size_)) continue;  // degenerate after scaling: dropped
-      new_index[b] = a.labels.size();
-      a.boxes.insert(a.boxes.end(), mapped, mapped + 4);
-      a.labels.push_back(lab[b]);
-      a.origin.insert(a.origin.end(), {j, static_cast<int32_t>(b)});
+    std::vector<int32_t> new_index = MapBoxes(ws, s, j);
+    if (ws.NumInput() == 5 * k_) MapPolygons(ws, s, j, new_index);
+  }
+}
+
+/** "CollageStitch: component 1, sample 3 ('x.jpg')": where an annotation error is. */
+template <typename Backend>
+std::string ComponentName(const dali::Workspace &ws, int s, int j) {
+  return dali::make_string("CollageStitch: component ", j, ", ",
+                           SampleName(ws.template Input<Backend>(j), s));
+}
+
+/** Appends component j's kept boxes, labels and origins to sample s's annotations; returns
+ * each input box's index among the output boxes, -1 where it was dropped. */
+template <typename Backend>
+std::vector<int32_t> CollageStitch<Backend>::MapBoxes(const dali::Workspace &ws, int s, int j) {
+  SampleAnnotations &a = annotations_[s];
+  const Component &c = samples_[s].comp[j];
+  const auto &boxes = ws.template Input<dali::CPUBackend>(k_ + j);
+  const auto &labels = ws.template Input<dali::CPUBackend>(2 * k_ + j);
+  auto where = [&]() { return ComponentName<Backend>(ws, s, j); };
+  DALI_ENFORCE(boxes.type() == ::DALI_FLOAT,
+               dali::make_string(where(), ": boxes must be float, got ", boxes.type()));
+  DALI_ENFORCE(labels.type() == ::DALI_INT32,
+               dali::make_string(where(), ": labels must be int32, got ", labels.type()));
+  auto bshape = boxes.shape()[s];
+  int64_t nbox = bshape.num_elements() / 4;
+  DALI_ENFORCE(bshape.num_elements() == 0 || (bshape.size() == 2 && bshape[1] == 4),
+               dali::make_string(where(), ": boxes must have shape (N, 4), got ", bshape));
+  DALI_ENFORCE(labels.shape()[s].num_elements() == nbox,
+               dali::make_string(where(), ": ", labels.shape()[s].num_elements(),
+                                 " labels for ", nbox, " boxes"));
+  const float *in = boxes.template tensor<float>(s);
+  const int32_t *lab = labels.template tensor<int32_t>(s);
+  const float lim[4] = {0.f, 0.f, static_cast<float>(c.src_w), static_cast<float>(c.src_h)};
+  std::vector<int32_t> new_index(nbox, -1);
+  for (int64_t b = 0; b < nbox; b++) {
+    float box[4];
+    for (int e = 0; e < 4; e++) {
+      box[e] = in[b * 4 + e];
+      DALI_ENFORCE(std::isfinite(box[e]),
+                   dali::make_string(where(), ": box ", b, " has a non-finite coordinate"));
     }
-    if (num_inputs < 5 * k_) continue;
-    const auto &polys = ws.template Input<dali::CPUBackend>(3 * k_ + j);
-    const auto &verts = ws.template Input<dali::CPUBackend>(4 * k_ + j);
-    DALI_ENFORCE(polys.type() == ::DALI_INT32 && verts.type() == ::DALI_FLOAT,
-                 dali::make_string(where(), ": polygons must be int32 and vertices float"));
-    int64_t npoly = polys.shape()[s].num_elements() / 3;
-    int64_t nvert = verts.shape()[s].num_elements() / 2;
-    const int32_t *p = polys.template tensor<int32_t>(s);
-    const float *v = verts.template tensor<float>(s);
-    for (int64_t q = 0; q < npoly; q++) {
-      int32_t box = p[q * 3], first = p[q * 3 + 1], last = p[q * 3 + 2];
-      DALI_ENFORCE(box >= 0 && box < nbox && first >= 0 && first <= last && last <= nvert,
-                   dali::make_string(where(), ": polygon ", q, " [", box, ", ", first, ", ",
-                                     last, "] does not index its ", nbox, " boxes and ", nvert,
-                                     " vertices"));
-      if (new_index[box] < 0) continue;  // its box was dropped
-      int32_t start = a.vertices.size() / 2;
-      for (int32_t i = first; i < last; i++)
-        a.vertices.insert(a.vertices.end(), {MapX(c, v[i * 2]), MapY(c, v[i * 2 + 1])});
-      a.polygons.insert(a.polygons.end(),
-                        {new_index[box], start, static_cast<int32_t>(a.vertices.size() / 2)});
-    }
+    bool inside = box[0] >= -box_tolerance_ && box[1] >= -box_tolerance_ &&
+                  box[2] <= lim[2] + box_tolerance_ && box[3] <= lim[3] + box_tolerance_;
+    DALI_ENFORCE(inside, dali::make_string(where(), ": box ", b, " [", box[0], ", ", box[1],
+                                           ", ", box[2], ", ", box[3],
+                                           "] (ltrb) lies outside its ", c.src_w, "x", c.src_h,
+                                           " image by more than box_tolerance=",
+                                           box_tolerance_, " px"));
+    // Within tolerance: clip, as detectron2 clips boxes to the image.
+    box[0] = box[0] < 0.f ? 0.f : box[0];
+    box[1] = box[1] < 0.f ? 0.f : box[1];
+    box[2] = box[2] > lim[2] ? lim[2] : box[2];
+    box[3] = box[3] > lim[3] ? lim[3] : box[3];
+    if (box[2] - box[0] <= 0.f || box[3] - box[1] <= 0.f) continue;  // empty: dropped
+    float mapped[4];
+    MapBox(c, box, mapped);
+    if (!BoxKept(mapped, min_box_size_)) continue;  // degenerate after scaling: dropped
+    new_index[b] = a.labels.size();
+    a.boxes.insert(a.boxes.end(), mapped, mapped + 4);
+    a.labels.push_back(lab[b]);
+    a.origin.insert(a.origin.end(), {j, static_cast<int32_t>(b)});
+  }
+  return new_index;
+}
+
+/** Appends component j's polygons whose box was kept, their vertices mapped with it. */
+template <typename Backend>
+void CollageStitch<Backend>::MapPolygons(const dali::Workspace &ws, int s, int j,
+                                         const std::vector<int32_t> &new_index) {
+  SampleAnnotations &a = annotations_[s];
+  const Component &c = samples_[s].comp[j];
+  const auto &polys = ws.template Input<dali::CPUBackend>(3 * k_ + j);
+  const auto &verts = ws.template Input<dali::CPUBackend>(4 * k_ + j);
+  DALI_ENFORCE(polys.type() == ::DALI_INT32 && verts.type() == ::DALI_FLOAT,
+               dali::make_string(ComponentName<Backend>(ws, s, j),
+                                 ": polygons must be int32 and vertices float"));
+  const int64_t nbox = new_index.size();
+  const int64_t npoly = polys.shape()[s].num_elements() / 3;
+  const int64_t nvert = verts.shape()[s].num_elements() / 2;
+  const int32_t *p = polys.template tensor<int32_t>(s);
+  const float *v = verts.template tensor<float>(s);
+  for (int64_t q = 0; q < npoly; q++) {
+    int32_t box = p[q * 3], first = p[q * 3 + 1], last = p[q * 3 + 2];
+    DALI_ENFORCE(box >= 0 && box < nbox && first >= 0 && first <= last && last <= nvert,
+                 dali::make_string(ComponentName<Backend>(ws, s, j), ": polygon ", q, " [", box,
+                                   ", ", first, ", ", last, "] does not index its ", nbox,
+                                   " boxes and ", nvert, " vertices"));
+    if (new_index[box] < 0) continue;  // its box was dropped
+    int32_t start = a.vertices.size() / 2;
+    for (int32_t i = first; i < last; i++)
+      a.vertices.insert(a.vertices.end(), {MapX(c, v[i * 2]), MapY(c, v[i * 2 + 1])});
+    a.polygons.insert(a.polygons.end(),
+                      {new_index[box], start, static_cast<int32_t>(a.vertices.size() / 2)});
   }
 }
 

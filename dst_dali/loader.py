@@ -400,10 +400,18 @@ class DSTLoader:
         if signal in FEEDBACK_SIGNALS and model is None:
             raise ValueError(f"signal={signal!r} is measured from a model's loss: give model")
         self.controller = controller or self.controller or FeedbackController(0.1)
+        self.unwatch()
         self._probe = probe_for(model) if model is not None else None
         self.signal, self.decision = signal, decision
         self._observed = True  # nothing delivered yet to observe
         return self
+
+    def unwatch(self) -> None:
+        """Stops the feedback and gives the watched model its own methods back; the
+        controller's last decision stands."""
+        if self._probe is not None:
+            self._probe.remove()
+        self._probe = self.signal = self.decision = None
 
     def observe_last(self) -> Optional[dict]:
         """Feeds the controller r of the last delivered batch (once a batch), from its training

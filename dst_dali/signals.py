@@ -148,6 +148,7 @@ class LossShareProbe:
                              "measure the loss share from; use DST.SIGNAL in "
                              f"{(INPUT_SIGNAL,) + STATIC_SIGNALS}")
         self.parts: Optional[torch.Tensor] = None
+        self._owner = owner
         original = owner.losses
 
         def losses(*args):
@@ -156,11 +157,15 @@ class LossShareProbe:
                 self.parts = parts_of(owner, *args)
             return result
 
-        owner.losses = losses
+        owner.losses = losses  # an instance attribute over the class's method
 
     def pop(self) -> Optional[torch.Tensor]:
         parts, self.parts = self.parts, None
         return parts
+
+    def remove(self) -> None:
+        """Gives the model back its own losses()."""
+        self._owner.__dict__.pop("losses", None)
 
 
 class TorchvisionLossShareProbe:
@@ -189,8 +194,14 @@ class TorchvisionLossShareProbe:
             self._sampled = (torch.cat(labels), torch.cat(regression_targets), torch.cat(areas))
             return out
 
-        heads.select_training_samples = select_training_samples
-        heads.box_predictor.register_forward_hook(self._keep_predictions)
+        heads.select_training_samples = select_training_samples  # over the class's method
+        self._heads = heads
+        self._hook = heads.box_predictor.register_forward_hook(self._keep_predictions)
+
+    def remove(self) -> None:
+        """Gives the heads back their own select_training_samples and drops the hook."""
+        self._heads.__dict__.pop("select_training_samples", None)
+        self._hook.remove()
 
     def _keep_predictions(self, module, inputs, outputs):
         if module.training:

@@ -9,6 +9,7 @@ import logging
 import os
 import random
 from typing import List
+from unittest import mock
 
 import numpy as np
 import torch
@@ -193,14 +194,14 @@ class DSTTrainer(DefaultTrainer):
 
     def __init__(self, cfg):
         self._dst_loader = build_dst_loader(cfg, build_controller(cfg))  # fails before the model
-        # DefaultTrainer.__init__ wraps the model with create_ddp_model from its own module;
-        # give it the CPU-aware one for the duration of the call.
-        original = d2_defaults.create_ddp_model
-        d2_defaults.create_ddp_model = create_ddp_model_on_any_device
-        try:
+        if cfg.MODEL.DEVICE != "cpu" or comm.get_world_size() == 1:
             super().__init__(cfg)
-        finally:
-            d2_defaults.create_ddp_model = original
+            return
+        # Multi-process training on CPUs: DefaultTrainer wraps the model with its module's
+        # create_ddp_model, which gives DDP device_ids, refused for CPU modules. detectron2 has
+        # no extension point for that wrapper, so it is swapped for the call in this case only.
+        with mock.patch.object(d2_defaults, "create_ddp_model", create_ddp_model_on_any_device):
+            super().__init__(cfg)
 
     def build_train_loader(self, cfg):  # DefaultTrainer calls it on the instance
         return self._dst_loader.endless()

@@ -104,7 +104,11 @@ def test_annotation_shapes():
 def test_bad_arguments():
     import nvidia.dali.types as types
     assert_error(lambda: run_collage([[IMG]] * 4, short_side=[10, 20]),
-                 r"short_side has 2 values for sample 0; give 1 or k=4")
+                 r'"short_side" expects either a single value or a list of 4 elements\. 2 given')
+    two_flips = np.array([1, 0], np.int32)  # per sample, as an argument input
+    assert_error(lambda: run_collage([[IMG, IMG]] * 4, short_side=10,
+                                     arg_inputs={"flip": [np.array([1], np.int32), two_flips]}),
+                 r"flip for sample 1 is expected to have 1 or 4 elements, got: 2")
     assert_error(lambda: run_collage([[IMG]] * 4, short_side=0), r"short_side=0 .* positive")
     assert_error(lambda: run_collage([[IMG]] * 4, short_side=10, interp="cubic"),
                  r"interp='cubic' must be 'nearest' or 'linear'")

@@ -1,6 +1,7 @@
 """The README's main command (the demo) and the benches run, on tiny counts."""
 import json
 import os
+import shutil
 import sys
 
 import pytest
@@ -36,6 +37,53 @@ def test_collage_op_bench_quick(tmp_path):
         assert row["ms_per_collage"] > 0 and row["output_GB_per_s"] > 0
     assert data["meta"]["machine"]["cores"] >= 1 and "command" in data["meta"]
     assert (tmp_path / "smoke.md").read_text().count("\n| ") == 7  # header + 6 rows
+
+
+CALLGRIND_OUT = """\
+events: Ir
+ob=(1) /lib/libplugin.so
+fl=(1) a.cc
+fn=(1) stitch
+10 100
++2 50
+calls=3 12
+12 400
+cob=(2) /lib/libc.so
+cfn=(2) memcpy
+calls=1 0
+13 30
+ob=(2)
+fn=(2)
+0 30
+ob=(1)
+fn=(3) plan
+* 7
+"""
+
+
+def test_callgrind_self_costs_by_object():
+    """A callgrind file with name compression and call lines: each object's own cost, callees'
+    inclusive costs not counted twice (stitch 150 + plan 7 in the plugin, memcpy's 30 once)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from callgrind import self_cost_by_object
+    assert self_cost_by_object(CALLGRIND_OUT.splitlines(True)) == {"libplugin.so": 157,
+                                                                     "libc.so": 30}
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+def test_collage_op_bench_counts_instructions(tmp_path):
+    """--callgrind: instructions a collage, bounded by the bytes each method writes (at most
+    32 a store: valgrind's AVX2; at least 1 byte an instruction)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from collage_op import main
+    main(["--quick", "--threads", "1", "--callgrind", "--results-dir", str(tmp_path),
+          "--name", "smoke"])
+    with open(tmp_path / "smoke.json") as f:
+        meta = json.load(f)["meta"]
+    out, counts = meta["output_bytes_per_collage"], meta["instructions_per_collage"]
+    assert out / 32 <= counts["memcpy"]["total"] <= out
+    assert out / 32 <= counts["ours"]["plugin"] <= counts["ours"]["total"]
+    assert counts["opencv"]["total"] >= out / 32
 
 
 def test_throughput_bench_quick(tmp_path):

@@ -1,6 +1,7 @@
 """DSTLoader as a drop-in in stock training loops, with only the documented lines: a
 torchvision-reference-style loop and a detectron2 plain_train_net-style loop run DST (collage
-batches when r <= tau), and a feedback controller nobody feeds is reported."""
+batches when r <= tau); watching again replaces the probe and unwatch removes it; a feedback
+controller nobody feeds is reported."""
 import os
 import warnings
 
@@ -74,7 +75,15 @@ def test_detectron2_plain_train_net_loop(coco128):
             optimizer.zero_grad()
             losses.backward()
             optimizer.step()
-    check_decisions_follow_r(loader, kinds, 0.5)
+        check_decisions_follow_r(loader, kinds, 0.5)
+        # watching again replaces the probe rather than wrapping the model twice; unwatch
+        # gives the model its own losses() back
+        first = loader._probe
+        loader.watch(model)
+        model(data)
+        assert first.pop() is None and loader._probe.pop() is not None
+    loader.unwatch()
+    assert "losses" not in vars(model.roi_heads.box_predictor)
 
 
 def test_unfed_controller_warns_once(coco128):

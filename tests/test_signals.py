@@ -1,4 +1,7 @@
-"""The loss-share signal against an independent recomputation (numpy) on hand-built cases."""
+"""The loss-share signal: detectron2's ROI parts against an independent recomputation (numpy)
+on hand-built cases; on real forwards of RetinaNet, FCOS and torchvision's Faster R-CNN, the
+parts add up to the model's own box loss, which the probes leave unchanged and can be removed
+from; the "input" signal's box counts."""
 import numpy as np
 import pytest
 import torch
@@ -104,6 +107,11 @@ def test_probe_leaves_the_loss_unchanged():
     assert {k: v.item() for k, v in before.items()} == {k: v.item() for k, v in after.items()}
     np.testing.assert_allclose(probe.pop().numpy(), reference(predictions, proposals), rtol=1e-5)
     assert probe.pop() is None
+    probe.remove()  # the predictor's own losses() again: nothing is measured any more
+    assert "losses" not in vars(pred)
+    with EventStorage():
+        pred.losses(predictions, proposals)
+    assert probe.pop() is None
     with pytest.raises(ValueError, match="neither an ROI box predictor"):
         LossShareProbe(SimpleNamespace())
 
@@ -183,6 +191,11 @@ def test_torchvision_probe_splits_fastrcnn_loss():
               (areas[pos] >= 96 ** 2).sum()]
     assert all(g > 0 for g in groups)  # small, medium and large positives all present
     assert all((parts[0, i] > 0).item() for i in range(3))
+    assert probe.pop() is None
+    probe.remove()  # the heads' own method, no hook left: a forward leaves nothing to pop
+    assert "select_training_samples" not in vars(model.roi_heads)
+    assert not model.roi_heads.box_predictor._forward_hooks
+    model(images, targets)
     assert probe.pop() is None
 
 

@@ -1,0 +1,105 @@
+"""Instruction counts with valgrind's callgrind: figures that do not move with the machine's load,
+beside the benches' times.
+
+A bench runs a child of itself under `valgrind --tool=callgrind --instr-atstart=no`; the child
+sets up, warms up, and wraps the part to count in `counted()`, which switches callgrind's
+instrumentation on and off (a client request through a small helper library built here on
+first use). The parent reads the dump: instructions executed in the region, in total and by
+object file (our plugin, DALI, OpenCV, the interpreter, ...).
+"""
+import contextlib
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_HELPER_SOURCE = r"""
+#include <valgrind/callgrind.h>
+void counting_on(void) { CALLGRIND_ZERO_STATS; CALLGRIND_START_INSTRUMENTATION; }
+void counting_off(void) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS; }
+"""
+
+
+def available() -> bool:
+    """valgrind and its client-request header (to build the helper) are installed."""
+    return shutil.which("valgrind") is not None and os.path.exists(
+        "/usr/include/valgrind/callgrind.h")
+
+
+def _helper() -> ctypes.CDLL:
+    folder = os.path.join(ROOT, "build", "callgrind")
+    path = os.path.join(folder, "counting.so")
+    if not os.path.exists(path):
+        os.makedirs(folder, exist_ok=True)
+        source = os.path.join(folder, "counting.c")
+        with open(source, "w") as f:
+            f.write(_HELPER_SOURCE)
+        subprocess.run(["cc", "-O1", "-shared", "-fPIC", source, "-o", path], check=True)
+    return ctypes.CDLL(path)
+
+
+@contextlib.contextmanager
+def counted():
+    """Instructions are counted inside the block only (no-op when not under callgrind: the
+    client requests are then plain no-ops)."""
+    helper = _helper()
+    helper.counting_on()
+    try:
+        yield
+    finally:
+        helper.counting_off()
+
+
+def run(argv, env=None) -> dict:
+    """Runs `python argv...` under callgrind; returns {"total": Ir, "by_object": {basename: Ir}}
+    of the counted regions, summed over all the child's threads and dumps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+               f"--callgrind-out-file={out}.%p", sys.executable] + list(argv)
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+        if proc.returncode:
+            raise RuntimeError(f"callgrind run failed ({proc.returncode}): {' '.join(cmd)}\n"
+                               f"{proc.stderr[-3000:]}")
+        by_object = {}
+        for name in os.listdir(tmp):
+            with open(os.path.join(tmp, name)) as f:
+                for obj, ir in self_cost_by_object(f).items():
+                    by_object[obj] = by_object.get(obj, 0) + ir
+    return {"total": sum(by_object.values()), "by_object": by_object}
+
+
+def self_cost_by_object(lines) -> dict:
+    """Ir spent in each object file's own code, from a callgrind output file (its format:
+    `ob=`/`fn=` set the current function, `calls=` marks the next cost line as a callee's
+    inclusive cost, which belongs to the callee's own records)."""
+    names, obj, skip_next, costs = {}, "?", False, {}
+    for line in lines:
+        if line.startswith("ob="):
+            obj = _compressed_name(line[3:].strip(), names)
+        elif line.startswith("cob="):  # defines a name an `ob=` may later refer to
+            _compressed_name(line[4:].strip(), names)
+        elif line.startswith("calls="):
+            skip_next = True
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            if skip_next:
+                skip_next = False
+                continue
+            parts = line.split()
+            if len(parts) >= 2:
+                costs[obj] = costs.get(obj, 0) + int(parts[1])
+    return {os.path.basename(k): v for k, v in costs.items()}
+
+
+def _compressed_name(field: str, names: dict) -> str:
+    """callgrind's name compression: "(3) /lib/x.so" defines id 3, "(3)" refers to it."""
+    if field.startswith("("):
+        key, _, rest = field.partition(")")
+        if rest.strip():
+            names[key] = rest.strip()
+        return names.get(key, rest.strip())
+    return field
