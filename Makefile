@@ -26,9 +26,9 @@ test: install
 	$(PY) -m pytest tests -q
 
 bench: install
-	$(PY) bench/collage_op.py --repeats 11
-	$(PY) bench/collage_op.py --k 1 --name resize_op --repeats 9
-	$(PY) bench/throughput.py
+	$(PY) bench/collage_op.py --repeats 11 --callgrind
+	$(PY) bench/collage_op.py --k 1 --name resize_op --repeats 9 --callgrind
+	$(PY) bench/throughput.py --callgrind
 
 accuracy: install
 	$(PY) bench/accuracy.py

@@ -13,6 +13,9 @@ arm trains the same detector (bench/accuracy.yaml) for the same iterations and s
     feedback          DST: r <= tau = 0.1, per-rank decisions (one process here)
     feedback_tau      DST with tau calibrated from a 100-iteration regular warm-up (median r)
 
+Then bench/iteration_cost.py on the same detector and data gives the time a collage iteration
+costs over a regular one, side by side in one process: each arm's paired overhead.
+
     python bench/accuracy.py [--seeds 3] [--iters 500]      # about 40 minutes on 2 cores
     python bench/accuracy.py --quick                          # a tiny run: the output's form
 
@@ -137,7 +140,7 @@ def make_split(folder, split, n_images, patches, rng):
     from dst_dali.signals import GROUPS, area_groups
     shares = area_groups(torch.tensor([a["area"] for a in anns], dtype=torch.float32))
     return {"images": n_images, "objects": len(anns),
-            **{g: float(m.float().mean()) for g, m in zip(GROUPS, shares)}}
+            **{g: round(float(m.float().mean()), 4) for g, m in zip(GROUPS, shares)}}
 
 
 def _overlap(a, b):
@@ -197,7 +200,21 @@ def run_arm(args, data, arm, seed, out_dir) -> dict:
 
 # -- the report -----------------------------------------------------------------------------------
 
-def summarize(runs):
+def paired_iteration_cost(args) -> dict:
+    """bench/iteration_cost.py on the same detector and data, in a process of its own: a
+    collage iteration's time over a regular one's, round by round."""
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "iteration_cost.py"), "--work-dir",
+           os.path.join(args.work_dir, "iteration_cost"), "--results-dir", args.results_dir]
+    subprocess.run(cmd + (["--quick"] if args.quick else []), check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    with open(os.path.join(args.results_dir, "iteration_cost.json")) as f:
+        return {"ratios": json.load(f)["meta"]["ratios"]}
+
+
+def summarize(runs, iteration_ratios):
+    """Per arm: metrics as mean and std over seeds, collage rate, times, the overhead over the
+    baseline from the arms' times and from the paired collage/regular iteration ratios."""
+    low, mid, high = np.percentile(np.array(iteration_ratios) - 1, [25, 50, 75])
     rows = []
     base = [r for r in runs if r["arm"] == "baseline"]
     base_iter = np.mean([r["iter_s"] for r in base]) if base else None
@@ -215,6 +232,9 @@ def summarize(runs):
         taus = [r["tau"] for r in mine if r["tau"] is not None]
         row["tau"] = float(np.mean(taus)) if taus else None
         row["time_vs_baseline"] = row["iter_s"] / base_iter - 1 if base_iter else None
+        for key, excess in (("paired_overhead", mid), ("paired_overhead_low", low),
+                            ("paired_overhead_high", high)):
+            row[key] = row["collage_rate"] * float(excess)
         rows.append(row)
     return rows
 
@@ -275,23 +295,38 @@ def main(argv=None):
     print(f"data: {json.dumps(shares)} ({time.perf_counter() - t0:.0f} s)", flush=True)
     runs = []
     for seed in range(args.seeds):
-        for arm in args.arms:
+        # the arms' order turns with the seed: a process's place in the sequence moves its
+        # speed by a few % here, which must not land on one arm
+        turn = seed % len(args.arms)
+        for arm in args.arms[turn:] + args.arms[:turn]:
             run = run_arm(args, data, arm, seed, os.path.join(args.work_dir, f"{arm}_s{seed}"))
             runs.append(run)
             print(f"{arm:15s} seed {seed}: AP {run['AP']:.2f} APs {run['APs']:.2f} collage "
                   f"{run['collage_rate']:.0%} {run['iter_s']:.3f} s/iter "
                   f"({run['wall_s']:.0f} s)", flush=True)
-    rows = summarize(runs)
+    cost = paired_iteration_cost(args)
+    rows = summarize(runs, cost["ratios"])
     notes = [f"data: {json.dumps(shares)}",
              f"{args.iters} iterations of 4 images, the same LR schedule in every arm; "
-             f"{args.seeds} seed(s); total {time.perf_counter() - t0:.0f} s on this machine"]
+             f"{args.seeds} seed(s); total {time.perf_counter() - t0:.0f} s on this machine",
+             "time vs baseline: each arm's s / iteration (its own processes) over the "
+             "baseline's; arms in separate processes, whose speed drifts by 1-3% with their "
+             "place in the sequence (the order turns with the seed)",
+             f"paired overhead: the same, measured side by side in one process "
+             f"(bench/iteration_cost.py, {len(cost['ratios'])} rounds): a collage iteration "
+             f"takes {np.median(cost['ratios']):.3f}x a regular one, so an arm's overhead is "
+             f"its collage rate x {np.median(cost['ratios']) - 1:.3f} (low-high: the ratio's "
+             "quartiles)"]
     columns = [("arm", "arm"), ("seeds", "seeds")] + [
         (k, k) for m in METRICS for k in (m, f"{m}_std")] + [
         ("collage_rate", "collage rate"), ("tau", "tau"), ("iter_s", "s / iteration"),
-        ("data_s", "data s / iteration"), ("time_vs_baseline", "time vs baseline")]
+        ("data_s", "data s / iteration"), ("time_vs_baseline", "time vs baseline"),
+        ("paired_overhead", "paired overhead"), ("paired_overhead_low", "low"),
+        ("paired_overhead_high", "high")]
     path = write_results(args.name, rows, columns,
                          {"data": shares, "iters": args.iters, "seeds": args.seeds,
-                          "runs": [{k: v for k, v in r.items() if k != "r"} for r in runs]},
+                          "runs": [{k: v for k, v in r.items() if k != "r"} for r in runs],
+                          "collage_vs_regular_iteration": cost["ratios"]},
                          notes, results_dir=args.results_dir, script=__file__, argv=argv)
     plot(runs, rows, os.path.join(args.results_dir, args.name + ".png"))
     print(f"-> {path}")

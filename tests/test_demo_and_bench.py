@@ -139,7 +139,8 @@ def test_collage_geometry_bench_quick(tmp_path):
 
 def test_accuracy_bench_quick(tmp_path):
     """bench/accuracy.py --quick: the data's shares, and per arm the AP fields with their
-    spread, the collage rate and the time per iteration (not their values)."""
+    spread, the collage rate, the time per iteration and the paired overhead from
+    bench/iteration_cost.py's phases (not their values)."""
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     from accuracy import main
     main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke",
@@ -152,9 +153,16 @@ def test_accuracy_bench_quick(tmp_path):
     assert set(rows) == {"baseline", "feedback_tau"}
     for row in rows.values():
         for key in ("AP", "AP50", "APs", "APm", "APl", "AP_std", "APs_std", "collage_rate",
-                    "iter_s", "data_s", "time_vs_baseline"):
+                    "iter_s", "data_s", "time_vs_baseline", "paired_overhead",
+                    "paired_overhead_low", "paired_overhead_high"):
             assert key in row, key
         assert row["iter_s"] > 0 and 0 <= row["collage_rate"] <= 1
     assert rows["baseline"]["collage_rate"] == 0 and rows["feedback_tau"]["tau"] is not None
+    assert rows["baseline"]["paired_overhead"] == 0  # it trains on no collage
+    with open(tmp_path / "iteration_cost.json") as f:  # the paired measurement it ran
+        cost = json.load(f)
+    assert {r["phase"] for r in cost["rows"]} == {"data", "backbone", "proposals", "roi_heads",
+                                                   "backward", "step", "feedback", "total"}
+    assert len(cost["meta"]["ratios"]) == cost["meta"]["rounds"]
     assert (tmp_path / "smoke.png").stat().st_size > 10_000
     assert data["meta"]["command"].startswith("python bench/accuracy.py")

@@ -1,0 +1,213 @@
+"""Where a collage iteration's time goes, against a regular one: bench/accuracy.py's detector and
+data, trained in one process with blocks of regular and of collage iterations alternating, each
+iteration timed by phase.
+
+    data       DSTLoader.next_batch (the wait detectron2 logs as data_time)
+    backbone, proposals (RPN, its anchor matching and losses), roi_heads (sampling, box head,
+               losses and the loss-share probe)    the model's forward, by module
+    backward, step                                 loss.backward(), optimizer step
+    feedback   DSTLoader.observe_last: r read from the probe, fed to the controller
+
+Rounds of (regular block, collage block) in alternating order share the machine's drift; each
+figure is the median over rounds of the blocks' mean iteration, with its quartiles. The
+forward's work also scales with the ground truth a batch holds, so the boxes, RPN positive
+anchors and ROI foreground samples are counted too.
+
+    python bench/iteration_cost.py [--rounds 16]      # ~2 minutes on 2 cores
+    python bench/iteration_cost.py --quick            # smoke run (tests)
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.accuracy import CONFIG, make_dataset  # noqa: E402
+from bench.common import RESULTS, ROOT, write_results  # noqa: E402
+
+PHASES = ("data", "backbone", "proposals", "roi_heads", "backward", "step", "feedback")
+MODULES = ("backbone", "proposal_generator", "roi_heads")
+
+
+class ModuleTimer:
+    """Wall time of each named child module's forward, by pre- and post-forward hooks."""
+
+    def __init__(self, model, names):
+        self.times, self._start, self._handles = {}, {}, []
+        for name in names:
+            module = getattr(model, name)
+            self._handles.append(module.register_forward_pre_hook(
+                lambda m, args, name=name: self._start.__setitem__(name, time.perf_counter())))
+            self._handles.append(module.register_forward_hook(
+                lambda m, args, out, name=name: self.times.__setitem__(
+                    name, time.perf_counter() - self._start[name])))
+
+    def pop(self) -> dict:
+        times, self.times = self.times, {}
+        return times
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+
+
+def build(data: str, threads: int):
+    """The accuracy bench's model, optimizer and a watched DSTLoader over its train split."""
+    import torch
+    from detectron2.data import DatasetCatalog
+    from detectron2.data.datasets import register_coco_instances
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_optimizer
+
+    from dst_dali.config import load_config
+    from dst_dali.controller import StaticController
+    from dst_dali.trainer import build_dst_loader
+    if "dst_skew_train" not in DatasetCatalog.list():
+        register_coco_instances("dst_skew_train", {}, os.path.join(data, "train.json"),
+                                os.path.join(data, "train"))
+    cfg = load_config(CONFIG, ["DST.NUM_THREADS", str(threads)])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    optimizer = build_optimizer(cfg, model)
+    loader = build_dst_loader(cfg, StaticController("never"))
+    loader.watch(model, signal="reg")
+    return model, optimizer, loader
+
+
+def iteration(model, optimizer, loader, timer, kind) -> dict:
+    """One training iteration of `kind`: seconds by phase, and the batch's counts."""
+    from detectron2.utils.events import get_event_storage
+    t = time.perf_counter()
+    batch = loader.next_batch(kind)
+    data = time.perf_counter() - t
+    losses = model(batch)
+    forward = timer.pop()
+    t = time.perf_counter()
+    sum(losses.values()).backward()
+    backward = time.perf_counter() - t
+    t = time.perf_counter()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    step = time.perf_counter() - t
+    t = time.perf_counter()
+    loader.observe_last()
+    feedback = time.perf_counter() - t
+    latest = get_event_storage().latest()
+    return {"kind": kind, "data": data, "backbone": forward["backbone"],
+            "proposals": forward["proposal_generator"], "roi_heads": forward["roi_heads"],
+            "backward": backward, "step": step, "feedback": feedback,
+            "boxes": sum(len(d["instances"]) for d in batch),
+            "rpn_positive_anchors": latest["rpn/num_pos_anchors"][0],
+            "roi_foreground": latest["roi_head/num_fg_samples"][0]}
+
+
+def run(model, optimizer, loader, rounds: int, warmup: int, block: int, settle: int):
+    """`warmup` iterations, then `rounds` rounds of a block of regular and a block of collage
+    iterations, in alternating order. The first `settle` iterations of a block are not kept:
+    the other kind's pipeline is still refilling its prefetch queue then, on the same CPUs, a
+    cost of that other kind. Returns the kept iterations."""
+    from detectron2.utils.events import EventStorage
+    timer = ModuleTimer(model, MODULES)
+    rows = []
+    with EventStorage(0) as storage:
+        for i in range(warmup):
+            iteration(model, optimizer, loader, timer, ("regular", "collage")[i % 2])
+            storage.step()
+        for r in range(rounds):
+            order = ("regular", "collage") if r % 2 == 0 else ("collage", "regular")
+            for kind in order:
+                for i in range(block):
+                    row = iteration(model, optimizer, loader, timer, kind)
+                    storage.step()
+                    if i >= settle:
+                        rows.append({"round": r, **row})
+    timer.remove()
+    return rows
+
+
+def summarize(rows):
+    """Per kind, the median over rounds of each phase's block mean (ms), and the mean counts;
+    per phase, the collage - regular difference (ms) as a median over rounds with its
+    quartiles; and the total's ratio, round by round."""
+    by_round = {}
+    for row in rows:
+        by_round.setdefault(row["round"], {}).setdefault(row["kind"], []).append(row)
+    mean = {}
+    for r, kinds in by_round.items():  # each block's mean iteration
+        for kind, mine in kinds.items():
+            mean[r, kind] = {p: float(np.mean([row[p] for row in mine])) for p in PHASES}
+    pairs = [(mean[r, "regular"], mean[r, "collage"]) for r in by_round]
+    table = []
+    for key in PHASES + ("total",):
+        def value(row):
+            return 1000 * (sum(row[p] for p in PHASES) if key == "total" else row[key])
+        reg = np.array([value(a) for a, _ in pairs])
+        col = np.array([value(b) for _, b in pairs])
+        diff = col - reg
+        table.append({"phase": key, "regular_ms": float(np.median(reg)),
+                      "collage_ms": float(np.median(col)),
+                      "difference_ms": float(np.median(diff)),
+                      "difference_low": float(np.percentile(diff, 25)),
+                      "difference_high": float(np.percentile(diff, 75))})
+    ratios = np.array([sum(b[p] for p in PHASES) / sum(a[p] for p in PHASES) for a, b in pairs])
+    counts = {kind: {c: float(np.mean([r[c] for r in rows if r["kind"] == kind]))
+                     for c in ("boxes", "rpn_positive_anchors", "roi_foreground")}
+              for kind in ("regular", "collage")}
+    return table, ratios, counts
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=16)
+    ap.add_argument("--block", type=int, default=10, help="iterations of one kind in a row")
+    ap.add_argument("--settle", type=int, default=3,
+                    help="iterations at the start of a block not kept (see run)")
+    ap.add_argument("--warmup", type=int, default=40,
+                    help="iterations first (alternating kinds): past the random initialization")
+    ap.add_argument("--threads", type=int, default=1, help="DALI threads (as the accuracy arms)")
+    ap.add_argument("--quick", action="store_true", help="a few rounds (smoke test)")
+    ap.add_argument("--work-dir", default=os.path.join(ROOT, "output", "iteration_cost"))
+    ap.add_argument("--results-dir", default=RESULTS)
+    ap.add_argument("--name", default="iteration_cost")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(argv)
+    n_train = 600
+    if args.quick:
+        args.rounds, args.warmup, args.block, args.settle, n_train = 2, 2, 2, 1, 24
+    data = os.path.join(args.work_dir, "data")
+    shares = make_dataset(data, 0, n_train, 4)
+    import torch
+    torch.set_num_threads(2)
+    rows = run(*build(data, args.threads), rounds=args.rounds, warmup=args.warmup,
+               block=args.block, settle=args.settle)
+    table, ratios, counts = summarize(rows)
+    total = next(t for t in table if t["phase"] == "total")
+    notes = [
+        f"{args.rounds} rounds of a block of {args.block} regular and a block of {args.block} "
+        f"collage iterations (the first {args.settle} of a block not kept), 4 images a batch, "
+        f"192 px, bench/accuracy.yaml's detector trained from scratch, after {args.warmup} "
+        f"iterations; train data: {shares['train']}",
+        f"a collage iteration takes {np.median(ratios):.3f}x a regular one (median over rounds; "
+        f"quartiles {np.percentile(ratios, 25):.3f}-{np.percentile(ratios, 75):.3f}): "
+        f"{total['difference_ms']:+.1f} ms",
+        "a batch holds, on average (regular / collage): " + ", ".join(
+            f"{c} {counts['regular'][c]:.1f} / {counts['collage'][c]:.1f}"
+            for c in ("boxes", "rpn_positive_anchors", "roi_foreground")),
+        "difference = collage - regular in the same round; low/high its quartiles"]
+    columns = [("phase", "phase"), ("regular_ms", "regular ms"), ("collage_ms", "collage ms"),
+               ("difference_ms", "difference ms"), ("difference_low", "low"),
+               ("difference_high", "high")]
+    path = write_results(args.name, table, columns,
+                         {"rounds": args.rounds, "warmup": args.warmup, "counts": counts,
+                          "ratio_median": float(np.median(ratios)),
+                          "ratios": [float(r) for r in ratios]}, notes,
+                         results_dir=args.results_dir, script=__file__, argv=argv)
+    print(open(path).read())
+    return path
+
+
+if __name__ == "__main__":
+    main()
