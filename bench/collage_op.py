@@ -312,7 +312,7 @@ def main(argv=None):
     if counts:
         o, ocv, cp = counts["ours"], counts["opencv"], counts["memcpy"]
         notes.append(
-            f"instructions a {'collage' if args.k > 1 else 'image'} at 1 thread (callgrind; "
+            f"instructions {'a collage' if args.k > 1 else 'an image'} at 1 thread (callgrind; "
             f"repeatable, unlike the times): ours {o['total'] / 1e6:.1f} M, of which "
             f"{o['plugin'] / 1e6:.1f} M in CollageStitch's own code (the rest: DALI's executor "
             f"and the feed); OpenCV {ocv['total'] / 1e6:.1f} M "
