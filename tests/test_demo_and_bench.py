@@ -70,7 +70,9 @@ def test_callgrind_self_costs_by_object():
                                                                      "libc.so": 30}
 
 
-@pytest.mark.skipif(not shutil.which("valgrind"), reason="valgrind is not installed")
+@pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("cc")
+                         and os.path.exists("/usr/include/valgrind/callgrind.h")),
+                    reason="valgrind, its callgrind.h or a C compiler is not installed")
 def test_collage_op_bench_counts_instructions(tmp_path):
     """--callgrind: instructions a collage, bounded by the bytes each method writes (at most
     32 a store: valgrind's AVX2; at least 1 byte an instruction)."""
