@@ -24,9 +24,10 @@ void counting_off(void) { CALLGRIND_STOP_INSTRUMENTATION; CALLGRIND_DUMP_STATS; 
 
 
 def available() -> bool:
-    """valgrind and its client-request header (to build the helper) are installed."""
-    return shutil.which("valgrind") is not None and os.path.exists(
-        "/usr/include/valgrind/callgrind.h")
+    """valgrind, its client-request header and a C compiler (to build the helper) are
+    installed."""
+    return bool(shutil.which("valgrind") and shutil.which("cc")
+                and os.path.exists("/usr/include/valgrind/callgrind.h"))
 
 
 def _helper() -> ctypes.CDLL:

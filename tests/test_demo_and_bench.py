@@ -1,13 +1,13 @@
 """The README's main command (the demo) and the benches run, on tiny counts."""
 import json
 import os
-import shutil
 import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench.callgrind import available as callgrind_available  # noqa: E402
 
 
 def test_demo_makes_collages_with_more_small_boxes(tmp_path):
@@ -70,8 +70,7 @@ def test_callgrind_self_costs_by_object():
                                                                      "libc.so": 30}
 
 
-@pytest.mark.skipif(not (shutil.which("valgrind") and shutil.which("cc")
-                         and os.path.exists("/usr/include/valgrind/callgrind.h")),
+@pytest.mark.skipif(not callgrind_available(),
                     reason="valgrind, its callgrind.h or a C compiler is not installed")
 def test_collage_op_bench_counts_instructions(tmp_path):
     """--callgrind: instructions a collage, bounded by the bytes each method writes (at most
