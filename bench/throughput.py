@@ -209,7 +209,8 @@ class DSTVariant:
         self.k = args.k
         self.loader = DSTLoader(args.images, args.annotations, batch_size=args.batch, k=args.k,
                                 min_size=args.min_size, max_size=args.max_size, device=device,
-                                aspect_ratio_grouping=False, num_threads=args.threads)
+                                aspect_ratio_grouping=False, num_threads=args.threads,
+                                pipelines=args.pipelines)
 
     def next_batch(self, kind):
         batch = self.loader.next_batch(kind)
@@ -224,7 +225,8 @@ class DSTVariant:
 
 class DecodeOnlyVariant:
     """DSTLoader's read + decode alone (files read on the main thread, decoded by DALI to RGB,
-    batch B): the CPU cost of decoding."""
+    batch B, by as many pipelines as DSTLoader runs a kind, in turn): the CPU cost of
+    decoding."""
 
     def __init__(self, args):
         import itertools
@@ -236,21 +238,21 @@ class DecodeOnlyVariant:
 
         from dst_dali.dataset import load_coco_index
         files = itertools.cycle(load_coco_index(args.images, args.annotations).file_paths)
+        pipelines = args.pipelines or min(2, args.threads)
 
         def feed():
             return [np.fromfile(next(files), np.uint8) for _ in range(args.batch)]
 
-        @pipeline_def(batch_size=args.batch, num_threads=args.threads, device_id=None,
-                      exec_dynamic=True)
+        @pipeline_def(batch_size=args.batch, num_threads=max(1, args.threads // pipelines),
+                      device_id=None, exec_dynamic=True)
         def graph():
             encoded = fn.external_source(source=feed, batch=True)
             return fn.decoders.image(encoded, output_type=types.RGB).shape()
 
-        self.pipe = graph()
-        self.pipe.build()
+        self.pipes = itertools.cycle([graph() for _ in range(pipelines)])
 
     def next_batch(self, kind):
-        (shapes,) = self.pipe.run()
+        (shapes,) = next(self.pipes).run()
         return len(shapes), len(shapes), None
 
 
@@ -393,7 +395,9 @@ def parse_args(argv):
     ap.add_argument("--min-size", type=int, nargs="+", default=[640, 672, 704, 736, 768, 800])
     ap.add_argument("--max-size", type=int, default=1333)
     ap.add_argument("--workers", type=int, default=2, help="detectron2 loader workers")
-    ap.add_argument("--threads", type=int, default=2, help="DALI CPU threads")
+    ap.add_argument("--threads", type=int, default=2, help="DALI CPU threads of a kind")
+    ap.add_argument("--pipelines", type=int,
+                    help="DALI pipelines of a kind (default: DSTLoader's, 2 on the CPU)")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--controller", help="replay the decisions over a recorded r sequence")
     ap.add_argument("--tau", type=float, default=0.1)
@@ -489,6 +493,7 @@ def main(argv=None):
     notes = (goal_notes(measured, ratios, args) + count_notes(counts, args.k)
              + cpu_breakdown(measured, mapper, args.k))
     meta = {"batch": args.batch, "k": args.k, "workers": args.workers, "threads": args.threads,
+            "pipelines": args.pipelines or min(2, args.threads),
             "iterations": args.iterations, "warmup": warmup, "data": args.annotations,
             "detectron2_mapper_profile": mapper, "cpu_ratios": ratios,
             "instructions": counts}
@@ -583,8 +588,8 @@ def goal_notes(rows, ratios, args):
     notes = ["Each variant runs in a process of its own after a warm-up. samples/s and CPU "
              "s/sample are over its measured loop; CPU is user+sys of the whole process tree "
              "(loader workers and DALI threads included), from /proc schedstat. Every loader "
-             "starts the loop with its prefetch queue full (detectron2: workers x 2 batches, "
-             "DALI: 2), a head start of a few batches over the loop.",
+             "starts the loop with its prefetch queues full (detectron2: workers x 2 batches, "
+             "DALI: 2 batches a pipeline), a head start of a few batches over the loop.",
              "data ms: the wait a trainer sees in next() (detectron2's data_time). The CPU of a "
              "regular or a collage sample: CPU s/sample at fraction 0 or 1.",
              "decode_only decodes without resizing: its CPU s/sample is the CPU of decoding one "

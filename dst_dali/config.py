@@ -11,7 +11,9 @@
       SIGNAL: "reg"        # reg | cls | joint | input | random | always_collage | never
       DEVICE: "auto"       # where DALI runs: auto | cpu | gpu
       RANDOM_PROB: 0.5     # collage probability of SIGNAL "random"
-      NUM_THREADS: 2       # DALI CPU threads per pipeline
+      NUM_THREADS: 2       # DALI CPU threads of each kind (regular, collage)
+      PIPELINES: 0         # DALI pipelines of each kind, sharing its threads; 0: 2 on the CPU
+                           # (at most NUM_THREADS), 1 on a GPU
       BAD_IMAGES: "stop"   # an image that fails to decode or has another size than its entry:
                            # stop (naming it) | skip (logged, counted as dst/images_set_aside)
 """
@@ -24,7 +26,8 @@ from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
 
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,
                 "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
-                "RANDOM_PROB": 0.5, "NUM_THREADS": 2, "BAD_IMAGES": "stop"}
+                "RANDOM_PROB": 0.5, "NUM_THREADS": 2, "PIPELINES": 0,
+                "BAD_IMAGES": "stop"}
 # What each meta-architecture can feed back: the loss-based signals need its box loss probe.
 SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS, "FCOS": SIGNALS}
 MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS
@@ -71,6 +74,11 @@ def check_dst_config(cfg: CfgNode) -> None:
         raise ValueError(f"DST.DEVICE={dst.DEVICE!r}: must be one of {DEVICES}")
     if not 0.0 <= dst.RANDOM_PROB <= 1.0:
         raise ValueError(f"DST.RANDOM_PROB={dst.RANDOM_PROB!r}: must be in [0, 1]")
+    if not isinstance(dst.NUM_THREADS, int) or dst.NUM_THREADS < 1:
+        raise ValueError(f"DST.NUM_THREADS={dst.NUM_THREADS!r}: must be a positive integer")
+    if not isinstance(dst.PIPELINES, int) or dst.PIPELINES < 0:
+        raise ValueError(f"DST.PIPELINES={dst.PIPELINES!r}: must be 0 (the default) or a "
+                         "positive integer")
     if dst.BAD_IMAGES not in BAD_IMAGES:
         raise ValueError(f"DST.BAD_IMAGES={dst.BAD_IMAGES!r}: must be one of {BAD_IMAGES}")
     if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":

@@ -42,7 +42,7 @@ PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
 
 
 class _Group(NamedTuple):
-    """What the feed gave the pipeline for one batch: dataset positions (sample b, component j
+    """What the feed gave a pipeline for one batch: dataset positions (sample b, component j
     at b * k + j) and the draws for each."""
     positions: List[int]
     short_side: np.ndarray
@@ -86,6 +86,12 @@ class DSTLoader:
             dataset's category ids, num_classes 91 for COCO).
         masks: with instance masks (detectron2's MODEL.MASK_ON).
         pad_value: collage padding, in image_format order; default the pixel mean.
+        num_threads: DALI CPU threads of each kind, shared by its pipelines.
+        pipelines: DALI pipelines of each kind, making its batches in turn; default 2 on the
+            CPU (at most num_threads), 1 on a GPU. A pipeline runs one batch at a time, and
+            with a few images a batch its threads wait on the slowest image: two pipelines of
+            one thread keep both busy (bench/results/throughput.md). The batches are the same
+            whatever the number.
         bad_images: what an image that does not decode, or decodes to another size than its
             entry's, does when met: "stop" (raise, naming the file) or "skip" (log it and go
             on). Either way it is set aside for the rest of the run (see `set_aside`), and its
@@ -113,7 +119,8 @@ class DSTLoader:
                  image_format: Optional[str] = None,
                  aspect_ratio_grouping: Optional[bool] = None, masks: bool = False,
                  labels: str = "contiguous", pad_value: Optional[Sequence[float]] = None,
-                 bad_images: str = "stop", num_threads: int = 2, prefetch: int = 2,
+                 bad_images: str = "stop", num_threads: int = 2,
+                 pipelines: Optional[int] = None, prefetch: int = 2,
                  device_id: Optional[int] = None, index: Optional[DatasetIndex] = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
@@ -136,6 +143,10 @@ class DSTLoader:
             raise ValueError(f"labels={labels!r}: must be one of {LABELS}")
         if bad_images not in BAD_IMAGES:
             raise ValueError(f"bad_images={bad_images!r}: must be one of {BAD_IMAGES}")
+        for name, value in (("num_threads", num_threads), ("pipelines", pipelines),
+                            ("prefetch", prefetch)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}={value!r}: must be a positive integer")
         if pad_value is None:
             pad_value = PIXEL_MEAN_RGB[::-1] if image_format == "BGR" else PIXEL_MEAN_RGB
         pad_value = [float(v) for v in pad_value]
@@ -159,12 +170,15 @@ class DSTLoader:
         self.set_aside: dict = {}  # dataset position -> why its image is not read
         self.controller = controller
         self.device = resolve_device(device)
+        if pipelines is None:
+            pipelines = min(2, num_threads) if self.device == "cpu" else 1
         self.aspect_ratio_grouping = (output == "detectron2" if aspect_ratio_grouping is None
                                       else aspect_ratio_grouping)
         self._config = dict(dataset=self.index.source, batch_size=batch_size, k=k,
                             min_size=list(min_size), max_size=max_size, flip_prob=flip_prob,
                             seed=seed, shard_id=shard_id, num_shards=num_shards,
-                            image_format=image_format, num_threads=num_threads,
+                            image_format=image_format, pipelines=pipelines,
+                            threads_per_pipeline=max(1, num_threads // pipelines),
                             prefetch=prefetch, device_id=device_id, pad_value=pad_value,
                             aspect_ratio_grouping=self.aspect_ratio_grouping)
         n = len(self.index)
@@ -175,8 +189,15 @@ class DSTLoader:
                 f"distinct images, but shard {shard_id} of {num_shards} holds "
                 f"{self.shard_size} (of {n} usable images in {self.index.source})")
         self._samplers = {kind: self._sampler(kind) for kind in KINDS}
-        self._pending = {kind: deque() for kind in KINDS}  # fed to DALI, not yet delivered
-        self._pipes = {kind: self._build(kind) for kind in KINDS}
+        # Pipeline w of P makes the groups at places first + w, first + w + P, ... of its
+        # stream, delivered in turn, so `delivered` is always a prefix of the stream.
+        self._first = dict.fromkeys(KINDS, 0)
+        self._delivered = dict.fromkeys(KINDS, 0)
+        self._drawn = {kind: {} for kind in KINDS}  # place -> group, drawn for a later pipeline
+        self._next_fed: dict = {}
+        self._pending: dict = {}  # per pipeline: groups fed to DALI, not yet delivered
+        self._pipes: dict = {}
+        self._restart(self._delivered)
         self.iteration = 0
         self.last_kind: Optional[str] = None
         self.last_boxes: list = []
@@ -214,22 +235,34 @@ class DSTLoader:
                            kind)
         return sampler
 
-    def _draws(self, kind: str, position: int, size: int):
+    def _draws(self, kind: str, number: int, size: int):
         """The short side and flip of each image of a group, drawn as detectron2 draws them per
         image, from the seed, the rank and the group's place in the stream alone."""
         c = self._config
-        rng = np.random.default_rng([c["seed"], KINDS.index(kind), c["shard_id"], position])
+        rng = np.random.default_rng([c["seed"], KINDS.index(kind), c["shard_id"], number])
         short = rng.choice(np.asarray(c["min_size"], np.float32), size=size)
         flip = (rng.random(size) < c["flip_prob"]).astype(np.int32)
         return short, flip
 
-    def _feed(self, kind: str):
-        """The next batch's inputs of the kind's graph (COMPONENT_INPUTS per component, then
+    def _group_at(self, kind: str, place: int) -> List[int]:
+        """The dataset positions of the stream's group at `place` (from 0); the sampler draws
+        in order, so groups drawn on the way wait for their pipeline."""
+        sampler, drawn = self._samplers[kind], self._drawn[kind]
+        while sampler.position <= place:
+            at = sampler.position
+            drawn[at] = next(sampler)
+        return drawn.pop(place)
+
+    def _feed(self, kind: str, w: int):
+        """The inputs of pipeline w's next batch (COMPONENT_INPUTS per component, then
         short_side and flip): called by DALI, in order, as it prefetches."""
-        sampler, k, B = self._samplers[kind], self._k_of(kind), self.batch_size
-        positions = self._without_set_aside(kind, next(sampler), sampler.position)
-        short, flip = self._draws(kind, sampler.position, len(positions))
-        self._pending[kind].append(_Group(positions, short, flip))
+        k, B = self._k_of(kind), self.batch_size
+        place = self._next_fed[kind][w]
+        self._next_fed[kind][w] += len(self._pipes[kind])
+        number = place + 1  # the random draws are keyed by the group's number from 1
+        positions = self._without_set_aside(kind, self._group_at(kind, place), number)
+        short, flip = self._draws(kind, number, len(positions))
+        self._pending[kind][w].append(_Group(positions, short, flip))
         ix = self.index
         fields = {"encoded": lambda p: np.fromfile(ix.file_paths[p], dtype=np.uint8),
                   "boxes": ix.boxes.__getitem__, "labels": ix.labels.__getitem__,
@@ -240,7 +273,7 @@ class DSTLoader:
         inputs.append([flip[b * k:(b + 1) * k] for b in range(B)])
         return inputs
 
-    def _without_set_aside(self, kind: str, positions: List[int], position: int) -> List[int]:
+    def _without_set_aside(self, kind: str, positions: List[int], number: int) -> List[int]:
         """The group with each set-aside image replaced, as detectron2's loader replaces an image
         its mapper fails on: by another of the dataset (of the same orientation where the
         stream groups by it) that is neither set aside nor in the group. The replacement is the
@@ -255,7 +288,7 @@ class DSTLoader:
                 continue
             same = (self.index.landscape == self.index.landscape[p] if by_orientation
                     else np.ones(len(self.index), bool))
-            rng = np.random.default_rng([c["seed"], KINDS.index(kind), c["shard_id"], position,
+            rng = np.random.default_rng([c["seed"], KINDS.index(kind), c["shard_id"], number,
                                          slot, 1])
             out[slot] = next((int(q) for q in rng.permutation(np.flatnonzero(same))
                               if q not in self.set_aside and q not in out), None)
@@ -275,18 +308,18 @@ class DSTLoader:
                 "again with another image in its place)")
 
     # -- pipelines ---------------------------------------------------------------------------
-    def _build(self, kind: str):
+    def _build(self, kind: str, w: int):
         c = self._config
         k = self._k_of(kind)
         local = c["device_id"] if c["device_id"] is not None else (
             torch.cuda.current_device() if self.device == "gpu" else 0)
 
-        @pipeline_def(batch_size=c["batch_size"], num_threads=c["num_threads"],
+        @pipeline_def(batch_size=c["batch_size"], num_threads=c["threads_per_pipeline"],
                       device_id=dali_device_id(self.device, local),
                       prefetch_queue_depth=c["prefetch"],
                       exec_dynamic=True)  # outputs outlive run(): see _samples
         def graph():
-            sb = stitched_batch(lambda: self._feed(kind), k=k, max_size=c["max_size"],
+            sb = stitched_batch(lambda: self._feed(kind, w), k=k, max_size=c["max_size"],
                                 interp="linear" if k == 1 else "nearest", device=self.device,
                                 image_format=c["image_format"], pad_value=c["pad_value"])
             o = sb.out
@@ -314,14 +347,17 @@ class DSTLoader:
         return out
 
     def _run(self, kind: str):
-        """The kind's pipeline run once: (its group, its outputs). A bad image is set aside and
-        named, in an error ("stop") or in the log ("skip": then the batch is made again)."""
+        """The kind's next batch from the pipeline whose turn it is: (its group, its outputs).
+        A bad image is set aside and named, in an error ("stop") or in the log ("skip": then
+        the batch is made again)."""
         while True:
+            w = (self._delivered[kind] - self._first[kind]) % len(self._pipes[kind])
+            pending = self._pending[kind][w]
             try:
                 image, boxes, labels, polys, verts, origin, place, *shapes = \
-                    self._pipes[kind].run()
+                    self._pipes[kind][w].run()
             except RuntimeError as e:
-                group = self._pending[kind][0] if self._pending[kind] else None
+                group = pending[0] if pending else None
                 files = [self.index.file_paths[p] for p in group.positions] if group else []
                 bad = {p: f"does not decode ({why})" for p, (status, why) in
                        zip(group.positions if group else [], decode_sizes(files, batch=1))
@@ -334,10 +370,11 @@ class DSTLoader:
                 error = RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {message}; "
                                      "bad_images='skip' goes on")
             else:
-                bad = self._size_mismatches(self._pending[kind][0], shapes)
+                bad = self._size_mismatches(pending[0], shapes)
                 if not bad:
-                    return self._pending[kind].popleft(), (image, boxes, labels, polys, verts,
-                                                           origin, place)
+                    self._delivered[kind] += 1
+                    return pending.popleft(), (image, boxes, labels, polys, verts, origin,
+                                               place)
                 message = self._set_aside(kind, bad)
                 error = ValueError(f"DSTLoader: {message}; fix the entry or the file (python -m "
                                    "dst_dali.check_dataset finds them all), or "
@@ -497,7 +534,7 @@ class DSTLoader:
                 for kind in KINDS}
 
     def _consumed(self, kind: str) -> int:
-        return self._samplers[kind].position - len(self._pending[kind])
+        return self._delivered[kind]
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -514,10 +551,15 @@ class DSTLoader:
 
     def _restart(self, delivered: dict, kinds: Sequence[str] = KINDS) -> None:
         """New pipelines, each stream fed from `delivered[kind]` batches on."""
+        P = self._config["pipelines"]
         for kind in kinds:
-            self._pending[kind].clear()
-            self._samplers[kind].seek(delivered[kind])
-            self._pipes[kind] = self._build(kind)
+            first = delivered[kind]
+            self._first[kind] = self._delivered[kind] = first
+            self._samplers[kind].seek(first)
+            self._drawn[kind].clear()
+            self._next_fed[kind] = [first + w for w in range(P)]
+            self._pending[kind] = [deque() for _ in range(P)]
+            self._pipes[kind] = [self._build(kind, w) for w in range(P)]
 
     def start_after(self, iterations: int) -> None:
         """Continues both streams past all that `iterations` iterations can have read (for a

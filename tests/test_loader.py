@@ -256,6 +256,24 @@ def test_same_seed_same_batches_and_resume(coco128):
     assert ids_of(other.next_batch("regular")) != ids_of(make_loader(coco128).next_batch("regular"))
 
 
+def test_batches_do_not_depend_on_the_pipelines(coco128):
+    """Pipelines of a kind make its batches in turn, each prefetching ahead: the stream is the
+    one a single pipeline makes, for both kinds interleaved, and a state saved with one number
+    of pipelines resumes with another."""
+    kinds = ["regular", "collage", "collage", "regular", "regular", "regular", "collage"]
+    one = make_loader(coco128, aspect_ratio_grouping=True, pipelines=1)
+    expected = [one.next_batch(kind) for kind in kinds * 2]
+    for pipelines in (2, 3):
+        many = make_loader(coco128, aspect_ratio_grouping=True, pipelines=pipelines)
+        assert len(many._pipes["collage"]) == pipelines
+        for kind, batch in zip(kinds, expected):
+            batches_equal(many.next_batch(kind), batch)
+        resumed = make_loader(coco128, aspect_ratio_grouping=True, pipelines=5 - pipelines)
+        resumed.load_state_dict(many.state_dict())
+        for kind, batch in zip(kinds, expected[len(kinds):]):
+            batches_equal(resumed.next_batch(kind), batch)
+
+
 def same_size_dataset(folder, n=16, hw=(48, 64)):
     """n random JPEGs of one size, a box each: every batch of a kind has the same shape, so a
     loader that recycled its output buffers would write the next batch over a held one."""

@@ -149,7 +149,8 @@ def test_batch_size_larger_than_the_shard(make_dataset):
     (dict(k=3), r"k=3"), (dict(output="mmdet"), r"output='mmdet'"),
     (dict(flip_prob=1.5), r"flip_prob=1.5"), (dict(shard_id=2, num_shards=2), r"shard_id=2"),
     (dict(batch_size=0), r"batch_size=0"), (dict(image_format="YUV"), r"image_format='YUV'"),
-    (dict(device="tpu"), r"device='tpu'"), (dict(min_size=(0,)), r"min_size=\(0,\)")])
+    (dict(device="tpu"), r"device='tpu'"), (dict(min_size=(0,)), r"min_size=\(0,\)"),
+    (dict(pipelines=0), r"pipelines=0"), (dict(num_threads=1.5), r"num_threads=1.5")])
 def test_bad_arguments(make_dataset, kw, message):
     with pytest.raises(ValueError, match=message):
         loader(make_dataset(), **kw)
@@ -331,18 +332,21 @@ def test_size_mismatch_skipped(make_dataset):
     assert "decodes to" in lo.set_aside[lo.index.image_ids.index(bad["id"])]
 
 
-def test_skip_resumes_exactly(make_dataset):
+@pytest.mark.parametrize("pipelines, resumed_pipelines", [(1, 1), (2, 3)])
+def test_skip_resumes_exactly(make_dataset, pipelines, resumed_pipelines):
     """The state holds the images set aside: a resumed loader replaces them as the first run
-    did, before meeting them, and delivers the identical batches."""
+    did, before meeting them, and delivers the identical batches (also with another number of
+    pipelines, which prefetch the bad image's batch at other times)."""
     paths, bad = _garbage_at(make_dataset, 6, n=20)
-    first = loader(paths, k=4, batch_size=2, bad_images="skip", seed=3)
+    first = loader(paths, k=4, batch_size=2, bad_images="skip", seed=3, pipelines=pipelines)
     before = _epoch_ids(first, batches=10)  # an epoch: the bad image is met
     state = json.loads(json.dumps(first.state_dict()))  # plain data
     assert state["set_aside"] and state["set_aside"][0][0] == bad["id"]
     kinds = ["collage"] + ["regular"] * 10  # the regular stream's next epoch meets it again
     after = [[(d["image_id"], d["image"].sum().item()) for d in first.next_batch(kind)]
              for kind in kinds]
-    resumed = loader(paths, k=4, batch_size=2, bad_images="skip", seed=3)
+    resumed = loader(paths, k=4, batch_size=2, bad_images="skip", seed=3,
+                     pipelines=resumed_pipelines)
     resumed.load_state_dict(state)
     again = [[(d["image_id"], d["image"].sum().item()) for d in resumed.next_batch(kind)]
              for kind in kinds]
