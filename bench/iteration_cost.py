@@ -8,12 +8,15 @@ iteration timed by phase.
     backward, step                                 loss.backward(), optimizer step
     feedback   DSTLoader.observe_last: r read from the probe, fed to the controller
 
-Rounds of (regular block, collage block) in alternating order share the machine's drift; each
-figure is the median over rounds of the blocks' mean iteration, with its quartiles. The
-forward's work also scales with the ground truth a batch holds, so the boxes, RPN positive
-anchors and ROI foreground samples are counted too.
+Rounds of a regular, a collage and a mixed block (the order turning from round to round)
+share the machine's drift; each figure is the median over rounds of the blocks' mean
+iteration, with its quartiles. The mixed block draws each iteration's kind at random (p = 0.5,
+the random arm's): against the regular and collage blocks of its round it shows what
+switching between the two pipelines costs beyond the two kinds' own costs. The forward's
+work also scales with the ground truth a batch holds, so the boxes, RPN positive anchors and
+ROI foreground samples are counted too.
 
-    python bench/iteration_cost.py [--rounds 16]      # ~2 minutes on 2 cores
+    python bench/iteration_cost.py [--rounds 16]      # ~3 minutes on 2 cores
     python bench/iteration_cost.py --quick            # smoke run (tests)
 """
 import argparse
@@ -104,46 +107,56 @@ def iteration(model, optimizer, loader, timer, kind) -> dict:
             "roi_foreground": latest["roi_head/num_fg_samples"][0]}
 
 
+BLOCKS = ("regular", "collage", "mixed")
+
+
 def run(model, optimizer, loader, rounds: int, warmup: int, block: int, settle: int):
-    """`warmup` iterations, then `rounds` rounds of a block of regular and a block of collage
-    iterations, in alternating order. The first `settle` iterations of a block are not kept:
-    the other kind's pipeline is still refilling its prefetch queue then, on the same CPUs, a
-    cost of that other kind. Returns the kept iterations."""
+    """`warmup` iterations, then `rounds` rounds of a regular, a collage and a mixed block,
+    the order turning each round. The first `settle` iterations of a block are not kept: the
+    previous block's pipeline is still refilling its prefetch queue then, on the same CPUs, a
+    cost of that block. Returns the kept iterations."""
     from detectron2.utils.events import EventStorage
     timer = ModuleTimer(model, MODULES)
+    rng = np.random.default_rng(0)
     rows = []
     with EventStorage(0) as storage:
         for i in range(warmup):
             iteration(model, optimizer, loader, timer, ("regular", "collage")[i % 2])
             storage.step()
         for r in range(rounds):
-            order = ("regular", "collage") if r % 2 == 0 else ("collage", "regular")
-            for kind in order:
+            for name in BLOCKS[r % 3:] + BLOCKS[:r % 3]:
                 for i in range(block):
+                    kind = (name if name != "mixed" else
+                            ("regular", "collage")[int(rng.random() < 0.5)])
                     row = iteration(model, optimizer, loader, timer, kind)
                     storage.step()
                     if i >= settle:
-                        rows.append({"round": r, **row})
+                        rows.append({"round": r, "block": name, **row})
     timer.remove()
     return rows
+
+
+def total(row) -> float:
+    return sum(row[p] for p in PHASES)
 
 
 def summarize(rows):
     """Per kind, the median over rounds of each phase's block mean (ms), and the mean counts;
     per phase, the collage - regular difference (ms) as a median over rounds with its
-    quartiles; and the total's ratio, round by round."""
+    quartiles; the total's ratio, round by round; and, round by round, the mixed block's mean
+    iteration over what its kinds cost in that round's regular and collage blocks."""
     by_round = {}
     for row in rows:
-        by_round.setdefault(row["round"], {}).setdefault(row["kind"], []).append(row)
+        by_round.setdefault(row["round"], {}).setdefault(row["block"], []).append(row)
     mean = {}
-    for r, kinds in by_round.items():  # each block's mean iteration
-        for kind, mine in kinds.items():
-            mean[r, kind] = {p: float(np.mean([row[p] for row in mine])) for p in PHASES}
+    for r, blocks in by_round.items():  # each block's mean iteration
+        for name, mine in blocks.items():
+            mean[r, name] = {p: float(np.mean([row[p] for row in mine])) for p in PHASES}
     pairs = [(mean[r, "regular"], mean[r, "collage"]) for r in by_round]
     table = []
     for key in PHASES + ("total",):
         def value(row):
-            return 1000 * (sum(row[p] for p in PHASES) if key == "total" else row[key])
+            return 1000 * (total(row) if key == "total" else row[key])
         reg = np.array([value(a) for a, _ in pairs])
         col = np.array([value(b) for _, b in pairs])
         diff = col - reg
@@ -152,11 +165,17 @@ def summarize(rows):
                       "difference_ms": float(np.median(diff)),
                       "difference_low": float(np.percentile(diff, 25)),
                       "difference_high": float(np.percentile(diff, 75))})
-    ratios = np.array([sum(b[p] for p in PHASES) / sum(a[p] for p in PHASES) for a, b in pairs])
+    ratios = np.array([total(b) / total(a) for a, b in pairs])
+    switching = []
+    for r, blocks in by_round.items():
+        mixed = blocks.get("mixed", [])
+        expected = [total(mean[r, row["kind"]]) for row in mixed]
+        if mixed:
+            switching.append(np.mean([total(row) for row in mixed]) / np.mean(expected))
     counts = {kind: {c: float(np.mean([r[c] for r in rows if r["kind"] == kind]))
                      for c in ("boxes", "rpn_positive_anchors", "roi_foreground")}
               for kind in ("regular", "collage")}
-    return table, ratios, counts
+    return table, ratios, np.array(switching), counts
 
 
 def main(argv=None):
@@ -183,16 +202,24 @@ def main(argv=None):
     torch.set_num_threads(2)
     rows = run(*build(data, args.threads), rounds=args.rounds, warmup=args.warmup,
                block=args.block, settle=args.settle)
-    table, ratios, counts = summarize(rows)
-    total = next(t for t in table if t["phase"] == "total")
+    table, ratios, switching, counts = summarize(rows)
+    whole = next(t for t in table if t["phase"] == "total")
+    mixed = [row for row in rows if row["block"] == "mixed"]
+    mixed_rate = float(np.mean([row["kind"] == "collage" for row in mixed]))
+    switches = float(np.mean([a["kind"] != b["kind"] for a, b in zip(mixed, mixed[1:])]))
     notes = [
-        f"{args.rounds} rounds of a block of {args.block} regular and a block of {args.block} "
-        f"collage iterations (the first {args.settle} of a block not kept), 4 images a batch, "
+        f"{args.rounds} rounds of a block of {args.block} regular, {args.block} collage and "
+        f"{args.block} mixed iterations (the first {args.settle} of a block not kept), "
+        "4 images a batch, "
         f"192 px, bench/accuracy.yaml's detector trained from scratch, after {args.warmup} "
         f"iterations; train data: {shares['train']}",
         f"a collage iteration takes {np.median(ratios):.3f}x a regular one (median over rounds; "
         f"quartiles {np.percentile(ratios, 25):.3f}-{np.percentile(ratios, 75):.3f}): "
-        f"{total['difference_ms']:+.1f} ms",
+        f"{whole['difference_ms']:+.1f} ms",
+        f"switching: a mixed block ({mixed_rate:.0%} collages, the kind changing at "
+        f"{switches:.0%} of its iterations) takes {np.median(switching):.3f}x what its "
+        f"iterations cost in the same round's regular and collage blocks (median over rounds; "
+        f"quartiles {np.percentile(switching, 25):.3f}-{np.percentile(switching, 75):.3f})",
         "a batch holds, on average (regular / collage): " + ", ".join(
             f"{c} {counts['regular'][c]:.1f} / {counts['collage'][c]:.1f}"
             for c in ("boxes", "rpn_positive_anchors", "roi_foreground")),
@@ -203,7 +230,10 @@ def main(argv=None):
     path = write_results(args.name, table, columns,
                          {"rounds": args.rounds, "warmup": args.warmup, "counts": counts,
                           "ratio_median": float(np.median(ratios)),
-                          "ratios": [float(r) for r in ratios]}, notes,
+                          "ratios": [float(r) for r in ratios],
+                          "switching": [float(r) for r in switching],
+                          "mixed_collage_rate": mixed_rate, "mixed_switch_rate": switches},
+                         notes,
                          results_dir=args.results_dir, script=__file__, argv=argv)
     print(open(path).read())
     return path

@@ -120,6 +120,10 @@ def test_throughput_bench_quick(tmp_path):
     assert sorted(ratios) == ["0.0", "1.0"]
     assert all(len(v) == 1 and v[0] > 0 for v in ratios.values())
     assert any(n.startswith("goal a regular sample <= 1.6x") for n in data["notes"])
+    # that round's all-regular DSTLoader run against detectron2's run
+    speedups = data["meta"]["regular_vs_detectron2"]
+    assert len(speedups) == 1 and speedups[0] > 0
+    assert any(n.startswith("goal DSTLoader regular >= 4x") for n in data["notes"])
     assert "not run" in rows["dst_gpu"].get("note", "") or "samples_per_s" in rows["dst_gpu"]
     assert (tmp_path / "smoke.png").stat().st_size > 5000
     assert data["meta"]["command"].startswith("python bench/throughput.py")
@@ -165,5 +169,7 @@ def test_accuracy_bench_quick(tmp_path):
     assert {r["phase"] for r in cost["rows"]} == {"data", "backbone", "proposals", "roi_heads",
                                                    "backward", "step", "feedback", "total"}
     assert len(cost["meta"]["ratios"]) == cost["meta"]["rounds"]
+    assert len(cost["meta"]["switching"]) == cost["meta"]["rounds"]  # a mixed block a round
+    assert all(r > 0 for r in cost["meta"]["switching"])
     assert (tmp_path / "smoke.png").stat().st_size > 10_000
     assert data["meta"]["command"].startswith("python bench/accuracy.py")
