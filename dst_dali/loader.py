@@ -197,7 +197,7 @@ class DSTLoader:
         self._next_fed: dict = {}
         self._pending: dict = {}  # per pipeline: groups fed to DALI, not yet delivered
         self._pipes: dict = {}
-        self._restart(self._delivered)
+        self._restart(dict.fromkeys(KINDS, 0))
         self.iteration = 0
         self.last_kind: Optional[str] = None
         self.last_boxes: list = []
