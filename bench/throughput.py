@@ -237,8 +237,9 @@ class DecodeOnlyVariant:
         from nvidia.dali import pipeline_def
 
         from dst_dali.dataset import load_coco_index
+        from dst_dali.loader import default_pipelines
         files = itertools.cycle(load_coco_index(args.images, args.annotations).file_paths)
-        pipelines = args.pipelines or min(2, args.threads)
+        pipelines = args.pipelines or default_pipelines("cpu", args.threads)
 
         def feed():
             return [np.fromfile(next(files), np.uint8) for _ in range(args.batch)]
@@ -493,8 +494,9 @@ def main(argv=None):
               if args.callgrind else None)
     notes = (goal_notes(measured, ratios, speedups, args) + count_notes(counts, args.k)
              + cpu_breakdown(measured, mapper, args.k))
+    from dst_dali.loader import default_pipelines
     meta = {"batch": args.batch, "k": args.k, "workers": args.workers, "threads": args.threads,
-            "pipelines": args.pipelines or min(2, args.threads),
+            "pipelines": args.pipelines or default_pipelines("cpu", args.threads),
             "iterations": args.iterations, "warmup": warmup, "data": args.annotations,
             "detectron2_mapper_profile": mapper, "cpu_ratios": ratios,
             "regular_vs_detectron2": speedups,

@@ -49,6 +49,11 @@ class _Group(NamedTuple):
     flip: np.ndarray
 
 
+def default_pipelines(device: str, num_threads: int) -> int:
+    """DALI pipelines of a kind unless given: 2 on the CPU (at most num_threads), 1 on a GPU."""
+    return min(2, num_threads) if device == "cpu" else 1
+
+
 def _dali_cause(error: Exception) -> str:
     """The operator's own message out of DALI's error report (which opens with a traceback of
     the pipeline definition): e.g. "Failed to decode sample #0 : 000000000009.jpg"."""
@@ -171,7 +176,7 @@ class DSTLoader:
         self.controller = controller
         self.device = resolve_device(device)
         if pipelines is None:
-            pipelines = min(2, num_threads) if self.device == "cpu" else 1
+            pipelines = default_pipelines(self.device, num_threads)
         self.aspect_ratio_grouping = (output == "detectron2" if aspect_ratio_grouping is None
                                       else aspect_ratio_grouping)
         self._config = dict(dataset=self.index.source, batch_size=batch_size, k=k,
