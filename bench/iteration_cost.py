@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.accuracy import CONFIG, make_dataset  # noqa: E402
-from bench.common import RESULTS, ROOT, write_results  # noqa: E402
+from bench.common import RESULTS, ROOT, threads_cpu, write_results  # noqa: E402
 
 PHASES = ("data", "backbone", "proposals", "roi_heads", "backward", "step", "feedback")
 MODULES = ("backbone", "proposal_generator", "roi_heads")
@@ -81,8 +81,10 @@ def build(data: str, threads: int):
 
 
 def iteration(model, optimizer, loader, timer, kind) -> dict:
-    """One training iteration of `kind`: seconds by phase, and the batch's counts."""
+    """One training iteration of `kind`: seconds by phase, the batch's counts, and the CPU
+    DALI's threads ran meanwhile (prefetching the kinds' next batches, beside the model)."""
     from detectron2.utils.events import get_event_storage
+    dali_cpu = threads_cpu(name_prefix="[DALI]")
     t = time.perf_counter()
     batch = loader.next_batch(kind)
     data = time.perf_counter() - t
@@ -99,15 +101,18 @@ def iteration(model, optimizer, loader, timer, kind) -> dict:
     loader.observe_last()
     feedback = time.perf_counter() - t
     latest = get_event_storage().latest()
+    dali_cpu = threads_cpu(name_prefix="[DALI]") - dali_cpu
     return {"kind": kind, "data": data, "backbone": forward["backbone"],
             "proposals": forward["proposal_generator"], "roi_heads": forward["roi_heads"],
             "backward": backward, "step": step, "feedback": feedback,
             "boxes": sum(len(d["instances"]) for d in batch),
             "rpn_positive_anchors": latest["rpn/num_pos_anchors"][0],
-            "roi_foreground": latest["roi_head/num_fg_samples"][0]}
+            "roi_foreground": latest["roi_head/num_fg_samples"][0],
+            "dali_cpu_ms": 1000 * dali_cpu}
 
 
 BLOCKS = ("regular", "collage", "mixed")
+COUNTS = ("boxes", "rpn_positive_anchors", "roi_foreground", "dali_cpu_ms")
 
 
 def run(model, optimizer, loader, rounds: int, warmup: int, block: int, settle: int):
@@ -173,7 +178,7 @@ def summarize(rows):
         if mixed:
             switching.append(np.mean([total(row) for row in mixed]) / np.mean(expected))
     counts = {kind: {c: float(np.mean([r[c] for r in rows if r["kind"] == kind]))
-                     for c in ("boxes", "rpn_positive_anchors", "roi_foreground")}
+                     for c in COUNTS}
               for kind in ("regular", "collage")}
     return table, ratios, np.array(switching), counts
 
@@ -222,7 +227,10 @@ def main(argv=None):
         f"quartiles {np.percentile(switching, 25):.3f}-{np.percentile(switching, 75):.3f})",
         "a batch holds, on average (regular / collage): " + ", ".join(
             f"{c} {counts['regular'][c]:.1f} / {counts['collage'][c]:.1f}"
-            for c in ("boxes", "rpn_positive_anchors", "roi_foreground")),
+            for c in COUNTS[:3]),
+        "DALI's threads ran {:.1f} / {:.1f} ms of CPU an iteration (regular / collage), making "
+        "the next batches while the model trains on the same 2 cores".format(
+            counts["regular"]["dali_cpu_ms"], counts["collage"]["dali_cpu_ms"]),
         "difference = collage - regular in the same round; low/high its quartiles"]
     columns = [("phase", "phase"), ("regular_ms", "regular ms"), ("collage_ms", "collage ms"),
                ("difference_ms", "difference ms"), ("difference_low", "low"),

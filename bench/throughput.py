@@ -36,13 +36,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see collage_op.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import (COCO128, PIXEL_MEAN, PIXEL_STD, RESULTS, stitcher_collage,  # noqa: E402
-                    write_results)
+                    threads_cpu, write_results)
 
 
 class ProcessTree:
-    """CPU seconds and RSS of this process and all its children (loader workers). CPU comes
-    from every thread's /proc schedstat, in nanoseconds: psutil's 10 ms ticks are too coarse
-    to see a short refill end."""
+    """CPU seconds (threads_cpu) and RSS of this process and all its children (loader
+    workers)."""
 
     def __init__(self):
         import psutil
@@ -56,20 +55,7 @@ class ProcessTree:
             return [self.root]
 
     def cpu(self) -> float:
-        total = 0
-        for p in self._procs():
-            task_dir = f"/proc/{p.pid}/task"
-            try:
-                tids = os.listdir(task_dir)
-            except OSError:
-                continue
-            for tid in tids:
-                try:
-                    with open(f"{task_dir}/{tid}/schedstat") as f:
-                        total += int(f.read().split()[0])
-                except (OSError, ValueError, IndexError):
-                    pass
-        return total / 1e9
+        return sum(threads_cpu(p.pid) for p in self._procs())
 
     def rss(self) -> int:
         import psutil
@@ -334,7 +320,8 @@ def instruction_counts(argv, args) -> dict:
         samples = len(kinds) * args.batch
         counts["decoded_image" if variant == "decode_only" else f"{kinds[0]}_sample"] = {
             "instructions": c["total"] / samples,
-            "in_collage_stitch": c["by_object"].get(plugin, 0) / samples}
+            "in_collage_stitch": c["by_object"].get(plugin, 0) / samples,
+            "by_object": {name: n / samples for name, n in c["by_object"].items()}}
     image = counts["decoded_image"]["instructions"]
     counts["regular_vs_decode"] = counts["regular_sample"]["instructions"] / image
     counts["collage_vs_decode"] = counts["collage_sample"]["instructions"] / (args.k * image)
@@ -642,7 +629,16 @@ def count_notes(counts, k):
             f"({col['in_collage_stitch'] / 1e6:.1f} M in CollageStitch), a decoded image "
             f"{img['instructions'] / 1e6:.1f} M: a regular sample = "
             f"{counts['regular_vs_decode']:.3f}x the decode of its image, a collage sample = "
-            f"{counts['collage_vs_decode']:.3f}x the decode of its {k} images"]
+            f"{counts['collage_vs_decode']:.3f}x the decode of its {k} images",
+            "a collage sample's instructions beyond the decode of its images, by library: " +
+            ", ".join(f"{name} {n / 1e6:+.2f} M" for name, n in beyond_decode(col, img, k)[:6])]
+
+
+def beyond_decode(sample: dict, image: dict, k: int) -> list:
+    """(library, instructions a sample runs in it minus k decoded images' do), largest first."""
+    names = sample["by_object"].keys() | image["by_object"].keys()
+    extra = {n: sample["by_object"].get(n, 0) - k * image["by_object"].get(n, 0) for n in names}
+    return sorted(extra.items(), key=lambda item: -abs(item[1]))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from nvidia.dali import pipeline_def
 
-from dst_dali.pipelines.stitch import COMPONENT_INPUTS, stitched_batch
+from dst_dali.pipelines.stitch import component_inputs, stitched_batch
 
 from .check_dataset import decode_sizes
 from .controller import COLLAGE, REGULAR, FeedbackController
@@ -259,7 +259,7 @@ class DSTLoader:
         return drawn.pop(place)
 
     def _feed(self, kind: str, w: int):
-        """The inputs of pipeline w's next batch (COMPONENT_INPUTS per component, then
+        """The inputs of pipeline w's next batch (component_inputs per component, then
         short_side and flip): called by DALI, in order, as it prefetches."""
         k, B = self._k_of(kind), self.batch_size
         place = self._next_fed[kind][w]
@@ -273,7 +273,7 @@ class DSTLoader:
                   "boxes": ix.boxes.__getitem__, "labels": ix.labels.__getitem__,
                   "polygons": ix.polygons.__getitem__, "vertices": ix.vertices.__getitem__}
         inputs = [[fields[name](positions[b * k + j]) for b in range(B)]
-                  for name in COMPONENT_INPUTS for j in range(k)]
+                  for name in component_inputs(self.masks) for j in range(k)]
         inputs.append([short[b * k:(b + 1) * k] for b in range(B)])
         inputs.append([flip[b * k:(b + 1) * k] for b in range(B)])
         return inputs
@@ -326,10 +326,11 @@ class DSTLoader:
         def graph():
             sb = stitched_batch(lambda: self._feed(kind, w), k=k, max_size=c["max_size"],
                                 interp="linear" if k == 1 else "nearest", device=self.device,
-                                image_format=c["image_format"], pad_value=c["pad_value"])
+                                image_format=c["image_format"], pad_value=c["pad_value"],
+                                polygons=self.masks)
             o = sb.out
-            return (o.image, o.boxes, o.labels, o.polygons, o.vertices, o.origin, o.placement,
-                    *sb.decoded_shapes)
+            return (sb.decoded_shapes, o.image, o.boxes, o.labels, o.origin, o.placement,
+                    *((o.polygons, o.vertices) if self.masks else ()))
 
         pipe = graph()
         pipe.build()
@@ -338,17 +339,15 @@ class DSTLoader:
     def _size_mismatches(self, group: _Group, shapes) -> dict:
         """Boxes are in the annotations' pixels: an image whose decoded size differs from its
         entry's would train on misplaced boxes (detectron2 raises SizeMismatchError).
+        shapes: (k, 3) a sample, the decoded (H, W, C) of its components.
         Returns {position: reason} of those."""
-        k, out = len(shapes), {}
-        for b in range(len(shapes[0])):
-            for j in range(k):
-                p = group.positions[b * k + j]
-                decoded = tuple(int(v) for v in np.array(shapes[j][b])[:2])
-                expected = tuple(int(v) for v in self.index.sizes[p])
-                if decoded != expected:
-                    out[p] = (f"decodes to {decoded[1]}x{decoded[0]} (width x height), but "
-                              f"{self.index.source} gives image {self.index.image_ids[p]!r} "
-                              f"{expected[1]}x{expected[0]}")
+        decoded = np.array(shapes.as_tensor())[..., :2].reshape(-1, 2)  # in group order
+        expected = self.index.sizes[group.positions]
+        out = {}
+        for slot in np.flatnonzero((decoded != expected).any(axis=1)):
+            p, (dh, dw), (eh, ew) = group.positions[slot], decoded[slot], expected[slot]
+            out[p] = (f"decodes to {dw}x{dh} (width x height), but {self.index.source} gives "
+                      f"image {self.index.image_ids[p]!r} {ew}x{eh}")
         return out
 
     def _run(self, kind: str):
@@ -359,8 +358,7 @@ class DSTLoader:
             w = (self._delivered[kind] - self._first[kind]) % len(self._pipes[kind])
             pending = self._pending[kind][w]
             try:
-                image, boxes, labels, polys, verts, origin, place, *shapes = \
-                    self._pipes[kind][w].run()
+                shapes, *outputs = self._pipes[kind][w].run()
             except RuntimeError as e:
                 group = pending[0] if pending else None
                 files = [self.index.file_paths[p] for p in group.positions] if group else []
@@ -378,8 +376,7 @@ class DSTLoader:
                 bad = self._size_mismatches(pending[0], shapes)
                 if not bad:
                     self._delivered[kind] += 1
-                    return pending.popleft(), (image, boxes, labels, polys, verts, origin,
-                                               place)
+                    return pending.popleft(), outputs
                 message = self._set_aside(kind, bad)
                 error = ValueError(f"DSTLoader: {message}; fix the entry or the file (python -m "
                                    "dst_dali.check_dataset finds them all), or "
@@ -393,11 +390,11 @@ class DSTLoader:
         output buffers: DALI's dynamic executor hands each run's outputs over to the caller
         and never reuses a buffer something still refers to (a collage is about 3 MB, and
         copying it costs about two thirds of stitching it: bench/collage_op.py)."""
-        group, (image, boxes, labels, polys, verts, origin, place) = self._run(kind)
+        group, (image, *annotations) = self._run(kind)
         gpu = self.device == "gpu"
         if gpu:
-            boxes, labels, polys, verts, origin, place = (
-                x.as_cpu() for x in (boxes, labels, polys, verts, origin, place))
+            annotations = [x.as_cpu() for x in annotations]
+        boxes, labels, origin, place, *polygon_outputs = annotations
         k = self._k_of(kind)
         samples = []
         for i in range(len(image)):
@@ -405,8 +402,10 @@ class DSTLoader:
             samples.append(Sample(
                 image=_gpu_to_torch(image[i]) if gpu else torch.from_numpy(np.asarray(image[i])),
                 boxes=np.array(boxes[i]).reshape(-1, 4), labels=np.array(labels[i]).reshape(-1),
-                polygons=np.array(polys[i]).reshape(-1, 3),
-                vertices=np.array(verts[i]).reshape(-1, 2),
+                polygons=(np.array(polygon_outputs[0][i]).reshape(-1, 3) if self.masks
+                          else np.zeros((0, 3), np.int32)),
+                vertices=(np.array(polygon_outputs[1][i]).reshape(-1, 2) if self.masks
+                          else np.zeros((0, 2), np.float32)),
                 image_ids=[self.index.image_ids[p] for p in positions],
                 short_side=group.short_side[i * k:(i + 1) * k],
                 placement=np.array(place[i]).reshape(-1, 4),

@@ -6,7 +6,7 @@ k = 1 is the regular graph: detectron2's ResizeShortestEdge + RandomFlip as one 
 and the random draws (short side, flip) come from the loader's feed (dst_dali.loader), so the
 graph holds no state of its own and a batch is a pure function of its place in the stream.
 """
-from typing import Callable, List, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence, Tuple
 
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
@@ -15,25 +15,31 @@ from nvidia.dali.data_node import DataNode
 
 from dst_dali.ops import CollageOutputs, check_k, collage_stitch
 
-# What the feed gives for each of the k components, in this order, then short_side and flip.
+# What the feed gives for each of the k components, in this order, then short_side and flip;
+# the polygons only where masks are trained (each input costs the feed time every batch).
 COMPONENT_INPUTS = ("encoded", "boxes", "labels", "polygons", "vertices")
 
 
-def num_feed_outputs(k: int) -> int:
-    return len(COMPONENT_INPUTS) * k + 2
+def component_inputs(polygons: bool) -> Tuple[str, ...]:
+    return COMPONENT_INPUTS if polygons else COMPONENT_INPUTS[:3]
+
+
+def num_feed_outputs(k: int, polygons: bool = True) -> int:
+    return len(component_inputs(polygons)) * k + 2
 
 
 class StitchedBatch(NamedTuple):
     out: CollageOutputs
-    decoded_shapes: List[DataNode]  # k nodes: (H, W, C) of each component as decoded
+    decoded_shapes: DataNode  # (k, 3) a sample: (H, W, C) of each component as decoded
 
 
 def stitched_batch(feed: Callable, *, k: int, max_size: float, interp: str = "nearest",
                    device: str = "cpu", image_format: str = "RGB",
-                   pad_value: Sequence[float] = (0.0,),
+                   pad_value: Sequence[float] = (0.0,), polygons: bool = True,
                    min_box_size: float = 1e-5) -> StitchedBatch:
-    """feed: a callable giving a batch of each of num_feed_outputs(k) inputs (DALI's
-    external_source, batch mode). min_box_size: boxes no larger after resizing are dropped
+    """feed: a callable giving a batch of each of num_feed_outputs(k, polygons) inputs (DALI's
+    external_source, batch mode); without polygons the collages' polygon outputs are empty.
+    min_box_size: boxes no larger after resizing are dropped
     (1e-5: detectron2's filter_empty_instances threshold).
 
     Images are decoded to RGB: DALI's CPU decoder makes BGR with an extra conversion pass that
@@ -41,14 +47,17 @@ def stitched_batch(feed: Callable, *, k: int, max_size: float, interp: str = "ne
     device="gpu" decodes on the GPU ("mixed") and stitches there.
     """
     check_k(k)
-    inputs = fn.external_source(source=feed, num_outputs=num_feed_outputs(k), batch=True)
-    encoded, boxes, labels, polygons, vertices = (
-        inputs[i * k:(i + 1) * k] for i in range(len(COMPONENT_INPUTS)))
+    names = component_inputs(polygons)
+    inputs = fn.external_source(source=feed, num_outputs=num_feed_outputs(k, polygons),
+                                batch=True)
+    given = {name: inputs[i * k:(i + 1) * k] for i, name in enumerate(names)}
     short_side, flip = inputs[-2:]
     images = [fn.decoders.image(e, device="mixed" if device == "gpu" else "cpu",
-                                output_type=types.RGB) for e in encoded]
-    out = collage_stitch(images, boxes, labels, polygons, vertices, short_side=short_side,
+                                output_type=types.RGB) for e in given["encoded"]]
+    out = collage_stitch(images, given["boxes"], given["labels"], given.get("polygons"),
+                         given.get("vertices"), short_side=short_side,
                          flip=flip, max_size=max_size, interp=interp, pad_value=list(pad_value),
                          min_box_size=min_box_size, reverse_channels=image_format == "BGR")
-    # the decoded sizes, against the annotations' (boxes are in the annotations' pixels)
-    return StitchedBatch(out, [image.shape() for image in images])
+    # the decoded sizes, against the annotations' (boxes are in the annotations' pixels), as
+    # one output: a pipeline output costs the caller time every run
+    return StitchedBatch(out, fn.stack(*[image.shape() for image in images]))

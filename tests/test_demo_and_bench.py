@@ -70,6 +70,17 @@ def test_callgrind_self_costs_by_object():
                                                                      "libc.so": 30}
 
 
+def test_instructions_beyond_decode_by_library():
+    """A collage sample's count per library less k decoded images' (libraries either side
+    only), largest change first."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from throughput import beyond_decode
+    sample = {"by_object": {"libjpeg.so": 410.0, "plugin.so": 30.0}}
+    image = {"by_object": {"libjpeg.so": 100.0, "libpython.so": 3.0}}
+    assert beyond_decode(sample, image, 4) == [("plugin.so", 30.0), ("libpython.so", -12.0),
+                                               ("libjpeg.so", 10.0)]
+
+
 @pytest.mark.skipif(not callgrind_available(),
                     reason="valgrind, its callgrind.h or a C compiler is not installed")
 def test_collage_op_bench_counts_instructions(tmp_path):
@@ -171,5 +182,7 @@ def test_accuracy_bench_quick(tmp_path):
     assert len(cost["meta"]["ratios"]) == cost["meta"]["rounds"]
     assert len(cost["meta"]["switching"]) == cost["meta"]["rounds"]  # a mixed block a round
     assert all(r > 0 for r in cost["meta"]["switching"])
+    # DALI prefetches the next batches while the model trains: its threads' CPU is counted
+    assert all(cost["meta"]["counts"][kind]["dali_cpu_ms"] > 0 for kind in ("regular", "collage"))
     assert (tmp_path / "smoke.png").stat().st_size > 10_000
     assert data["meta"]["command"].startswith("python bench/accuracy.py")
