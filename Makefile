@@ -32,7 +32,7 @@ bench: install
 
 accuracy: install
 	$(PY) bench/accuracy.py
-	$(PY) bench/iteration_cost.py --name iteration_switching
+	$(PY) bench/iteration_cost.py
 
 # The first thing to run on a GPU node: one report, a line per check (exits 0 without a GPU).
 gpu-check: install

@@ -13,8 +13,11 @@ arm trains the same detector (bench/accuracy.yaml) for the same iterations and s
     feedback          DST: r <= tau = 0.1, per-rank decisions (one process here)
     feedback_tau      DST with tau calibrated from a 100-iteration regular warm-up (median r)
 
-Then bench/iteration_cost.py on the same detector and data gives the time a collage iteration
-costs over a regular one, side by side in one process: each arm's paired overhead.
+The arms of a seed train side by side in one process, taking turns in blocks of iterations,
+so whatever the machine's speed does over the run falls on every arm alike: each arm's time
+over the baseline's is measured round by round. (Separate processes here move by a few % with
+their place in a sequence, more than the difference to measure.) bench/iteration_cost.py
+breaks a collage iteration's extra time down by phase.
 
     python bench/accuracy.py [--seeds 3] [--iters 500]      # about 40 minutes on 2 cores
     python bench/accuracy.py --quick                          # a tiny run: the output's form
@@ -22,6 +25,7 @@ costs over a regular one, side by side in one process: each arm's paired overhea
 Writes bench/results/accuracy.{json,md,png} (--results-dir, --name).
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -157,67 +161,136 @@ def make_dataset(folder, seed, n_train, n_val) -> dict:
             for split, n in (("train", n_train), ("val", n_val))}
 
 
-# -- one training run, in a process of its own ---------------------------------------------------
+# -- the arms of one seed, taking turns in one process ---------------------------------------
+
+class Arm:
+    """One arm's DSTTrainer (bench/accuracy.yaml with the arm's options), stepped as
+    detectron2's TrainerBase.train steps it, with random generators of its own: an arm's
+    sampling and coin flips do not depend on the turns the arms take."""
+
+    def __init__(self, name: str, opts: list):
+        from detectron2.utils.env import seed_all_rng
+        from detectron2.utils.events import EventStorage
+
+        from dst_dali.config import load_config
+        from dst_dali.trainer import DSTTrainer, rng_states
+        self.name = name
+        cfg = load_config(CONFIG, opts)
+        cfg.freeze()
+        os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+        seed_all_rng(cfg.SEED)  # as detectron2's default_setup, whose logging is per process
+        self.trainer = DSTTrainer(cfg)
+        self.trainer.resume_or_load(resume=False)
+        self.trainer.iter = self.trainer.start_iter = 0
+        self.trainer.max_iter = cfg.SOLVER.MAX_ITER
+        self.trainer.storage = EventStorage(0)
+        self.rng = rng_states()
+        with self._turn():
+            self.trainer.before_train()
+
+    @contextlib.contextmanager
+    def _turn(self):
+        from dst_dali.trainer import rng_states, set_rng_states
+        set_rng_states(self.rng)
+        with self.trainer.storage:
+            yield
+        self.rng = rng_states()
+
+    def steps(self, n: int) -> list:
+        """n iterations: (wall s, data s) each, the wall from before_step to after_step."""
+        t = self.trainer
+        out = []
+        with self._turn():
+            for _ in range(min(n, t.max_iter - t.iter)):
+                start = time.perf_counter()
+                t.before_step()
+                t.run_step()
+                t.after_step()
+                out.append((time.perf_counter() - start, t.storage.latest()["data_time"][0]))
+                t.iter += 1
+        return out
+
+    def finish(self):
+        """detectron2's end of training: the final evaluation, model_final, DST's history."""
+        with self._turn():
+            self.trainer.after_train()
+
 
 def child(spec: dict) -> None:
+    """Trains every arm of one seed in this process, in blocks of spec["block"] iterations, the
+    arms' order turning each round; writes each arm's iteration times to its output folder."""
     sys.path.insert(0, os.path.join(ROOT, "train"))
     from detectron2.data.datasets import register_coco_instances
-
-    import train_dali
     data = spec["data"]
     for split in ("train", "val"):
         register_coco_instances(f"dst_skew_{split}", {}, os.path.join(data, f"{split}.json"),
                                 os.path.join(data, split))
-    train_dali.main(train_dali.parse_args(["--config", CONFIG] + spec["opts"]))
+    arms = [Arm(name, opts) for name, opts in spec["arms"].items()]
+    times = {arm.name: [] for arm in arms}
+    for r in range(-(-spec["iters"] // spec["block"])):
+        for arm in arms[r % len(arms):] + arms[:r % len(arms)]:
+            times[arm.name] += [{"round": r, "wall": wall, "data": data_s,
+                                 "kept": i >= spec["settle"]}
+                                for i, (wall, data_s) in enumerate(arm.steps(spec["block"]))]
+    for arm in arms:
+        arm.finish()
+        with open(os.path.join(spec["out_dirs"][arm.name], "iteration_times.json"), "w") as f:
+            json.dump(times[arm.name], f)
 
 
-def run_arm(args, data, arm, seed, out_dir) -> dict:
-    opts = [o.format(warmup=args.warmup) for o in ARMS[arm]] + [
+def arm_opts(args, arm, seed, out_dir) -> list:
+    return [o.format(warmup=args.warmup) for o in ARMS[arm]] + [
         "SEED", str(seed), "SOLVER.MAX_ITER", str(args.iters),
         "SOLVER.STEPS", f"({int(args.iters * 0.75)}, {int(args.iters * 0.9)})",
         "SOLVER.WARMUP_ITERS", str(min(50, args.iters // 4)), "OUTPUT_DIR", out_dir]
+
+
+def run_seed(args, data, seed) -> list:
+    """Every arm of one seed, trained side by side in a process of its own: their results."""
+    out_dirs = {arm: os.path.join(args.work_dir, f"{arm}_s{seed}") for arm in args.arms}
+    spec = {"data": data, "iters": args.iters, "block": args.block, "settle": args.settle,
+            "out_dirs": out_dirs,
+            "arms": {arm: arm_opts(args, arm, seed, out_dirs[arm]) for arm in args.arms}}
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
-                        json.dumps({"data": data, "opts": opts})],
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
                        capture_output=True, text=True, cwd=ROOT)
     if r.returncode:
-        raise RuntimeError(f"{arm} seed {seed} failed:\n{r.stderr[-3000:]}")
+        raise RuntimeError(f"seed {seed} failed:\n{r.stderr[-3000:]}")
+    wall = time.perf_counter() - t
+    return [arm_result(arm, seed, out_dirs[arm], wall) for arm in args.arms]
+
+
+def arm_result(arm, seed, out_dir, wall_s) -> dict:
+    """An arm's AP (detectron2's final evaluation), collage rate, r and times, from its output
+    folder. Times are of the iterations kept: a block's first ones also carry the refill of the
+    previous arm's DALI prefetch queues."""
     rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.json"))]
     ap = next(row for row in reversed(rows) if "bbox/AP" in row)
-    timed = [row for row in rows if "time" in row]
-    timed = timed[1:] or timed  # the first window holds the start-up
+    with open(os.path.join(out_dir, "iteration_times.json")) as f:
+        times = [t for t in json.load(f) if t["kept"]]
     with open(os.path.join(out_dir, "dst_history", "rank0.json")) as f:
         history = json.load(f)
     kinds = [h["kind"] for h in history["history"]]
-    shares = [h["share"] for h in history["history"]]
-    return {"arm": arm, "seed": seed, "wall_s": time.perf_counter() - t,
+    rounds = {}
+    for t in times:
+        rounds.setdefault(t["round"], []).append(t["wall"])
+    return {"arm": arm, "seed": seed, "wall_s": wall_s,
             **{m: ap[f"bbox/{m}"] for m in METRICS},
-            "iter_s": float(np.mean([row["time"] for row in timed])) if timed else None,
-            "data_s": float(np.mean([row["data_time"] for row in timed])) if timed else None,
+            "iter_s": float(np.mean([t["wall"] for t in times])),
+            "data_s": float(np.mean([t["data"] for t in times])),
+            "round_s": {r: float(np.mean(w)) for r, w in rounds.items()},
             "collage_rate": kinds.count("collage") / len(kinds), "tau": history["tau"],
-            "r": shares}
+            "r": [h["share"] for h in history["history"]]}
 
 
 # -- the report -----------------------------------------------------------------------------------
 
-def paired_iteration_cost(args) -> dict:
-    """bench/iteration_cost.py on the same detector and data, in a process of its own: a
-    collage iteration's time over a regular one's, round by round."""
-    cmd = [sys.executable, os.path.join(ROOT, "bench", "iteration_cost.py"), "--work-dir",
-           os.path.join(args.work_dir, "iteration_cost"), "--results-dir", args.results_dir]
-    subprocess.run(cmd + (["--quick"] if args.quick else []), check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL)
-    with open(os.path.join(args.results_dir, "iteration_cost.json")) as f:
-        return {"ratios": json.load(f)["meta"]["ratios"]}
-
-
-def summarize(runs, iteration_ratios):
-    """Per arm: metrics as mean and std over seeds, collage rate, times, the overhead over the
-    baseline from the arms' times and from the paired collage/regular iteration ratios."""
-    low, mid, high = np.percentile(np.array(iteration_ratios) - 1, [25, 50, 75])
+def summarize(runs):
+    """Per arm: metrics as mean and std over seeds, collage rate, times, and the time over the
+    baseline's: round by round, the arm's block over the baseline's block of the same round in
+    the same process, as a median over rounds and seeds with its quartiles."""
     rows = []
-    base = [r for r in runs if r["arm"] == "baseline"]
-    base_iter = np.mean([r["iter_s"] for r in base]) if base else None
+    base = {r["seed"]: r["round_s"] for r in runs if r["arm"] == "baseline"}
     for arm in ARMS:
         mine = [r for r in runs if r["arm"] == arm]
         if not mine:
@@ -231,10 +304,11 @@ def summarize(runs, iteration_ratios):
             row[key] = float(np.mean([r[key] for r in mine]))
         taus = [r["tau"] for r in mine if r["tau"] is not None]
         row["tau"] = float(np.mean(taus)) if taus else None
-        row["time_vs_baseline"] = row["iter_s"] / base_iter - 1 if base_iter else None
-        for key, excess in (("paired_overhead", mid), ("paired_overhead_low", low),
-                            ("paired_overhead_high", high)):
-            row[key] = row["collage_rate"] * float(excess)
+        ratios = [s / base[r["seed"]][k] - 1 for r in mine if r["seed"] in base
+                  for k, s in r["round_s"].items() if k in base[r["seed"]]]
+        low, mid, high = np.percentile(ratios, [25, 50, 75]) if ratios else (None,) * 3
+        row.update(time_vs_baseline=mid, time_vs_baseline_low=low,
+                   time_vs_baseline_high=high, rounds=len(ratios))
         rows.append(row)
     return rows
 
@@ -278,6 +352,9 @@ def main(argv=None):
     ap.add_argument("--train-images", type=int, default=600)
     ap.add_argument("--val-images", type=int, default=200)
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--block", type=int, default=10, help="iterations an arm trains a turn")
+    ap.add_argument("--settle", type=int, default=3,
+                    help="iterations at the start of a turn not timed (see arm_result)")
     ap.add_argument("--work-dir", default=os.path.join(ROOT, "output", "accuracy"))
     ap.add_argument("--results-dir", default=RESULTS)
     ap.add_argument("--name", default="accuracy")
@@ -286,7 +363,7 @@ def main(argv=None):
     if args.child:
         return child(json.loads(args.child))
     if args.quick:
-        args.seeds, args.iters, args.warmup = 1, 6, 3
+        args.seeds, args.iters, args.warmup, args.block, args.settle = 1, 6, 3, 2, 1
         args.train_images, args.val_images = 24, 12
         args.arms = ["baseline", "feedback_tau"]
     data = os.path.join(args.work_dir, "data")
@@ -295,38 +372,33 @@ def main(argv=None):
     print(f"data: {json.dumps(shares)} ({time.perf_counter() - t0:.0f} s)", flush=True)
     runs = []
     for seed in range(args.seeds):
-        # the arms' order turns with the seed: a process's place in the sequence moves its
-        # speed by a few % here, which must not land on one arm
-        turn = seed % len(args.arms)
-        for arm in args.arms[turn:] + args.arms[:turn]:
-            run = run_arm(args, data, arm, seed, os.path.join(args.work_dir, f"{arm}_s{seed}"))
-            runs.append(run)
-            print(f"{arm:15s} seed {seed}: AP {run['AP']:.2f} APs {run['APs']:.2f} collage "
-                  f"{run['collage_rate']:.0%} {run['iter_s']:.3f} s/iter "
-                  f"({run['wall_s']:.0f} s)", flush=True)
-    cost = paired_iteration_cost(args)
-    rows = summarize(runs, cost["ratios"])
+        mine = run_seed(args, data, seed)
+        runs += mine
+        for run in mine:
+            print(f"{run['arm']:15s} seed {seed}: AP {run['AP']:.2f} APs {run['APs']:.2f} "
+                  f"collage {run['collage_rate']:.0%} {run['iter_s']:.3f} s/iter", flush=True)
+        print(f"seed {seed}: {mine[0]['wall_s']:.0f} s", flush=True)
+    rows = summarize(runs)
     notes = [f"data: {json.dumps(shares)}",
              f"{args.iters} iterations of 4 images, the same LR schedule in every arm; "
              f"{args.seeds} seed(s); total {time.perf_counter() - t0:.0f} s on this machine",
-             "time vs baseline: each arm's s / iteration (its own processes) over the "
-             "baseline's; arms in separate processes, whose speed drifts by 1-3% with their "
-             "place in the sequence (the order turns with the seed)",
-             f"paired overhead: the same, measured side by side in one process "
-             f"(bench/iteration_cost.py, {len(cost['ratios'])} rounds): a collage iteration "
-             f"takes {np.median(cost['ratios']):.3f}x a regular one, so an arm's overhead is "
-             f"its collage rate x {np.median(cost['ratios']) - 1:.3f} (low-high: the ratio's "
-             "quartiles)"]
+             f"the arms of a seed train in one process, taking turns in blocks of {args.block} "
+             "iterations, their order turning each round; each arm keeps its own random "
+             "generators, so its run does not depend on the turns",
+             f"s / iteration: detectron2's step (before_step to after_step: data, forward, "
+             f"backward, hooks) over the iterations kept, all but the first {args.settle} of a "
+             "block (which also carry the refill of the previous arm's DALI prefetch queues)",
+             "time vs baseline: round by round, the arm's block over the baseline's block of "
+             "the same round; the median over rounds and seeds, low-high its quartiles"]
     columns = [("arm", "arm"), ("seeds", "seeds")] + [
         (k, k) for m in METRICS for k in (m, f"{m}_std")] + [
         ("collage_rate", "collage rate"), ("tau", "tau"), ("iter_s", "s / iteration"),
         ("data_s", "data s / iteration"), ("time_vs_baseline", "time vs baseline"),
-        ("paired_overhead", "paired overhead"), ("paired_overhead_low", "low"),
-        ("paired_overhead_high", "high")]
+        ("time_vs_baseline_low", "low"), ("time_vs_baseline_high", "high")]
     path = write_results(args.name, rows, columns,
                          {"data": shares, "iters": args.iters, "seeds": args.seeds,
-                          "runs": [{k: v for k, v in r.items() if k != "r"} for r in runs],
-                          "collage_vs_regular_iteration": cost["ratios"]},
+                          "block": args.block, "settle": args.settle,
+                          "runs": [{k: v for k, v in r.items() if k != "r"} for r in runs]},
                          notes, results_dir=args.results_dir, script=__file__, argv=argv)
     plot(runs, rows, os.path.join(args.results_dir, args.name + ".png"))
     print(f"-> {path}")

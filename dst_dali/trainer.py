@@ -59,7 +59,7 @@ def build_dst_loader(cfg, controller) -> DSTLoader:
         num_threads=cfg.DST.NUM_THREADS, pipelines=cfg.DST.PIPELINES or None)
 
 
-def _rng_states() -> dict:
+def rng_states() -> dict:
     """The process's random generators, as tensors and plain numbers (loadable with
     torch.load(weights_only=True))."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -71,7 +71,7 @@ def _rng_states() -> dict:
     return states
 
 
-def _set_rng_states(states: dict) -> None:
+def set_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     name, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
@@ -142,7 +142,7 @@ class DSTHook(HookBase):
         # RNG, which detectron2's checkpoints leave out; without it a resumed run would sample
         # other positives, measure another r and possibly choose other batches.
         torch.save({"loader": self.loader.state_dict(), "history": self.history,
-                    "rng": _rng_states()}, path)
+                    "rng": rng_states()}, path)
         self._save_history()
 
     def _save_history(self):
@@ -169,7 +169,7 @@ class DSTHook(HookBase):
         self.loader.load_state_dict(state["loader"])
         self.history = state["history"]
         self._collage_steps = float(sum(h["kind"] == COLLAGE for h in self.history))
-        _set_rng_states(state["rng"])
+        set_rng_states(state["rng"])
         logger.info("DST: loader and controller resumed from %s", path)
 
     def after_train(self):
