@@ -3,6 +3,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,6 +171,30 @@ def test_accuracy_arms_do_not_depend_on_their_turns(tmp_path):
             logs.append([{k: v for k, v in json.loads(line).items() if "loss" in k or "AP" in k}
                          for line in f])
     assert logs[0] == logs[1] and any("loss_box_reg" in row for row in logs[0])
+
+
+def test_accuracy_time_vs_baseline_round_by_round():
+    """An arm's time over the baseline's is taken within each round of the same seed's process,
+    so a machine slowing down between rounds does not move it: here the arm is 2% slower than
+    the baseline in every round while the machine's speed halves."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from accuracy import METRICS, summarize
+
+    def run(arm, seed, round_s):
+        return {"arm": arm, "seed": seed, "round_s": round_s, "collage_rate": 0.5, "tau": None,
+                "iter_s": float(np.mean(list(round_s.values()))), "data_s": 0.001,
+                **{m: 1.0 for m in METRICS}}
+    base = {0: 1.0, 1: 1.5, 2: 2.0}
+    runs = [run("baseline", seed, {r: s * (1 + seed) for r, s in base.items()})
+            for seed in (0, 1)]
+    runs += [run("feedback", seed, {r: 1.02 * s * (1 + seed) for r, s in base.items()
+                                    if r != 2})  # a round the baseline has and the arm not
+             for seed in (0, 1)]
+    rows = {r["arm"]: r for r in summarize(runs)}
+    assert rows["feedback"]["rounds"] == 4
+    for key in ("time_vs_baseline", "time_vs_baseline_low", "time_vs_baseline_high"):
+        assert rows["feedback"][key] == pytest.approx(0.02)
+        assert rows["baseline"][key] == 0
 
 
 def test_iteration_cost_bench_quick(tmp_path):
