@@ -18,11 +18,11 @@ from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
+from .config import SIGNALS_OF
 from .controller import COLLAGE, FeedbackController, StaticController
 from .distributed import gather_over_ranks, sum_over_ranks
 from .history import write_history
 from .loader import DSTLoader
-from .config import SIGNALS_OF
 from .signals import FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL
 
 logger = logging.getLogger(__name__)
