@@ -181,8 +181,7 @@ class Arm:
         seed_all_rng(cfg.SEED)  # as detectron2's default_setup, whose logging is per process
         self.trainer = DSTTrainer(cfg)
         self.trainer.resume_or_load(resume=False)
-        self.trainer.iter = self.trainer.start_iter = 0
-        self.trainer.max_iter = cfg.SOLVER.MAX_ITER
+        self.trainer.iter = self.trainer.start_iter  # as TrainerBase.train begins
         self.trainer.storage = EventStorage(0)
         self.rng = rng_states()
         with self._turn():
