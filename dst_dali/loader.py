@@ -307,7 +307,7 @@ class DSTLoader:
         """Records the group's bad images (position -> reason) and restarts the kind's pipeline
         at the failed group, which the feed now gives with replacements. Returns the message."""
         self.set_aside.update(bad)
-        self._restart({kind: self._consumed(kind)}, kinds=(kind,))
+        self._restart({kind: self._delivered[kind]}, kinds=(kind,))
         named = "; ".join(f"{self.index.file_paths[p]} {why}" for p, why in bad.items())
         return (f"{named} ({len(self.set_aside)} image(s) set aside so far; its batch comes "
                 "again with another image in its place)")
@@ -366,7 +366,7 @@ class DSTLoader:
                        zip(group.positions if group else [], decode_sizes(files, batch=1))
                        if status == "error"}
                 if not bad:  # not an image's fault; rebuilt for a caller who retries
-                    self._restart({kind: self._consumed(kind)}, kinds=(kind,))
+                    self._restart({kind: self._delivered[kind]}, kinds=(kind,))
                     raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped reading "
                                        f"{', '.join(files)} ({_dali_cause(e)})") from e
                 message = self._set_aside(kind, bad)
@@ -534,11 +534,8 @@ class DSTLoader:
     def epochs_read(self) -> dict:
         """Passes over this rank's share of the dataset each stream has delivered (prefetch
         not counted)."""
-        return {kind: self._consumed(kind) * self._k_of(kind) * self.batch_size / self.shard_size
+        return {kind: self._delivered[kind] * self._k_of(kind) * self.batch_size / self.shard_size
                 for kind in KINDS}
-
-    def _consumed(self, kind: str) -> int:
-        return self._delivered[kind]
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -548,7 +545,7 @@ class DSTLoader:
         return {"version": STATE_VERSION,
                 "config": {key: self._config[key] for key in SEQUENCE_KEYS},
                 "iteration": self.iteration, "last_kind": self.last_kind,
-                "delivered": {kind: self._consumed(kind) for kind in KINDS},
+                "delivered": {kind: self._delivered[kind] for kind in KINDS},
                 "set_aside": [[self.index.image_ids[p], why]
                               for p, why in sorted(self.set_aside.items())],
                 "controller": self.controller.state_dict() if self.controller else None}
