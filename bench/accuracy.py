@@ -218,7 +218,6 @@ class Arm:
 def child(spec: dict) -> None:
     """Trains every arm of one seed in this process, in blocks of spec["block"] iterations, the
     arms' order turning each round; writes each arm's iteration times to its output folder."""
-    sys.path.insert(0, os.path.join(ROOT, "train"))
     from detectron2.data.datasets import register_coco_instances
     data = spec["data"]
     for split in ("train", "val"):
