@@ -23,7 +23,8 @@ from setuptools.command.build_ext import build_ext
 HERE = os.path.dirname(os.path.abspath(__file__))
 CPU_SOURCES = ["csrc/collage_stitch.cc", "csrc/host_cpu.cc"]
 CUDA_SOURCES = ["csrc/collage_stitch.cu"]
-HEADERS = ["csrc/collage_geometry.h", "csrc/collage_rows_cpu.h", "csrc/collage_stitch.h"]
+HEADERS = ["csrc/collage_geometry.h", "csrc/collage_kernel.h", "csrc/collage_rows_cpu.h",
+           "csrc/collage_stitch.h"]
 DEFAULT_CUDA_ARCHS = "75;80;86;89;90;100;120"
 
 

@@ -1,7 +1,8 @@
 // The arithmetic of a DST collage, shared by the CPU operator (collage_stitch.cc), the CUDA
-// kernel (collage_stitch.cu) and the CPU emulation of that kernel's launch (which the tests run
-// on machines without a GPU). Everything that decides a pixel value or a box
-// coordinate lives here, so the three paths cannot drift apart.
+// kernel (collage_kernel.h, launched by collage_stitch.cu and by bench/gpu_kernel_check) and
+// the CPU emulation of that kernel's launch (which the tests run on machines without a GPU).
+// Everything that decides a pixel value or a box coordinate lives here, so the paths cannot
+// drift apart. No DALI header: the kernel check builds it with nvcc alone.
 //
 // Conventions
 //   * images are HWC uint8; boxes are ltrb in source pixels; vertices are (x, y) in source pixels;
@@ -13,6 +14,7 @@
 #define DST_DALI_COLLAGE_GEOMETRY_H_
 
 #include <cstdint>
+#include <vector>
 
 #if defined(__CUDACC__)
 #define DST_HD __host__ __device__ __forceinline__
@@ -69,6 +71,7 @@ struct Component {
   int y0, x0;          // top-left corner of its pixels in the collage
   int h, w;            // its size in the collage
   int flip;            // mirrored horizontally
+  int ytaps, xtaps;    // its h row taps and w column taps in the batch's tap table
 };
 
 /** One output sample: k components on an out_h x out_w canvas of n x n cells. */
@@ -133,6 +136,23 @@ inline void PlaceComponents(CollageSample &s, int k, const Size2 *src, const Siz
   }
 }
 
+/**
+ * Plans collage s of k images of sizes src[i]: each one's regular size (short side
+ * short_side[i], long side capped at max_size, at least 1 pixel a side: an extreme aspect ratio
+ * can round one side to 0 in detectron2 too), the placement, and the flips.
+ */
+inline void PlanCollage(CollageSample &s, int k, const Size2 *src, const float *short_side,
+                        double max_size, const int *flip) {
+  Size2 reg[kMaxComponents];
+  for (int i = 0; i < k; i++) {
+    reg[i] = RegularSize(src[i].h, src[i].w, short_side[i], max_size);
+    reg[i].h = reg[i].h < 1 ? 1 : reg[i].h;
+    reg[i].w = reg[i].w < 1 ? 1 : reg[i].w;
+  }
+  PlaceComponents(s, k, src, reg);
+  for (int i = 0; i < k; i++) s.comp[i].flip = flip[i] != 0;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Per pixel
 
@@ -179,6 +199,41 @@ DST_HD void LinearSource(int d, int dst_len, int src_len, int &i0, int &i1, int 
   i1 = i0 + 1 < src_len ? i0 + 1 : src_len - 1;
 }
 
+/** Source column of collage-local column lx, mirrored first when the component is flipped. */
+DST_HD int SourceColumnIndex(const Component &c, int lx) {
+  return c.flip ? c.w - 1 - lx : lx;
+}
+
+/**
+ * Where one output row or column of a component samples its source: the source indices i0, i1
+ * and the weight of i1 (bilinear; nearest has i1 = i0 and weight 0). Taps are computed once per
+ * sample on the host, so a pixel costs no division by the image size (a 64-bit division per axis
+ * and pixel on the GPU otherwise).
+ */
+struct AxisTap {
+  int32_t i0, i1, weight;
+};
+
+/** Appends the row taps and the column taps (mirrored where flipped) of every component of s to
+ * the batch's tap table, and records where they start. */
+inline void AppendTaps(CollageSample &s, Interp interp, std::vector<AxisTap> &taps) {
+  auto tap = [&](int d, int dst_len, int src_len) {
+    AxisTap t{0, 0, 0};
+    if (interp == Interp::kNearest)
+      t.i0 = t.i1 = NearestSource(d, dst_len, src_len);
+    else
+      LinearSource(d, dst_len, src_len, t.i0, t.i1, t.weight);
+    taps.push_back(t);
+  };
+  for (int i = 0; i < s.k; i++) {
+    Component &c = s.comp[i];
+    c.ytaps = static_cast<int>(taps.size());
+    for (int ly = 0; ly < c.h; ly++) tap(ly, c.h, c.src_h);
+    c.xtaps = static_cast<int>(taps.size());
+    for (int lx = 0; lx < c.w; lx++) tap(SourceColumnIndex(c, lx), c.w, c.src_w);
+  }
+}
+
 /** One interpolation step between a and b in fixed point: a * (1 - w) + b * w. */
 DST_HD int32_t LerpFixed(int32_t a, int32_t b, int weight) {
   return a * (kWeightOne - weight) + b * weight;
@@ -187,11 +242,6 @@ DST_HD int32_t LerpFixed(int32_t a, int32_t b, int weight) {
 /** The horizontal step over one source row: the value with kRowBits fractional bits. */
 DST_HD int32_t LinearRow(const uint8_t *row, int x0, int x1, int wx) {
   return LerpFixed(row[x0], row[x1], wx) >> (kWeightBits - kRowBits);
-}
-
-/** Source column of collage-local column lx, mirrored first when the component is flipped. */
-DST_HD int SourceColumnIndex(const Component &c, int lx) {
-  return c.flip ? c.w - 1 - lx : lx;
 }
 
 /** The component covering collage pixel (y, x), with its local coordinates; null on padding. */
@@ -247,9 +297,11 @@ DST_HD float LinearOut<float>(const PixelParams &p, int ch, int32_t v) {
   return Normalize(p, ch, static_cast<float>(v) * (1.f / (1 << kValueBits)));
 }
 
-/** Writes all channels of collage pixel (y, x) of sample s. */
+/** Writes all channels of collage pixel (y, x) of sample s, sampling through the batch's
+ * taps (AppendTaps). */
 template <typename Out, bool kCHW, Interp kInterp>
-DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int x) {
+DST_HD void StitchPixel(const CollageSample &s, const AxisTap *taps, const PixelParams &p, int y,
+                        int x) {
   Out *out = static_cast<Out *>(s.out);
   const int C = p.channels;
   const int64_t plane = static_cast<int64_t>(s.out_h) * s.out_w;
@@ -261,24 +313,20 @@ DST_HD void StitchPixel(const CollageSample &s, const PixelParams &p, int y, int
     for (int ch = 0; ch < C; ch++) store(ch, ConvertOut<Out>(p.pad[ch]));
     return;
   }
-  int sx_out = SourceColumnIndex(*c, lx);
+  const AxisTap ty = taps[c->ytaps + ly], tx = taps[c->xtaps + lx];
+  const int64_t row_bytes = static_cast<int64_t>(c->src_w) * C;
   if (kInterp == Interp::kNearest) {
-    int sy = NearestSource(ly, c->h, c->src_h);
-    int sx = NearestSource(sx_out, c->w, c->src_w);
-    const uint8_t *src = c->src + (static_cast<int64_t>(sy) * c->src_w + sx) * C;
+    const uint8_t *src = c->src + ty.i0 * row_bytes + tx.i0 * C;
     for (int ch = 0; ch < C; ch++)
       store(ch, ConvertOut<Out>(Normalize(p, ch, src[SourceChannel(p, ch)])));
   } else {
-    int y0, y1, x0, x1, wy, wx;
-    LinearSource(ly, c->h, c->src_h, y0, y1, wy);
-    LinearSource(sx_out, c->w, c->src_w, x0, x1, wx);
-    const uint8_t *r0 = c->src + static_cast<int64_t>(y0) * c->src_w * C;
-    const uint8_t *r1 = c->src + static_cast<int64_t>(y1) * c->src_w * C;
+    const uint8_t *r0 = c->src + ty.i0 * row_bytes;
+    const uint8_t *r1 = c->src + ty.i1 * row_bytes;
     for (int ch = 0; ch < C; ch++) {
       int sc = SourceChannel(p, ch);
-      int32_t h0 = LinearRow(r0, x0 * C + sc, x1 * C + sc, wx);
-      int32_t h1 = LinearRow(r1, x0 * C + sc, x1 * C + sc, wx);
-      store(ch, LinearOut<Out>(p, ch, LerpFixed(h0, h1, wy)));
+      int32_t h0 = LinearRow(r0, tx.i0 * C + sc, tx.i1 * C + sc, tx.weight);
+      int32_t h1 = LinearRow(r1, tx.i0 * C + sc, tx.i1 * C + sc, tx.weight);
+      store(ch, LinearOut<Out>(p, ch, LerpFixed(h0, h1, ty.weight)));
     }
   }
 }
@@ -302,13 +350,13 @@ inline LaunchGrid MakeLaunchGrid(int max_h, int max_w, int num_samples) {
 
 /** The body of one CUDA thread: bounds check, then one pixel. */
 template <typename Out, bool kCHW, Interp kInterp>
-DST_HD void StitchThread(const CollageSample *samples, const PixelParams &p, int bx, int by,
-                         int bz, int tx, int ty, int bdx, int bdy) {
+DST_HD void StitchThread(const CollageSample *samples, const AxisTap *taps, const PixelParams &p,
+                         int bx, int by, int bz, int tx, int ty, int bdx, int bdy) {
   const CollageSample &s = samples[bz];
   int x = bx * bdx + tx;
   int y = by * bdy + ty;
   if (x >= s.out_w || y >= s.out_h) return;
-  StitchPixel<Out, kCHW, kInterp>(s, p, y, x);
+  StitchPixel<Out, kCHW, kInterp>(s, taps, p, y, x);
 }
 
 // ---------------------------------------------------------------------------------------------

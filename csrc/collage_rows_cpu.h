@@ -523,11 +523,13 @@ void StitchRowsU8(const CollageSample &s, const PixelParams &p, const PadPixel &
   }
 }
 
-/** Any output type and layout, a pixel at a time (float output, CHW). */
+/** Any output type and layout, a pixel at a time through the batch's taps (float output,
+ * CHW). */
 template <typename Out, bool kCHW, Interp kInterp>
-void StitchRowsGeneric(const CollageSample &s, const PixelParams &p, int y_begin, int y_end) {
+void StitchRowsGeneric(const CollageSample &s, const AxisTap *taps, const PixelParams &p,
+                       int y_begin, int y_end) {
   for (int y = y_begin; y < y_end; y++)
-    for (int x = 0; x < s.out_w; x++) StitchPixel<Out, kCHW, kInterp>(s, p, y, x);
+    for (int x = 0; x < s.out_w; x++) StitchPixel<Out, kCHW, kInterp>(s, taps, p, y, x);
 }
 
 }  // namespace dst_dali

@@ -57,8 +57,9 @@ void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
   if (emulate_gpu_launch_) {
     Size2 m = MaxOutputSize();
     LaunchGrid grid = MakeLaunchGrid(m.h, m.w, B);
+    const AxisTap *taps = Taps().data();
     DispatchPixelFormat(float_out_, chw_, interp_, [&]<typename Out, bool kCHW, Interp kI>() {
-      EmulateLaunch<Out, kCHW, kI>(samples_.data(), params_, grid);
+      EmulateLaunch<Out, kCHW, kI>(samples_.data(), taps, params_, grid);
     });
   } else if (!float_out_ && !chw_ && interp_ == Interp::kNearest) {
     AddRowTasks<NearestSpans>(tp, samples_, params_, !portable_cpu_, timed);
@@ -67,10 +68,11 @@ void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
     AddRowTasks<LinearSpans>(tp, samples_, params_, !portable_cpu_, timed);
     tp.RunAll();
   } else {
+    const AxisTap *taps = Taps().data();
     DispatchPixelFormat(float_out_, chw_, interp_, [&]<typename Out, bool kCHW, Interp kI>() {
       ForEachRowBand(samples_, [&](int s, int y, int y_end) {
-        tp.AddWork(timed([this, s, y, y_end](int) {
-          StitchRowsGeneric<Out, kCHW, kI>(samples_[s], params_, y, y_end);
+        tp.AddWork(timed([this, taps, s, y, y_end](int) {
+          StitchRowsGeneric<Out, kCHW, kI>(samples_[s], taps, params_, y, y_end);
         }), static_cast<int64_t>(y_end - y) * samples_[s].out_w);
       });
       tp.RunAll();

@@ -1,18 +1,13 @@
-// CollageStitch: the GPU backend. One thread per output pixel; its body is StitchThread from
-// collage_geometry.h, the function the CPU emulation replays in the tests.
+// CollageStitch: the GPU backend. One thread per output pixel: StitchKernel from
+// collage_kernel.h, whose thread body the CPU emulation replays in the tests.
 #include <cuda_runtime_api.h>
 
+#include "collage_kernel.h"
 #include "collage_stitch.h"
 #include "dali/core/cuda_error.h"
 #include "dali/kernels/dynamic_scratchpad.h"
 
 namespace dst_dali {
-
-template <typename Out, bool kCHW, Interp kInterp>
-__global__ void StitchKernel(const CollageSample *samples, PixelParams p) {
-  StitchThread<Out, kCHW, kInterp>(samples, p, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x,
-                                   threadIdx.y, blockDim.x, blockDim.y);
-}
 
 template <>
 void CollageStitch<dali::GPUBackend>::RunImpl(dali::Workspace &ws) {
@@ -24,14 +19,13 @@ void CollageStitch<dali::GPUBackend>::RunImpl(dali::Workspace &ws) {
   cudaStream_t stream = ws.stream();
   dali::kernels::DynamicScratchpad scratch(dali::AccessOrder{stream});
 
+  const AxisTap *taps_gpu = scratch.ToGPU(stream, Taps());
   const CollageSample *samples_gpu = scratch.ToGPU(stream, samples_);
   Size2 m = MaxOutputSize();
   LaunchGrid g = MakeLaunchGrid(m.h, m.w, B);
-  dim3 grid(g.grid_x, g.grid_y, g.grid_z), block(g.block_x, g.block_y);
   DispatchPixelFormat(float_out_, chw_, interp_, [&]<typename Out, bool kCHW, Interp kI>() {
-    StitchKernel<Out, kCHW, kI><<<grid, block, 0, stream>>>(samples_gpu, params_);
+    CUDA_CALL((LaunchStitch<Out, kCHW, kI>(g, stream, samples_gpu, taps_gpu, params_)));
   });
-  CUDA_CALL(cudaGetLastError());
 
   // Annotations were remapped on the host in SetupImpl: stage them in pinned memory (freed in
   // stream order by the scratchpad) and copy each output sample.

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "collage_geometry.h"
+#include "collage_kernel.h"
 #include "dali/core/format.h"
 #include "dali/core/span.h"
 #include "dali/core/static_switch.h"
@@ -84,18 +85,6 @@ void ForEachAnnotationOutput(F &&copy) {
   copy(4, &SampleAnnotations::vertices);
   copy(5, &SampleAnnotations::origin);
   copy(6, &SampleAnnotations::placement);
-}
-
-/** Replays the CUDA launch on the CPU: every block and thread of the grid, same bounds checks. */
-template <typename Out, bool kCHW, Interp kInterp>
-void EmulateLaunch(const CollageSample *samples, const PixelParams &p, const LaunchGrid &g) {
-  for (int bz = 0; bz < g.grid_z; bz++)
-    for (int by = 0; by < g.grid_y; by++)
-      for (int bx = 0; bx < g.grid_x; bx++)
-        for (int ty = 0; ty < g.block_y; ty++)
-          for (int tx = 0; tx < g.block_x; tx++)
-            StitchThread<Out, kCHW, kInterp>(samples, p, bx, by, bz, tx, ty, g.block_x,
-                                             g.block_y);
 }
 
 /** Calls f.template operator()<Out, kCHW, kInterp>() for the runtime choice of the three. */
@@ -203,6 +192,13 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
     }
   }
 
+  /** The batch's tap table (AppendTaps), for the paths that sample pixel by pixel. */
+  const std::vector<AxisTap> &Taps() {
+    taps_.clear();
+    for (auto &s : samples_) AppendTaps(s, interp_, taps_);
+    return taps_;
+  }
+
   /** Max output height and width of the batch, for the launch grid. */
   Size2 MaxOutputSize() const {
     Size2 m{0, 0};
@@ -224,6 +220,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
 
   PixelParams params_{};
   std::vector<CollageSample> samples_;
+  std::vector<AxisTap> taps_;
   std::vector<SampleAnnotations> annotations_;
 
  private:
@@ -330,7 +327,7 @@ template <typename Backend>
 void CollageStitch<Backend>::PlanSample(const dali::Workspace &ws, int s,
                                         const float *short_side, const int *flip) {
   const int C = params_.channels;
-  Size2 src[kMaxComponents], reg[kMaxComponents];
+  Size2 src[kMaxComponents];
   for (int j = 0; j < k_; j++) {
     auto shape = ws.template Input<Backend>(j).shape()[s];
     const std::string name = SampleName(ws.template Input<Backend>(j), s);
@@ -346,14 +343,8 @@ void CollageStitch<Backend>::PlanSample(const dali::Workspace &ws, int s,
                  dali::make_string("CollageStitch: short_side=", short_side[j], " for sample ",
                                    s, ", component ", j, " must be positive"));
     src[j] = {static_cast<int>(shape[0]), static_cast<int>(shape[1])};
-    reg[j] = RegularSize(src[j].h, src[j].w, short_side[j], max_size_);
-    // An extreme aspect ratio can round one side to 0 in detectron2 too; keep 1 pixel.
-    reg[j].h = reg[j].h < 1 ? 1 : reg[j].h;
-    reg[j].w = reg[j].w < 1 ? 1 : reg[j].w;
   }
-  CollageSample &cs = samples_[s];
-  PlaceComponents(cs, k_, src, reg);
-  for (int j = 0; j < k_; j++) cs.comp[j].flip = flip[j] != 0;
+  PlanCollage(samples_[s], k_, src, short_side, max_size_, flip);
 }
 
 /** Placement, boxes, labels, origin and polygons of sample s, in collage pixels. */
