@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dst_dali_installed
 
-.PHONY: install demo test bench accuracy gpu-check clean
+.PHONY: install demo test bench accuracy gpu-kernel-check gpu-check clean
 
 install: $(STAMP)
 
@@ -34,7 +34,14 @@ accuracy: install
 	$(PY) bench/accuracy.py
 	$(PY) bench/iteration_cost.py
 
-# The first thing to run on a GPU node: one report, a line per check (exits 0 without a GPU).
+# The first thing to run on a GPU node, even a bare one: the CUDA kernel alone, built by nvcc
+# and driven by $(PYTHON) with numpy (no .venv, no DALI, no network). EMULATE=1: no GPU, the
+# CPU replay of the kernel's launch. The report and gpu_kernel_check.json go to $(OUT).
+OUT ?= output
+gpu-kernel-check:
+	$(PYTHON) bench/gpu_kernel_check.py $(if $(EMULATE),--emulate) --out $(OUT)
+
+# Then the whole GPU path through DALI: one report, a line per check (exits 0 without a GPU).
 gpu-check: install
 	$(PY) bench/gpu_check.py
 

@@ -3,15 +3,30 @@
 It shares no code with csrc/: sizes come from detectron2's own ResizeShortestEdge, nearest
 neighbour is computed in float64 as "sample the source pixel under the output pixel's centre",
 and a flip is applied to the resized image afterwards (the operator mirrors indices instead).
+It needs numpy alone where detectron2 is not installed (bench/gpu_kernel_check.py on a bare GPU
+node): then sizes come from the same rule written out here (test_collage_op checks the two agree).
 """
 import math
 
 import numpy as np
-from detectron2.data.transforms import ResizeShortestEdge
 
 
-def regular_size(h, w, short_side, max_size):
-    return ResizeShortestEdge.get_output_shape(h, w, short_side, max_size)
+def resize_shortest_edge_shape(h, w, short_side, max_size):
+    """detectron2's ResizeShortestEdge.get_output_shape, from its definition: the short side to
+    short_side, the long side capped at max_size, each side rounded half up."""
+    scale = short_side / min(h, w)
+    newh, neww = (short_side, scale * w) if h < w else (scale * h, short_side)
+    if max(newh, neww) > max_size:
+        s = max_size / max(newh, neww)
+        newh, neww = newh * s, neww * s
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+try:
+    from detectron2.data.transforms import ResizeShortestEdge
+    regular_size = ResizeShortestEdge.get_output_shape
+except ImportError:
+    regular_size = resize_shortest_edge_shape
 
 
 MIN_FIT = 0.875  # a component shrinks to fit its cell by no more than this factor
