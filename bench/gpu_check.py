@@ -5,15 +5,20 @@
 Prints one report (and writes bench/results/gpu_check.md), a line per check:
   exactness   CollageStitch on the GPU vs the CPU backend on the same coco128 images, decoded
               on the CPU and copied (nvJPEG's rounding stays out of it): pixels, boxes, labels,
-              polygons, vertices, origin and placement bit-exact, for k = 1, 4, 9, uint8 and
-              normalized float, HWC and CHW, random flips
-  memcheck    the exactness check again under compute-sanitizer's memcheck, where installed
+              polygons, vertices, origin and placement bit-exact, and the pixels within
+              tolerance of the independent oracle (tests/collage_reference.py, as in
+              gpu_kernel_check.py), for k = 1, 4, 9, 16, nearest and bilinear (k = 1, 4),
+              uint8 and normalized float, HWC and CHW, RGB and BGR (reverse_channels), random
+              flips, batches of 8
+  memcheck    the exactness check again under compute-sanitizer's memcheck, where installed,
+              with DALI's device memory pool off (plain cudaMalloc, so an overrun into a
+              neighbouring block is seen) and DALI's own CUDA API errors not reported
   loader      DSTLoader(device="gpu"): regular and collage batches, images on the GPU, the
               same boxes as the CPU loader for the same seed
   train       train/train_dali.py, the demo config on the GPU with AMP, 20 iterations
   throughput  bench/throughput.py --variants dst_gpu decode_only: samples/s
-  kernel      the collage kernel's achieved GB/s (bytes read + written) against the device's
-              memcpy GB/s
+  kernel      make gpu-kernel-check: the kernel alone (its matrix, sanitizers and GB/s timed
+              with CUDA events against a device-to-device copy in the same run)
 Without a CUDA GPU it says so and exits 0; a failed check exits 1. `--emulate` runs the
 exactness check with the CPU's replay of the CUDA launch in place of the GPU (its test here).
 """
@@ -50,17 +55,18 @@ def gpu_status():
 
 # -- exactness ---------------------------------------------------------------------------------
 
+QUICK_CASES = [(1, "linear", "float", "CHW", True), (4, "linear", "uint8", "HWC", True),
+               (4, "nearest", "float", "CHW", False), (16, "nearest", "uint8", "HWC", True)]
+
+
 def exactness_cases(quick: bool):
-    """(k, interp, dtype, layout) of every configuration compared."""
-    cases = []
-    for k in (1, 4, 9):
-        for interp in (("linear", "nearest") if k == 1 else ("nearest",)):
-            for dtype in ("uint8", "float"):
-                for layout in ("HWC", "CHW"):
-                    if dtype == "uint8" and layout == "CHW" and quick:
-                        continue
-                    cases.append((k, interp, dtype, layout))
-    return cases
+    """(k, interp, dtype, layout, reverse_channels) of every configuration compared."""
+    if quick:
+        return QUICK_CASES
+    return [(k, interp, dtype, layout, reverse) for k in (1, 4, 9, 16)
+            for interp in (("linear", "nearest") if k in (1, 4) else ("nearest",))
+            for dtype in ("uint8", "float") for layout in ("HWC", "CHW")
+            for reverse in (False, True)]
 
 
 def random_annotations(rng, image):
@@ -92,7 +98,10 @@ def stitch_feed(images, picks, rng, short_sides):
     return feed
 
 
-def stitch_runner(k, interp, dtype, layout, device, batch, emulate=False):
+PAD, MEAN, STD = [1.0, 2.0, 3.0], [123.7, 116.3, 103.5], [58.4, 57.1, 57.4]
+
+
+def stitch_runner(k, interp, dtype, layout, device, batch, emulate=False, reverse=False):
     """A pipeline running CollageStitch on `device` over fed inputs; returns run(feed) -> the 7
     outputs as lists of numpy arrays."""
     import nvidia.dali.fn as fn
@@ -114,9 +123,9 @@ def stitch_runner(k, interp, dtype, layout, device, batch, emulate=False):
             images, inputs("boxes"), inputs("labels"), inputs("polygons"), inputs("vertices"),
             short_side=fn.external_source(name="short_side"),
             flip=fn.external_source(name="flip"), max_size=1333, interp=interp,
-            pad_value=[1.0, 2.0, 3.0], dtype=types.FLOAT if float_out else types.UINT8,
-            output_layout=layout, mean=[123.7, 116.3, 103.5] if float_out else 0.0,
-            std=[58.4, 57.1, 57.4] if float_out else 1.0, device=device,
+            pad_value=PAD, dtype=types.FLOAT if float_out else types.UINT8,
+            output_layout=layout, mean=MEAN if float_out else 0.0,
+            std=STD if float_out else 1.0, device=device, reverse_channels=reverse,
             **({"_emulate_gpu_launch": True} if emulate else {}))
         return tuple(out)
 
@@ -133,39 +142,53 @@ def stitch_runner(k, interp, dtype, layout, device, batch, emulate=False):
 
 
 def check_exactness(quick: bool, emulate: bool = False):
-    """GPU (or, with emulate, the CPU's replay of the CUDA launch) vs the CPU fast paths."""
-    images = load_images(limit=18 if quick else 64)
+    """GPU (or, with emulate, the CPU's replay of the CUDA launch) vs the CPU fast paths, and
+    its pixels vs the independent oracle."""
+    from gpu_kernel_check import TOLERANCE, oracle_difference
+    images = load_images(limit=130)
     rng = np.random.default_rng(0)
-    batch, rounds = 2, (1 if quick else 3)
-    compared = 0
-    for k, interp, dtype, layout in exactness_cases(quick):
-        cpu = stitch_runner(k, interp, dtype, layout, "cpu", batch)
+    batch, rounds = 8, (1 if quick else 2)
+    compared, worst = 0, 0.0
+    for k, interp, dtype, layout, reverse in exactness_cases(quick):
+        case = f"k={k} {interp} {dtype} {layout}{' BGR' if reverse else ''}"
+        cpu = stitch_runner(k, interp, dtype, layout, "cpu", batch, reverse=reverse)
         other = stitch_runner(k, interp, dtype, layout, "cpu" if emulate else "gpu", batch,
-                              emulate=emulate)
+                              emulate=emulate, reverse=reverse)
         for _ in range(rounds):
-            picks = rng.choice(len(images), size=(k, batch), replace=False)
-            feed = stitch_feed(images, picks, rng,
-                               [rng.choice([640, 800], k) for _ in range(batch)])
+            picks = rng.choice(len(images), size=(k, batch), replace=k * batch > len(images))
+            short = [rng.choice([640, 800], k) for _ in range(batch)]
+            feed = stitch_feed(images, picks, rng, short)
             want, got = cpu(feed), other(feed)
             for name, w, g in zip(OUTPUTS, want, got):
                 for b in range(batch):
                     if w[b].shape != g[b].shape or not np.array_equal(w[b], g[b]):
-                        return FAIL, (f"k={k} {interp} {dtype} {layout}: {name} of sample {b} "
-                                      "differs from the CPU backend's")
+                        return FAIL, f"{case}: {name} of sample {b} differs from the CPU backend's"
+            kind = "nearest" if interp == "nearest" else "bilinear"
+            for b in range(batch):
+                diff = oracle_difference(got[0][b], [images[i] for i in picks[:, b]], short[b],
+                                         feed["flip"][b], kind, dtype, layout,
+                                         "BGR" if reverse else "RGB", PAD, MEAN, STD, 1333.0)
+                if diff is None or diff > TOLERANCE[(kind, dtype)]:
+                    return FAIL, f"{case}: sample {b} is {diff} grey levels from the oracle"
+                worst = max(worst, diff)
             compared += 1
     what = "the emulated CUDA launch" if emulate else "the GPU"
-    return PASS, (f"{what} equals the CPU backend bit for bit: {compared} batches of "
-                  f"{len(exactness_cases(quick))} configurations (k = 1, 4, 9; uint8/float; "
-                  "HWC/CHW; flips), all 7 outputs")
+    return PASS, (f"{what} equals the CPU backend bit for bit: {compared} batches of {batch} "
+                  f"over {len(exactness_cases(quick))} configurations (k = 1, 4, 9, 16; "
+                  "nearest/bilinear; uint8/float; HWC/CHW; RGB/BGR; flips), all 7 outputs; "
+                  f"pixels within {worst:.2g} grey levels of the oracle")
 
 
 def check_memcheck(quick: bool):
     tool = shutil.which("compute-sanitizer")
     if tool is None:
         return SKIP, "compute-sanitizer is not on PATH"
-    cmd = [tool, "--tool", "memcheck", "--error-exitcode", "3", sys.executable,
-           os.path.abspath(__file__), "--only", "exactness", "--quick", "--no-write"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    cmd = [tool, "--tool", "memcheck", "--report-api-errors", "no", "--error-exitcode", "3",
+           sys.executable, os.path.abspath(__file__), "--only", "exactness", "--quick",
+           "--no-write"]
+    # DALI's pool hands out blocks of its own allocations: memcheck sees only cudaMalloc's
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "DALI_USE_DEVICE_MEM_POOL": "0"})
     summary = [ln for ln in r.stdout.splitlines() + r.stderr.splitlines()
                if "ERROR SUMMARY" in ln]
     detail = summary[-1].strip("= ") if summary else f"exit code {r.returncode}"
@@ -229,34 +252,16 @@ def check_throughput(quick: bool):
 
 
 def check_kernel(quick: bool):
-    """Bytes the collage kernel moves a second (each output byte written and, at half scale,
-    about as many read), against a device-to-device copy of 256 MB."""
-    import torch
-    images = load_images(limit=32)
-    k, batch, repeats = 4, 8, (5 if quick else 30)
-    run = stitch_runner(k, "nearest", "uint8", "HWC", "gpu", batch)
-    rng = np.random.default_rng(1)
-    picks = rng.choice(len(images), size=(k, batch), replace=False)
-    feed = stitch_feed(images, picks, rng, [np.full(k, 800)] * batch)
-    out_bytes = sum(x.nbytes for x in run(feed)[0])
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        run(feed)  # includes the host-to-device copy of the images and DALI's overhead
-    per_batch = (time.perf_counter() - t0) / repeats
-    x = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    y = torch.empty_like(x)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    y.copy_(x)
-    start.record()
-    for _ in range(10):
-        y.copy_(x)
-    end.record()
-    torch.cuda.synchronize()
-    memcpy = 2 * x.numel() * 10 / (start.elapsed_time(end) / 1000) / 1e9
-    achieved = 2 * out_bytes / per_batch / 1e9
-    return PASS, (f"collage batches of {batch}: {achieved:.1f} GB/s (a lower bound: the "
-                  f"pipeline's copies and overhead included) vs memcpy {memcpy:.1f} GB/s "
-                  f"({achieved / memcpy:.0%})")
+    """make gpu-kernel-check: the kernel alone, timed with CUDA events (no DALI around it)."""
+    out = tempfile.mkdtemp(prefix="dst_gpu_kernel_check_")
+    cmd = [sys.executable, os.path.join(ROOT, "bench", "gpu_kernel_check.py"), "--out", out]
+    r = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True,
+                       timeout=1200, cwd=ROOT)
+    checks = json.load(open(os.path.join(out, "gpu_kernel_check.json")))["checks"]
+    failed = [c for c, (status, _) in checks.items() if status == FAIL]
+    speed = checks.get("speed", [SKIP, "not run"])[1]
+    return (FAIL if r.returncode or failed else PASS), \
+        (f"failed: {', '.join(failed)}; " if failed else "") + f"{speed} ({out})"
 
 
 RUNNERS = {"exactness": check_exactness, "memcheck": check_memcheck, "loader": check_loader,

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "collage_kernel.h"
@@ -323,6 +324,14 @@ int dst_map(const Spec *spec, const int32_t *src_hw, const float *short_side,
     }
   }
   return 0;
+}
+
+/** Writes why a driver for CUDA `driver` cannot run this build (runtime CUDART_VERSION, or
+ * `runtime` where > 0), or nothing; returns the message's length. */
+int dst_driver_floor(int driver, int runtime, char *message, int len) {
+  std::string error = DriverFloorError(driver, runtime > 0 ? runtime : CUDART_VERSION);
+  std::snprintf(message, len, "%s", error.c_str());
+  return static_cast<int>(error.size());
 }
 
 /** The GPU's name and the driver's and runtime's versions; -1 when no GPU is usable. */

@@ -9,6 +9,8 @@ kernel the plugin launches (csrc/collage_kernel.h) and the CPU backend's row cod
 (csrc/collage_rows_cpu.h); numpy drives it through ctypes. One report, a line per check:
 
   build     the harness, compiled for this GPU (emulated: for sm_75, never launched)
+  driver    the CUDA driver runs what this toolkit builds (the plugin's GPU backend refuses to
+            load otherwise, with the same message)
   kernel    the kernel compiled for every architecture setup.py builds: ptxas reports no stack
             frame, and its PTX holds no 64-bit integer division or remainder
   matrix    k = 1, 4, 9, 16 x nearest/bilinear x uint8/normalized float x HWC/CHW x RGB/BGR
@@ -61,7 +63,7 @@ SOURCE = os.path.join(ROOT, "bench", "gpu_kernel_check.cu")
 CSRC = os.path.join(ROOT, "csrc")
 COCO128 = os.path.join(ROOT, "data", "coco128", "images")
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-CHECKS = ("build", "kernel", "matrix", "boxes", "memcheck", "initcheck", "speed")
+CHECKS = ("build", "driver", "kernel", "matrix", "boxes", "memcheck", "initcheck", "speed")
 FAULTS = ("skip_row", "write_past_end", "oracle_pixel")
 BATCH, MAX_SIZE = 8, 533.0
 PAD = {"uint8": [1.0, 2.0, 3.0], "float": [-2.0, 0.0, 1.5]}
@@ -219,7 +221,8 @@ class Harness:
 
     def __init__(self, lib):
         self.lib = ctypes.CDLL(lib)
-        for name in ("dst_plan", "dst_run", "dst_map", "dst_device", "dst_time"):
+        for name in ("dst_plan", "dst_run", "dst_map", "dst_device", "dst_time",
+                     "dst_driver_floor"):
             getattr(self.lib, name).restype = ctypes.c_int
 
     @staticmethod
@@ -274,6 +277,12 @@ class Harness:
         ok = self.lib.dst_device(name, 256, ctypes.byref(drv), ctypes.byref(rt)) == 0
         return (name.value.decode() if ok else None), drv.value, rt.value
 
+    def driver_floor(self, driver, runtime=0):
+        """Why a driver for CUDA `driver` cannot run this build ('' when it can)."""
+        message = ctypes.create_string_buffer(512)
+        self.lib.dst_driver_floor(driver, runtime, message, 512)
+        return message.value.decode()
+
     def time(self, spec, images, short, flips, repeats=100):
         ptrs, hw, short, flips = self._arrays(images, short, flips)
         result = np.zeros(4, np.float64)
@@ -298,25 +307,28 @@ def _ptrs(arrays):
 
 # -- the matrix against the CPU rows and the oracle --------------------------------------------
 
-def oracle_collage(images, short, flips, interp, dtype, channels):
-    """The oracle's HWC float64 collage (de-normalized: grey levels, padding as given) and
-    its (out size, placement)."""
+def oracle_difference(out, images, short, flips, interp, dtype, layout, channels, pad,
+                      mean=MEAN, std=STD, max_size=MAX_SIZE, plant=False):
+    """The largest difference, in grey levels, between a kernel output (one sample) and the
+    oracle's collage of its images (float outputs de-normalized; padding compared in output
+    units, as it is written); None when its size differs from the oracle's. plant: the oracle
+    with one pixel off by 7 (a fault the check must report)."""
     if channels == "BGR":  # output channel c is input channel C-1-c
         images = [im[:, :, ::-1] for im in images]
-    canvas, places = oracle.collage(images, list(short), list(flips), MAX_SIZE, pad=PAD[dtype],
-                                    interp="nearest" if interp == "nearest" else "linear")
-    return canvas, places
-
-
-def grey_levels(out, dtype, layout, pad_mask):
-    """A kernel output as HWC float64 grey levels (float outputs de-normalized; padding kept in
-    output units, as the oracle writes it)."""
-    x = out.transpose(1, 2, 0) if layout == "CHW" else out
-    x = x.astype(np.float64)
+    want, places = oracle.collage(images, list(short), list(flips), max_size, pad=pad,
+                                  interp="nearest" if interp == "nearest" else "linear")
+    got = (out.transpose(1, 2, 0) if layout == "CHW" else out).astype(np.float64)
+    if got.shape != want.shape:
+        return None
+    if plant:
+        want[want.shape[0] // 2, want.shape[1] // 2, 0] += 7
     if dtype == "float":
-        denorm = x * np.asarray(STD, np.float64) + np.asarray(MEAN, np.float64)
-        x = np.where(pad_mask[:, :, None], x, denorm)
-    return x
+        pad_mask = np.ones(want.shape[:2], bool)
+        for y0, x0, ph, pw in places:
+            pad_mask[y0:y0 + ph, x0:x0 + pw] = False
+        denorm = got * np.asarray(std, np.float64) + np.asarray(mean, np.float64)
+        got = np.where(pad_mask[:, :, None], got, denorm)
+    return float(np.abs(got - want).max())
 
 
 def run_case(h, case, pool, rng, emulate, fault=None, guard=65536):
@@ -343,19 +355,12 @@ def run_case(h, case, pool, rng, emulate, fault=None, guard=65536):
         if not np.array_equal(outs[s].view(np.uint8), refs[s].view(np.uint8)):
             n = int((outs[s] != refs[s]).sum())
             problems.append(f"sample {s}: {n} values differ from the CPU backend's rows")
-        want, places = oracle_collage(comps, short[s], flips[s], interp, dtype, channels)
-        if tuple(out_hw[s]) != want.shape[:2] or \
-                [tuple(p) for p in place[s]] != [tuple(p) for p in places]:
+        size, places = oracle.layout([im.shape[:2] for im in comps], list(short[s]), MAX_SIZE)
+        diff = oracle_difference(outs[s], comps, short[s], flips[s], interp, dtype, layout,
+                                 channels, PAD[dtype], plant=fault == "oracle_pixel" and s == 0)
+        if tuple(out_hw[s]) != size or [tuple(p) for p in place[s]] != places or diff is None:
             problems.append(f"sample {s}: size or placement differs from the oracle's")
             continue
-        if fault == "oracle_pixel" and s == 0:
-            want = want.copy()
-            want[want.shape[0] // 2, want.shape[1] // 2, 0] += 7  # a wrong oracle pixel
-        pad_mask = np.ones(want.shape[:2], bool)
-        for y0, x0, ph, pw in places:
-            pad_mask[y0:y0 + ph, x0:x0 + pw] = False
-        got = grey_levels(outs[s], dtype, layout, pad_mask)
-        diff = float(np.abs(got - want).max())
         worst = max(worst, diff)
         if diff > TOLERANCE[(interp, dtype)]:
             problems.append(f"sample {s}: {diff:.3g} grey levels from the oracle "
@@ -500,9 +505,11 @@ def main(argv=None):
         return 1
     h = Harness(lib)
     gpu, driver, runtime = h.device()
+    floor = h.driver_floor(driver)
     if gpu is None and not args.emulate:
         print(f"no usable CUDA GPU here (driver {driver}, runtime {runtime}): nothing was run "
-              "on a GPU; `make gpu-kernel-check EMULATE=1` runs the matrix on the CPU")
+              "on a GPU; `make gpu-kernel-check EMULATE=1` runs the matrix on the CPU"
+              + (f"\n{floor}" if floor else ""))
         return 1
     mode = "emulated" if args.emulate else "gpu"
     header = [f"dst_dali kernel check ({mode}): "
@@ -513,6 +520,9 @@ def main(argv=None):
     pool = procedural_images(np.random.default_rng(7)) + coco
     header.append(f"images: {len(PROCEDURAL_SIZES)} procedural, {note}")
 
+    if "driver" in args.only:
+        checks["driver"] = (SKIP, "emulated: no GPU") if args.emulate else \
+            (FAIL, floor) if floor else (PASS, "the driver runs the CUDA runtime this build uses")
     if "kernel" in args.only:
         checks["kernel"] = kernel_quality(build_dir=args.build_dir)
     if "matrix" in args.only:

@@ -4,6 +4,8 @@
 #ifndef DST_DALI_COLLAGE_KERNEL_H_
 #define DST_DALI_COLLAGE_KERNEL_H_
 
+#include <string>
+
 #include "collage_geometry.h"
 
 #if defined(__CUDACC__)
@@ -45,6 +47,27 @@ cudaError_t LaunchStitch(const LaunchGrid &g, cudaStream_t stream, const Collage
   return cudaGetLastError();
 }
 #endif
+
+/**
+ * Empty when a driver for CUDA `driver` (cudaDriverGetVersion: 1000 * major + 10 * minor) runs
+ * code built with the CUDA runtime `runtime` (CUDART_VERSION), else the one-line reason. CUDA's
+ * minor-version compatibility lets any driver of the runtime's major version run it; the
+ * plugin links the runtime statically, so nothing else on the node lifts the floor.
+ */
+inline std::string DriverFloorError(int driver, int runtime) {
+  const int major = runtime / 1000;
+  if (driver >= major * 1000) return std::string();
+  auto version = [](int v) {
+    return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+  };
+  // the first driver branch of each CUDA major version
+  const char *branch = major >= 13 ? "R580" : major == 12 ? "R525" : "R450";
+  return "CollageStitch's GPU backend was built with the CUDA " + version(runtime) +
+         " runtime and needs an NVIDIA driver for CUDA " + std::to_string(major) +
+         ".0 or later (" + branch + "+); this node's driver supports CUDA " +
+         (driver > 0 ? version(driver) : std::string("nothing (no driver found)")) +
+         ": update the driver, or build the plugin with an older CUDA toolkit (see setup.py)";
+}
 
 }  // namespace dst_dali
 

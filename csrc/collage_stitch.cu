@@ -9,6 +9,15 @@
 
 namespace dst_dali {
 
+void CheckCudaDriver() {
+  static const std::string error = [] {
+    int driver = 0;
+    cudaDriverGetVersion(&driver);
+    return DriverFloorError(driver, CUDART_VERSION);
+  }();
+  DALI_ENFORCE(error.empty(), error);
+}
+
 template <>
 void CollageStitch<dali::GPUBackend>::RunImpl(dali::Workspace &ws) {
   DALI_ENFORCE(!emulate_gpu_launch_ && !portable_cpu_,

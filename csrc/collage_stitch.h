@@ -87,6 +87,10 @@ void ForEachAnnotationOutput(F &&copy) {
   copy(6, &SampleAnnotations::placement);
 }
 
+/** Fails, naming the driver found and the one needed, where the CUDA driver is older than the
+ * runtime the GPU backend was built with (collage_stitch.cu). */
+void CheckCudaDriver();
+
 /** Calls f.template operator()<Out, kCHW, kInterp>() for the runtime choice of the three. */
 template <typename F>
 void DispatchPixelFormat(bool float_out, bool chw, Interp interp, F &&f) {
@@ -143,6 +147,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
     min_box_size_ = spec.template GetArgument<float>("min_box_size");
     emulate_gpu_launch_ = spec.template GetArgument<bool>("_emulate_gpu_launch");
     portable_cpu_ = spec.template GetArgument<bool>("_portable_cpu");
+    if constexpr (std::is_same_v<Backend, dali::GPUBackend>) CheckCudaDriver();
   }
 
  protected:

@@ -53,7 +53,7 @@ def test_make_gpu_kernel_check_emulated_passes_the_whole_matrix_without_dali(tmp
     assert all(r["status"] == "PASS" and r["batch"] >= 8 for r in rows)
     assert sum(r["flipped"] for r in rows) > 0
     statuses = {c: s for c, (s, _) in report["checks"].items()}
-    assert statuses == {"build": "PASS", "kernel": "PASS", "matrix": "PASS", "boxes": "PASS",
+    assert statuses == {"build": "PASS", "driver": "SKIP", "kernel": "PASS", "matrix": "PASS", "boxes": "PASS",
                         "memcheck": "SKIP", "initcheck": "SKIP", "speed": "SKIP"}
     assert r.stdout.splitlines()[-1] == "result: no check failed"
     assert "coco128 images decoded" in r.stdout  # OpenCV is in the test environment
@@ -114,3 +114,14 @@ def test_oracle_size_rule_equals_detectron2s():
         short, cap = float(rng.integers(1, 1200)), float(rng.integers(1, 2000))
         assert resize_shortest_edge_shape(h, w, short, cap) == \
             ResizeShortestEdge.get_output_shape(h, w, short, cap), (h, w, short, cap)
+
+
+def test_driver_floor_names_the_driver_found_and_the_one_needed(tmp_path):
+    """The rule the plugin's GPU backend enforces when it loads (csrc/collage_kernel.h)."""
+    lib, _ = gpu_kernel_check.build(str(tmp_path), emulate=True)
+    h = gpu_kernel_check.Harness(lib)
+    old = h.driver_floor(12080, 13000)
+    assert "CUDA 12.8" in old and "CUDA 13.0 runtime" in old and "R580" in old, old
+    assert "no driver found" in h.driver_floor(0, 13000)
+    assert h.driver_floor(13000, 13000) == h.driver_floor(13020, 13010) == ""
+    assert h.driver_floor(12000, 12040) == "" and "R525" in h.driver_floor(11080, 12040)
