@@ -172,8 +172,9 @@ class Arm:
         from detectron2.utils.env import seed_all_rng
         from detectron2.utils.events import EventStorage
 
+        from dst_dali.checkpoint import rng_states
         from dst_dali.config import load_config
-        from dst_dali.trainer import DSTTrainer, rng_states
+        from dst_dali.trainer import DSTTrainer
         self.name = name
         cfg = load_config(CONFIG, opts)
         cfg.freeze()
@@ -189,7 +190,7 @@ class Arm:
 
     @contextlib.contextmanager
     def _turn(self):
-        from dst_dali.trainer import rng_states, set_rng_states
+        from dst_dali.checkpoint import rng_states, set_rng_states
         set_rng_states(self.rng)
         with self.trainer.storage:
             yield

@@ -1,6 +1,7 @@
-"""What crosses ranks: the feedback's numbers summed, and the warm-up's r values gathered (as
-torchvision's reference keeps reduce_dict beside its training loop, not in the model)."""
-from typing import List, Sequence
+"""What crosses ranks: each rank's shard of the data, the feedback's numbers summed, and the
+warm-up's r values gathered (as torchvision's reference keeps reduce_dict beside its training
+loop, not in the model)."""
+from typing import List, Optional, Sequence, Tuple
 
 
 def _world():
@@ -11,6 +12,30 @@ def _world():
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         return dist
     return None
+
+
+def shard_of_rank(shard_id: Optional[int], num_shards: Optional[int]) -> Tuple[int, int]:
+    """(shard_id, num_shards) as given; when neither is given, this process's rank and the
+    world size where torch.distributed is initialised (detectron2's launch, torchrun), else
+    (0, 1). Giving one without the other is an error: it would shard by half a setting."""
+    if shard_id is None and num_shards is None:
+        try:
+            import torch.distributed as dist
+        except ImportError:
+            return 0, 1
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+    if shard_id is None or num_shards is None:
+        raise ValueError(f"shard_id={shard_id!r}, num_shards={num_shards!r}: give both, or "
+                         "neither (then torch.distributed's rank and world size)")
+    for name, value in (("shard_id", shard_id), ("num_shards", num_shards)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name}={value!r}: must be an integer")
+    if not 0 <= shard_id < num_shards:
+        raise ValueError(f"shard_id={shard_id}, num_shards={num_shards}: need "
+                         "0 <= shard_id < num_shards")
+    return shard_id, num_shards
 
 
 def sum_over_ranks(values: Sequence[float]) -> List[float]:

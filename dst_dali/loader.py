@@ -7,14 +7,19 @@ from collections import deque
 from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
-import torch
 from nvidia.dali import pipeline_def
+
+try:
+    import torch
+except ModuleNotFoundError as e:  # the operator needs DALI alone; the loader needs torch too
+    raise ImportError("dst_dali.loader needs torch and torchvision: pip install "
+                      "'dst_dali[loader]' (in a checkout: pip install '.[loader]')") from e
 
 from dst_dali.pipelines.stitch import component_inputs, stitched_batch
 
 from .check_dataset import decode_sizes
 from .controller import COLLAGE, REGULAR, FeedbackController
-from .distributed import sum_over_ranks
+from .distributed import shard_of_rank, sum_over_ranks
 from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for,
                       signal_parts)
 from .dataset import DatasetError, DatasetIndex, detectron2_dataset_index, load_coco_index
@@ -65,10 +70,12 @@ def _dali_cause(error: Exception) -> str:
 
 
 def _gpu_to_torch(tensor):
-    """A copy of one DALI GPU sample as a CUDA tensor (DALI reuses its buffers)."""
+    """A copy of one DALI GPU sample as a CUDA tensor (DALI reuses its buffers), on the GPU
+    the pipeline ran on, whichever device is torch's current one."""
     from nvidia.dali.plugin.pytorch import feed_ndarray
-    out = torch.empty(tensor.shape(), dtype=torch.uint8, device="cuda")
-    feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream())
+    device = torch.device("cuda", tensor.device_id())
+    out = torch.empty(tensor.shape(), dtype=torch.uint8, device=device)
+    feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(device))
     return out
 
 
@@ -84,7 +91,10 @@ class DSTLoader:
             collage components get 1/sqrt(k) of it.
         flip_prob: horizontal flip probability of each image.
         device: "cpu", "gpu" or "auto" (where DALI decodes and stitches).
-        seed, shard_id, num_shards: the data order, the same seed on every rank.
+        seed: the data order, the same on every rank.
+        shard_id, num_shards: this rank's share of every epoch; by default torch.distributed's
+            rank and world size when it is initialised (detectron2's launch, torchrun), else
+            the whole dataset.
         output: "detectron2" (DatasetMapper's dicts) or "torchvision" ((images, targets)).
         controller: decides each batch's kind (dst_dali.controller); see watch().
         labels: torchvision's labels, "contiguous" (1..C, num_classes C + 1) or "coco" (the
@@ -118,8 +128,9 @@ class DSTLoader:
     def __init__(self, images: Optional[str] = None, annotations: Optional[str] = None,
                  batch_size: int = 2, k: int = 4,
                  min_size: Sequence[int] = (640, 672, 704, 736, 768, 800), max_size: int = 1333,
-                 flip_prob: float = 0.5, device: str = "auto", seed: int = 0, shard_id: int = 0,
-                 num_shards: int = 1, output: str = "detectron2",
+                 flip_prob: float = 0.5, device: str = "auto", seed: int = 0,
+                 shard_id: Optional[int] = None, num_shards: Optional[int] = None,
+                 output: str = "detectron2",
                  controller: Optional[FeedbackController] = None,
                  image_format: Optional[str] = None,
                  aspect_ratio_grouping: Optional[bool] = None, masks: bool = False,
@@ -132,9 +143,7 @@ class DSTLoader:
         check_k(k)
         if output not in OUTPUTS:
             raise ValueError(f"output={output!r}: must be one of {OUTPUTS}")
-        if not 0 <= shard_id < num_shards:
-            raise ValueError(f"shard_id={shard_id}, num_shards={num_shards}: need "
-                             "0 <= shard_id < num_shards")
+        shard_id, num_shards = shard_of_rank(shard_id, num_shards)
         if not min_size or any(s <= 0 for s in min_size) or max_size <= 0:
             raise ValueError(f"min_size={min_size}, max_size={max_size}: must be positive")
         if not 0.0 <= flip_prob <= 1.0:
@@ -166,6 +175,12 @@ class DSTLoader:
                 f"{where}: an RLE mask on a non-crowd annotation; masks=True trains on polygons "
                 "(convert it to polygons, or train without masks)"
                 for where in self.index.rle_annotations])
+        if labels == "coco" and 0 in self.index.category_ids:
+            raise ValueError(
+                f"labels='coco': {self.index.source} has a category with id 0 (a dataset "
+                "without COCO ids, as a registered list of dicts or PASCAL VOC), and torchvision "
+                "reads label 0 as the background, so that class would never be learned; use "
+                "labels='contiguous' (1..C, num_classes=C + 1)")
         # torchvision's labels: 1..C (contiguous + 1, 0 is background) or COCO category ids
         self._label_ids = (np.asarray(self.index.category_ids, np.int64) if labels == "coco"
                            else None)
@@ -210,6 +225,7 @@ class DSTLoader:
         self.last_feedback: Optional[dict] = None
         self.signal = self._probe = self.decision = None
         self._observed, self._unfed, self._warned = True, 0, False
+        self._carried: Optional[List[float]] = None  # a resumed state's unobserved row
 
     @classmethod
     def from_detectron2(cls, datasets, **kwargs) -> "DSTLoader":
@@ -444,7 +460,7 @@ class DSTLoader:
         self.unwatch()
         self._probe = probe_for(model) if model is not None else None
         self.signal, self.decision = signal, decision
-        self._observed = True  # nothing delivered yet to observe
+        self._observed = self._carried is None  # nothing to observe, unless a state carried it
         return self
 
     def unwatch(self) -> None:
@@ -464,17 +480,28 @@ class DSTLoader:
         if self._observed:
             return self.last_feedback
         self._observed = True
-        if self.signal == INPUT_SIGNAL:
-            row = box_count_parts(self.last_boxes)
-        else:
-            parts = self._probe.pop() if self._probe is not None else None
-            row = signal_parts(parts, self.signal) if parts is not None else None
+        row = self._last_row(pop=True)
         self._unfed = 0 if row is not None else self._unfed + 1
-        local = row.tolist() if row is not None else [0.0] * 4  # one host read
+        local = row if row is not None else [0.0] * 4
         fed = sum_over_ranks(local) if self.decision == "global" else local
         share = self.controller.observe(fed[0], fed[3])
         self.last_feedback = {"local": local, "share": share}
         return self.last_feedback
+
+    def _last_row(self, pop: bool) -> Optional[List[float]]:
+        """(small, medium, large, total) of the last delivered batch's training forward, None
+        when it left nothing (one host read); pop: taken from the probe, else left there. A
+        resumed loader first gives the row its saved state carried."""
+        if self._carried is not None:
+            row = self._carried
+            self._carried = None if pop else row
+            return row
+        if self.signal == INPUT_SIGNAL:
+            return box_count_parts(self.last_boxes).tolist()
+        if self._probe is None:
+            return None
+        parts = self._probe.pop() if pop else self._probe.peek()
+        return signal_parts(parts, self.signal).tolist() if parts is not None else None
 
     def _warn_if_unfed(self) -> None:
         """DST silently off is the costliest failure: say so once, naming the fix."""
@@ -541,8 +568,14 @@ class DSTLoader:
     def state_dict(self) -> dict:
         """Everything a resumed run needs to continue with the identical batches: how many
         batches each stream has delivered (a batch is a function of its place in the stream),
-        the counters and the controller. Plain numbers and lists."""
+        the counters, the controller, and the last batch's loss parts if its forward has run
+        and the controller has not seen them yet (a loop checkpointing after its step): they
+        are read, not observed, so the running loader still feeds them to the controller at its
+        next batch, and a loader resumed from this state does the same. Plain numbers and
+        lists."""
+        due = None if self._observed or self.signal is None else self._last_row(pop=False)
         return {"version": STATE_VERSION,
+                "feedback_due": due,
                 "config": {key: self._config[key] for key in SEQUENCE_KEYS},
                 "iteration": self.iteration, "last_kind": self.last_kind,
                 "delivered": {kind: self._delivered[kind] for kind in KINDS},
@@ -582,5 +615,7 @@ class DSTLoader:
         self._restart(state["delivered"])
         self.iteration = state["iteration"]
         self.last_kind = state["last_kind"]
+        self._carried = state.get("feedback_due")
+        self._observed = self._carried is None
         if self.controller is not None and state["controller"] is not None:
             self.controller.load_state_dict(state["controller"])

@@ -114,6 +114,66 @@ def fcos_loss_parts(model, anchors, pred_logits, gt_labels, pred_anchor_deltas, 
                             gt_boxes, "giou")
 
 
+def torchvision_retinanet_parts(head, targets, head_outputs, anchors, matched_idxs):
+    """(2, 4) like roi_loss_parts, for torchvision's RetinaNet: what its `head.compute_loss`
+    receives, split by the area of each positive anchor's matched box. Row 0 is its
+    bbox_regression loss itself (torchvision's own `_box_loss`, normalized as the model does:
+    by the image's positives, then by the images), row 1 the focal loss of the positives."""
+    from torchvision.models.detection._utils import _box_loss
+    from torchvision.ops import sigmoid_focal_loss
+    reg_head = head.regression_head
+    out = torch.zeros(2, 4, device=head_outputs["cls_logits"].device)
+    images = max(1, len(targets))
+    for t, logits, deltas, a, m in zip(targets, head_outputs["cls_logits"],
+                                       head_outputs["bbox_regression"], anchors, matched_idxs):
+        fg = torch.where(m >= 0)[0]
+        if not len(fg):
+            continue
+        gt = t["boxes"][m[fg]]
+        masks = area_groups((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))
+        target = torch.zeros_like(logits[fg])
+        target[torch.arange(len(fg)), t["labels"][m[fg]]] = 1.0
+        focal = sigmoid_focal_loss(logits[fg], target, reduction="none").sum(1)
+        norm = max(1, len(fg)) * images
+        for g in range(3):
+            out[0, g] += _box_loss(reg_head._loss_type, reg_head.box_coder, a[fg[masks[g]]],
+                                   gt[masks[g]], deltas[fg[masks[g]]]) / norm
+            out[1, g] += focal[masks[g]].sum() / norm
+    out[:, 3] = out[:, :3].sum(1)
+    return out
+
+
+def torchvision_fcos_parts(head, targets, head_outputs, anchors, matched_idxs):
+    """(2, 4) like roi_loss_parts, for torchvision's FCOS: its GIoU bbox_regression loss over
+    positive locations (reduction "none", normalized by the positives as the model does) and
+    the focal loss of those locations, split by matched-box area (the centerness loss, a
+    quality estimate, is not split)."""
+    from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+    logits = head_outputs["cls_logits"]
+    out = torch.zeros(2, 4, device=logits.device)
+    matched = torch.stack(matched_idxs)
+    fg = matched >= 0
+    if not fg.any():
+        return out
+    gt_boxes = torch.stack([t["boxes"][m.clip(min=0)] if len(t["boxes"])
+                            else t["boxes"].new_zeros((len(m), 4))
+                            for t, m in zip(targets, matched_idxs)])
+    gt_labels = torch.stack([t["labels"][m.clip(min=0)] if len(t["labels"])
+                             else t["labels"].new_zeros(len(m))
+                             for t, m in zip(targets, matched_idxs)])
+    norm = max(1, int(fg.sum()))
+    pred = head.box_coder.decode(head_outputs["bbox_regression"], torch.stack(anchors))
+    giou = generalized_box_iou_loss(pred[fg], gt_boxes[fg], reduction="none") / norm
+    target = torch.zeros_like(logits[fg])
+    target[torch.arange(len(target)), gt_labels[fg]] = 1.0
+    focal = sigmoid_focal_loss(logits[fg], target, reduction="none").sum(1) / norm
+    gt = gt_boxes[fg]
+    masks = area_groups((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])).to(giou.dtype)
+    out[0, :3], out[1, :3] = (masks * giou).sum(1), (masks * focal).sum(1)
+    out[:, 3] = out[:, :3].sum(1)
+    return out
+
+
 def signal_parts(parts: torch.Tensor, signal: str) -> torch.Tensor:
     """The (small, medium, large, total) row of `parts` for a feedback signal."""
     if signal == "reg":
@@ -126,14 +186,49 @@ def signal_parts(parts: torch.Tensor, signal: str) -> torch.Tensor:
                      f"those are {FEEDBACK_SIGNALS}")
 
 
-class LossShareProbe:
+class _Wrapped:
+    """An instance attribute set over what `owner.name` was, and restored as it was: the
+    class's method (the attribute removed) or an instance attribute someone else had set."""
+    _NONE = object()
+
+    def __init__(self, owner, name: str, value):
+        self.owner, self.name, self.value = owner, name, value
+        self.before = owner.__dict__.get(name, self._NONE)
+        setattr(owner, name, value)
+
+    def restore(self) -> None:
+        if self.owner.__dict__.get(self.name) is not self.value:
+            return  # wrapped again since: leave the newer wrapper alone
+        if self.before is self._NONE:
+            del self.owner.__dict__[self.name]
+        else:
+            setattr(self.owner, self.name, self.before)
+
+
+class _PartsProbe:
+    """What a probe's training forward left: `parts` until popped."""
+    parts: Optional[torch.Tensor] = None
+
+    def pop(self) -> Optional[torch.Tensor]:
+        parts, self.parts = self.parts, None
+        return parts
+
+    def peek(self) -> Optional[torch.Tensor]:
+        """The parts pop() would give, left in place."""
+        return self.parts
+
+
+class LossShareProbe(_PartsProbe):
     """Wraps a detectron2 detector's loss so each training forward also leaves its loss parts
     in `self.parts` (see roi_loss_parts, retinanet_loss_parts). The returned losses are
     untouched: the parts are computed afterwards, without gradients."""
 
     def __init__(self, model):
-        from detectron2.modeling.meta_arch.fcos import FCOS
-        from detectron2.modeling.meta_arch.retinanet import RetinaNet
+        try:
+            from detectron2.modeling.meta_arch.fcos import FCOS
+            from detectron2.modeling.meta_arch.retinanet import RetinaNet
+        except ImportError:  # not a detectron2 model then: the error below names the signals
+            FCOS = RetinaNet = ()
         model = getattr(model, "module", model)  # DistributedDataParallel
         predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
         if predictor is not None and hasattr(predictor, "losses"):
@@ -145,10 +240,9 @@ class LossShareProbe:
         else:
             raise ValueError(f"{type(model).__name__} has neither an ROI box predictor "
                              "(roi_heads.box_predictor) nor RetinaNet's or FCOS's losses to "
-                             "measure the loss share from; use DST.SIGNAL in "
-                             f"{(INPUT_SIGNAL,) + STATIC_SIGNALS}")
+                             "measure the loss share from; use signal= (DST.SIGNAL in a yaml "
+                             f"config) one of {(INPUT_SIGNAL,) + STATIC_SIGNALS}")
         self.parts: Optional[torch.Tensor] = None
-        self._owner = owner
         original = owner.losses
 
         def losses(*args):
@@ -157,15 +251,41 @@ class LossShareProbe:
                 self.parts = parts_of(owner, *args)
             return result
 
-        owner.losses = losses  # an instance attribute over the class's method
-
-    def pop(self) -> Optional[torch.Tensor]:
-        parts, self.parts = self.parts, None
-        return parts
+        self._wrapped = _Wrapped(owner, "losses", losses)
 
     def remove(self) -> None:
-        """Gives the model back its own losses()."""
-        self._owner.__dict__.pop("losses", None)
+        """Gives the model back the losses() it had before (its own, or a wrapper of yours)."""
+        self._wrapped.restore()
+
+
+class TorchvisionDenseProbe(_PartsProbe):
+    """The loss split for torchvision's dense detectors (RetinaNet, FCOS): wraps the model's
+    `head.compute_loss(targets, head_outputs, anchors, matched_idxs)`, which both call with
+    each anchor's matched box, and after it leaves the parts of torchvision_retinanet_parts or
+    torchvision_fcos_parts in `self.parts`. The returned losses are untouched."""
+
+    def __init__(self, model):
+        from torchvision.models.detection import FCOS, RetinaNet
+        inner = getattr(model, "module", model)
+        if not isinstance(inner, (RetinaNet, FCOS)):
+            raise ValueError(f"{type(inner).__name__} is not torchvision's RetinaNet or FCOS")
+        head = inner.head
+        parts_of = torchvision_fcos_parts if isinstance(inner, FCOS) else \
+            torchvision_retinanet_parts
+        self.parts: Optional[torch.Tensor] = None
+        original = head.compute_loss
+
+        def compute_loss(targets, head_outputs, anchors, matched_idxs):
+            losses = original(targets, head_outputs, anchors, matched_idxs)
+            with torch.no_grad():
+                self.parts = parts_of(head, targets, head_outputs, anchors, matched_idxs)
+            return losses
+
+        self._wrapped = _Wrapped(head, "compute_loss", compute_loss)
+
+    def remove(self) -> None:
+        """Gives the head back the compute_loss it had before."""
+        self._wrapped.restore()
 
 
 class TorchvisionLossShareProbe:
@@ -194,13 +314,12 @@ class TorchvisionLossShareProbe:
             self._sampled = (torch.cat(labels), torch.cat(regression_targets), torch.cat(areas))
             return out
 
-        heads.select_training_samples = select_training_samples  # over the class's method
-        self._heads = heads
+        self._wrapped = _Wrapped(heads, "select_training_samples", select_training_samples)
         self._hook = heads.box_predictor.register_forward_hook(self._keep_predictions)
 
     def remove(self) -> None:
-        """Gives the heads back their own select_training_samples and drops the hook."""
-        self._heads.__dict__.pop("select_training_samples", None)
+        """Gives the heads back the select_training_samples they had and drops the hook."""
+        self._wrapped.restore()
         self._hook.remove()
 
     def _keep_predictions(self, module, inputs, outputs):
@@ -209,10 +328,15 @@ class TorchvisionLossShareProbe:
 
     def pop(self) -> Optional[torch.Tensor]:
         """(2, 4) like roi_loss_parts, for the last training forward; None if there was none."""
+        parts = self.peek()
+        self._sampled = self._predicted = None
+        return parts
+
+    def peek(self) -> Optional[torch.Tensor]:
+        """The parts pop() would give, left in place."""
         if self._sampled is None or self._predicted is None:
             return None
         (labels, targets, areas), (logits, deltas) = self._sampled, self._predicted
-        self._sampled = self._predicted = None
         out = torch.zeros(2, 4, device=logits.device)
         pos = torch.where(labels > 0)[0]
         if len(pos) == 0:
@@ -227,11 +351,15 @@ class TorchvisionLossShareProbe:
 
 
 def probe_for(model):
-    """The loss-share probe of a detector: TorchvisionLossShareProbe for torchvision's R-CNNs,
-    LossShareProbe for detectron2's R-CNNs, RetinaNet and FCOS (DDP-wrapped or not)."""
+    """The loss-share probe of a detector (DDP-wrapped or not): TorchvisionLossShareProbe for
+    torchvision's R-CNNs, TorchvisionDenseProbe for its RetinaNet and FCOS, LossShareProbe for
+    detectron2's R-CNNs, RetinaNet and FCOS. torchvision's models never import detectron2."""
     inner = getattr(model, "module", model)
     if hasattr(getattr(inner, "roi_heads", None), "select_training_samples"):
         return TorchvisionLossShareProbe(model)
+    if type(inner).__module__.startswith("torchvision.") and \
+            hasattr(getattr(inner, "head", None), "compute_loss"):
+        return TorchvisionDenseProbe(model)
     return LossShareProbe(model)
 
 

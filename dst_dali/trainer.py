@@ -7,17 +7,16 @@ each iteration's small-object loss share to the controller.
 """
 import logging
 import os
-import random
 from typing import List
 from unittest import mock
 
-import numpy as np
 import torch
 from detectron2.engine import DefaultTrainer, HookBase, create_ddp_model
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
+from .checkpoint import rng_states, set_rng_states
 from .config import SIGNALS_OF
 from .controller import COLLAGE, FeedbackController, StaticController
 from .distributed import gather_over_ranks, sum_over_ranks
@@ -57,27 +56,6 @@ def build_dst_loader(cfg, controller) -> DSTLoader:
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, masks=cfg.MODEL.MASK_ON,
         pad_value=cfg.MODEL.PIXEL_MEAN, bad_images=cfg.DST.BAD_IMAGES,
         num_threads=cfg.DST.NUM_THREADS, pipelines=cfg.DST.PIPELINES or None)
-
-
-def rng_states() -> dict:
-    """The process's random generators, as tensors and plain numbers (loadable with
-    torch.load(weights_only=True))."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    states = {"torch": torch.get_rng_state(),
-              "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-              "python": random.getstate()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class DSTHook(HookBase):

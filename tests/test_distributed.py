@@ -1,5 +1,6 @@
 """Two ranks over torch.distributed (gloo, CPU): per-rank and global decisions, tau calibrated
-from every rank's r, disjoint loader shards."""
+from every rank's r, disjoint loader shards by default (no shard arguments, as detectron2's
+lazyconfig_train_net.py builds its loader)."""
 import os
 
 import numpy as np
@@ -29,8 +30,8 @@ def _rank(rank, world, init_file, out):
             calibrated.observe(small, total)
         loader = DSTLoader(os.path.join(ROOT, "data", "coco128", "images"),
                            os.path.join(ROOT, "data", "coco128", "instances.json"),
-                           batch_size=2, device="cpu", shard_id=rank, num_shards=world,
-                           aspect_ratio_grouping=False)
+                           batch_size=2, device="cpu", aspect_ratio_grouping=False)
+        assert (loader._config["shard_id"], loader._config["num_shards"]) == (rank, world)
         ids = [d["image_id"] for _ in range(len(loader)) for d in loader.next_batch("regular")]
         out[rank] = dict(per_rank=list(per_rank.decisions), global_=list(global_.decisions),
                          global_shares=list(global_.shares), tau=calibrated.tau,

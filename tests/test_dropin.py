@@ -137,3 +137,115 @@ def test_torchvision_targets_coco_labels_area_iscrowd(coco128):
             assert x["labels"].device == x["boxes"].device == x["area"].device
     with pytest.raises(ValueError, match="labels='voc'"):
         DSTLoader(coco128.images, coco128.annotations, labels="voc", device="cpu")
+
+
+@pytest.mark.parametrize("arch", ["retinanet", "fcos"])
+def test_torchvision_dense_detectors_train_with_watch(coco128, arch):
+    """torchvision's RetinaNet and FCOS in the reference loop: loader.watch(model) feeds the
+    controller r of their box-regression loss (tau = 1: every fed r asks for a collage)."""
+    from test_signals import torchvision_dense_model
+    model = torchvision_dense_model(arch, num_classes=81)  # labels 1..80
+    loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(256,),
+                       max_size=256, output="torchvision", device="cpu",
+                       controller=FeedbackController(tau=1.0)).watch(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    kinds = []
+    for (images, targets), _ in zip(loader, range(4)):
+        kinds.append(loader.last_kind)
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    check_decisions_follow_r(loader, kinds, 1.0)
+    assert loader.last_feedback["local"][3] > 0
+
+
+def test_coco_labels_refuse_a_dataset_whose_category_ids_start_at_0(coco128):
+    """A list of dicts (or VOC) has contiguous ids from 0; as torchvision labels, 0 is the
+    background: labels='coco' is refused, 'contiguous' gives 1..C."""
+    from detectron2.data.datasets import load_coco_json
+
+    from dst_dali.dataset import index_of_dataset_dicts
+    dicts = load_coco_json(coco128.annotations, coco128.images, "coco128_contiguous")
+    index = index_of_dataset_dicts("coco128_contiguous", dicts, list(range(80)),
+                                   [str(i) for i in range(80)])
+    with pytest.raises(ValueError, match="labels='contiguous'"):
+        DSTLoader(index=index, output="torchvision", labels="coco", device="cpu")
+    loader = DSTLoader(index=index, output="torchvision", device="cpu", min_size=(64,),
+                       max_size=96)
+    _, targets = loader.next_batch("regular")
+    assert all(t["labels"].min() >= 1 for t in targets if len(t["labels"]))
+
+
+def test_loader_without_torch_says_how_to_install(tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'torchvision'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _NoTorch())\n")
+    r = subprocess.run([sys.executable, "-c", "from dst_dali.loader import DSTLoader"],
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"},
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1
+    assert "ImportError: dst_dali.loader needs torch and torchvision: pip install " \
+           "'dst_dali[loader]'" in r.stderr, r.stderr[-800:]
+
+
+def test_plain_loop_checkpoint_resumes_exactly(coco128):
+    """A torchvision loop checkpointed after step 3 (model, optimizer, loader.state_dict(),
+    dst_dali.checkpoint.rng_states(), as the README says) and resumed in a fresh process's
+    worth of objects delivers the same kinds and images as the uninterrupted run, and ends
+    with the same controller history. The loader's state carries the step's loss parts, which
+    its controller had not seen yet when the checkpoint was taken."""
+    import io
+
+    from test_signals import torchvision_dense_model
+
+    from dst_dali.checkpoint import rng_states, set_rng_states
+
+    def start(seed):
+        torch.manual_seed(seed)
+        model = torchvision_dense_model("retinanet", num_classes=81)
+        loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(256,),
+                           max_size=256, output="torchvision", device="cpu", seed=5,
+                           controller=FeedbackController(tau=0.35)).watch(model)
+        return model, loader, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def steps(model, loader, optimizer, n):
+        seen = []
+        for _ in range(n):  # (zip(loader, range(n)) would draw one batch more, untrained)
+            images, targets = loader.next_batch()
+            seen.append((loader.last_kind, loader.last_image_ids))
+            loss = sum(model(images, targets).values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return seen
+
+    ref_model, ref_loader, ref_optimizer = start(0)
+    reference = steps(ref_model, ref_loader, ref_optimizer, 9)
+    model, loader, optimizer = start(0)
+    assert steps(model, loader, optimizer, 3) == reference[:3]
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "loader": loader.state_dict(), "rng": rng_states()}, buffer)
+    del model, loader, optimizer
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    model, loader, optimizer = start(123)  # other weights until the checkpoint is loaded
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    loader.load_state_dict(state["loader"])
+    set_rng_states(state["rng"])
+    resumed = steps(model, loader, optimizer, 6)
+    assert resumed == reference[3:]
+    kinds = {kind for kind, _ in reference}
+    assert kinds == {"regular", "collage"}, kinds
+    ref_loader.observe_last()
+    loader.observe_last()
+    assert loader.controller.decisions == ref_loader.controller.decisions
+    assert loader.controller.shares == ref_loader.controller.shares

@@ -221,3 +221,66 @@ def test_torchvision_probe_with_an_image_without_boxes():
     assert (labels > 0).any()  # torchvision adds the ground truth to the proposals
     assert torch.all(areas[labels > 0] == 60.0 * 60.0)  # the one box, medium
     assert parts[0, 1].item() == pytest.approx(parts[0, 3].item())
+
+
+def torchvision_dense_model(arch, num_classes=4):
+    """torchvision's RetinaNet or FCOS on a ResNet-18 FPN, untrained, 256 px inputs."""
+    from torchvision.models.detection import FCOS, RetinaNet
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    torch.manual_seed(0)
+    backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5,
+                                   returned_layers=[2, 3, 4],
+                                   extra_blocks=LastLevelP6P7(256, 256))
+    cls = RetinaNet if arch == "retinanet" else FCOS
+    return cls(backbone, num_classes=num_classes, min_size=256, max_size=256).train()
+
+
+DENSE_TARGETS = [{"boxes": torch.tensor([[10.0, 10, 30, 30], [40, 40, 110, 100], [0, 0, 250, 250]]),
+                  "labels": torch.tensor([1, 2, 3])},
+                 {"boxes": torch.tensor([[100.0, 120, 120, 136]]), "labels": torch.tensor([2])},
+                 {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}]
+
+
+@pytest.mark.parametrize("arch", ["retinanet", "fcos"])
+def test_torchvision_dense_probe_splits_bbox_regression(arch):
+    """torchvision's RetinaNet and FCOS (the paper's Table 6 detectors): the probe leaves the
+    losses as they are, its regression parts of small, medium and large positives add up to
+    the model's own bbox_regression loss, and an image without boxes among the batch counts
+    nothing. remove() gives the head back what it had, a user's own wrapper included."""
+    from dst_dali.signals import TorchvisionDenseProbe, probe_for
+    model = torchvision_dense_model(arch)
+    images = [torch.rand(3, 256, 256) for _ in DENSE_TARGETS]
+    plain = model(images, DENSE_TARGETS)
+    calls = []
+    own = model.head.compute_loss
+
+    def users_wrapper(*args):
+        calls.append(1)
+        return own(*args)
+    model.head.compute_loss = users_wrapper
+    probe = probe_for(model)
+    assert isinstance(probe, TorchvisionDenseProbe)
+    probed = model(images, DENSE_TARGETS)
+    assert {k: v.item() for k, v in plain.items()} == {k: v.item() for k, v in probed.items()}
+    assert torch.equal(probe.peek(), probe.peek())  # peek leaves the parts
+    parts = probe.pop()
+    assert abs(parts[0, 3].item() - probed["bbox_regression"].item()) < 1e-6
+    assert parts[0, :3].sum().item() == pytest.approx(parts[0, 3].item(), abs=1e-7)
+    assert all(parts[0, g].item() > 0 for g in range(3)) and parts[1, 3] > 0
+    assert probe.pop() is None
+    probe.remove()
+    assert model.head.compute_loss is users_wrapper and len(calls) == 1
+    model(images, DENSE_TARGETS)
+    assert probe.pop() is None and len(calls) == 2
+
+
+def test_torchvision_dense_probe_splits_one_group_alone():
+    """A batch whose only box is small: all of the regression loss is the small group's."""
+    from dst_dali.signals import probe_for
+    model = torchvision_dense_model("retinanet")
+    probe = probe_for(model)
+    losses = model([torch.rand(3, 256, 256)], [DENSE_TARGETS[1]])
+    parts = probe.pop()
+    assert parts[0, 0].item() == pytest.approx(losses["bbox_regression"].item(), abs=1e-6)
+    assert parts[0, 1].item() == parts[0, 2].item() == 0.0
