@@ -1,5 +1,6 @@
 """DSTLoader: regular and collage batches from two prefetching DALI pipelines, the kind of each
 iteration chosen by the feedback controller, in detectron2's or torchvision's format."""
+import itertools
 import logging
 import math
 import warnings
@@ -27,6 +28,7 @@ from .device import dali_device_id, resolve_device
 from .formats import Sample, to_detectron2, to_torchvision
 from .ops import check_k
 from .sampler import GroupSampler
+from .stock_loops import ModelFinder, put_scalars, storage_iteration
 
 logger = logging.getLogger(__name__)
 KINDS = (REGULAR, COLLAGE)
@@ -44,6 +46,13 @@ SEQUENCE_KEYS = ("batch_size", "k", "min_size", "max_size", "flip_prob", "seed",
 # detectron2 and torchvision pad batches with. In RGB order, 0-255 (detectron2's default
 # PIXEL_MEAN is this in BGR; torchvision's image_mean is this / 255).
 PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
+
+
+def _check_watch_args(signal: str, decision: str) -> None:
+    if signal not in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
+        raise ValueError(f"signal={signal!r}: must be one of {FEEDBACK_SIGNALS + (INPUT_SIGNAL,)}")
+    if decision not in DECISIONS:
+        raise ValueError(f"decision={decision!r}: must be one of {DECISIONS}")
 
 
 class _Group(NamedTuple):
@@ -112,6 +121,16 @@ class DSTLoader:
             on). Either way it is set aside for the rest of the run (see `set_aside`), and its
             batch comes again with another image of the dataset in its place, so the good
             images of that batch are not lost (also when a caller catches "stop"'s error).
+        endless: `for batch in loader` never ends (for loops that iterate once and count
+            iterations themselves, as detectron2's SimpleTrainer); default one epoch.
+        signal, decision: how watch() measures and decides unless told (see watch()).
+
+    Inside a loop that knows nothing of DST (detectron2's tools/lazyconfig_train_net.py),
+    iterating the loader with a FeedbackController and no watch() finds the model by itself:
+    the first module called with a batch as delivered is watched (dst_dali.stock_loops). With
+    detectron2's EventStorage open, dst/* scalars go to it (metrics.json), and a resumed
+    trainer's start iteration moves both streams past what the run can have read
+    (start_after; an exact resume needs the loader's state, as DSTHook keeps it).
 
     Two DALI pipelines prefetch side by side: regular (k = 1: detectron2's ResizeShortestEdge +
     RandomFlip) and collage (k images a sample, all of one orientation, on a canvas the size of
@@ -137,7 +156,8 @@ class DSTLoader:
                  labels: str = "contiguous", pad_value: Optional[Sequence[float]] = None,
                  bad_images: str = "stop", num_threads: int = 2,
                  pipelines: Optional[int] = None, prefetch: int = 2,
-                 device_id: Optional[int] = None, index: Optional[DatasetIndex] = None):
+                 device_id: Optional[int] = None, index: Optional[DatasetIndex] = None,
+                 endless: bool = False, signal: str = "reg", decision: str = "per_rank"):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
         check_k(k)
@@ -157,6 +177,7 @@ class DSTLoader:
             raise ValueError(f"labels={labels!r}: must be one of {LABELS}")
         if bad_images not in BAD_IMAGES:
             raise ValueError(f"bad_images={bad_images!r}: must be one of {BAD_IMAGES}")
+        _check_watch_args(signal, decision)
         for name, value in (("num_threads", num_threads), ("pipelines", pipelines),
                             ("prefetch", prefetch)):
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -226,6 +247,10 @@ class DSTLoader:
         self.signal = self._probe = self.decision = None
         self._observed, self._unfed, self._warned = True, 0, False
         self._carried: Optional[List[float]] = None  # a resumed state's unobserved row
+        self.endless_iteration, self._watch_args = endless, (signal, decision)
+        self._finder: Optional[ModelFinder] = None
+        self.log_scalars = True  # dst/* into detectron2's EventStorage; DSTHook does its own
+        self._run_kinds = dict.fromkeys(KINDS, 0)  # batches delivered by this object
 
     @classmethod
     def from_detectron2(cls, datasets, **kwargs) -> "DSTLoader":
@@ -432,7 +457,7 @@ class DSTLoader:
         return samples
 
     # -- iteration ---------------------------------------------------------------------------
-    def watch(self, model=None, signal: str = "reg", decision: str = "per_rank",
+    def watch(self, model=None, signal: Optional[str] = None, decision: Optional[str] = None,
               controller=None) -> "DSTLoader":
         """Feeds the controller from the model's own training forwards: after this, each
         `next_batch()` first reads the loss parts the last forward left (see
@@ -443,21 +468,23 @@ class DSTLoader:
             model: a detectron2 R-CNN, RetinaNet or FCOS, or a torchvision Faster/Mask R-CNN
                 (DDP-wrapped or not); None for signal "input".
             signal: "reg", "cls" or "joint" (that loss of positive proposals, split by
-                matched-box area) or "input" (the share of small boxes in the batch).
+                matched-box area) or "input" (the share of small boxes in the batch); default
+                the loader's `signal` ("reg").
             decision: "per_rank" (this rank's r, the paper's) or "global" (the losses summed
-                over torch.distributed ranks: every rank must call next_batch alike).
+                over torch.distributed ranks: every rank must call next_batch alike); default
+                the loader's `decision` ("per_rank").
             controller: the policy fed; default the loader's own, or FeedbackController(0.1).
         Returns the loader.
         """
-        if signal not in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
-            raise ValueError(f"signal={signal!r}: must be one of "
-                             f"{FEEDBACK_SIGNALS + (INPUT_SIGNAL,)}")
-        if decision not in DECISIONS:
-            raise ValueError(f"decision={decision!r}: must be one of {DECISIONS}")
+        signal = signal or self._watch_args[0]
+        decision = decision or self._watch_args[1]
+        _check_watch_args(signal, decision)
         if signal in FEEDBACK_SIGNALS and model is None:
             raise ValueError(f"signal={signal!r} is measured from a model's loss: give model")
         self.controller = controller or self.controller or FeedbackController(0.1)
         self.unwatch()
+        if self._finder is not None:
+            self._finder.remove()
         self._probe = probe_for(model) if model is not None else None
         self.signal, self.decision = signal, decision
         self._observed = self._carried is None  # nothing to observe, unless a state carried it
@@ -534,6 +561,9 @@ class DSTLoader:
             raise ValueError(f"kind={kind!r}: must be one of {KINDS}")
         samples = self._samples(kind)
         self.iteration += 1
+        self._run_kinds[kind] += 1
+        if self.log_scalars:
+            put_scalars(self._scalars(kind))
         self.last_kind = kind
         self.last_boxes = [s.boxes for s in samples]  # for the "input" signal
         self.last_image_ids = [list(s.image_ids) for s in samples]
@@ -546,11 +576,42 @@ class DSTLoader:
     def __len__(self) -> int:
         return math.ceil(self.shard_size / self.batch_size)
 
+    def _scalars(self, kind: str) -> dict:
+        """This rank's dst/* figures at a batch of `kind`: what a loop without DSTHook logs."""
+        scalars = {"dst/collage": float(kind == COLLAGE),
+                   "dst/collage_rate": self._run_kinds[COLLAGE] / sum(self._run_kinds.values()),
+                   "dst/images_set_aside": len(self.set_aside)}
+        share = (self.last_feedback or {}).get("share")
+        if share is not None:
+            scalars["dst/small_share"] = share
+        if getattr(self.controller, "tau", None) is not None:
+            scalars["dst/tau"] = self.controller.tau
+        return scalars
+
     def __iter__(self):
-        """One epoch: len(self) iterations, like a torch DataLoader (the streams go on where
-        they stopped)."""
-        for _ in range(len(self)):
-            yield self.next_batch()
+        """One epoch, len(self) iterations, like a torch DataLoader (the streams go on where
+        they stopped); endless with endless=True. In a loop that knows nothing of DST it finds
+        the model and the resumed start by itself (see the class's notes)."""
+        start = storage_iteration()
+        if self.iteration == 0 and start:
+            self.start_after(start)
+            logger.info("DSTLoader: the trainer starts at iteration %d: both streams continue "
+                        "past what the run can have read", start)
+        if self.signal is None and isinstance(self.controller, FeedbackController) and \
+                (self._finder is None or self._finder.active):
+            self._finder = self._finder or ModelFinder(self._found_model)
+        for _ in (itertools.count() if self.endless_iteration else range(len(self))):
+            batch = self.next_batch()
+            if self._finder is not None:
+                self._finder.delivered(batch)
+            yield batch
+
+    def _found_model(self, model) -> None:
+        """The loop's model, called with the last batch: watched from this forward on."""
+        self.watch(model)
+        self._observed = False  # this very forward feeds the next decision
+        logger.info("DSTLoader: watching %s, the module the loop trains on its batches",
+                    type(model).__name__)
 
     def endless(self):
         """An endless iterator of batches, for loops that draw from one (detectron2's trainers,

@@ -71,6 +71,7 @@ class DSTHook(HookBase):
 
     def __init__(self, loader: DSTLoader, controller, checkpoint_period: int, output_dir: str):
         self.loader, self.controller = loader, controller
+        loader.log_scalars = False  # the hook logs them, summed over ranks
         self.checkpoint_period = checkpoint_period
         self.output_dir = output_dir
         self.history: List[dict] = []

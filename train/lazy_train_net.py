@@ -1,6 +1,8 @@
 """Train a detectron2 LazyConfig with Dynamic Scale Training: detectron2's
 tools/lazyconfig_train_net.py loop, with the config's dataloader.train a DSTLoader that watches
-the model and DSTHook first in the hooks list.
+the model and DSTHook first in the hooks list, which keeps the loader's state beside each
+checkpoint: --resume continues with the very same batches. (detectron2's own script runs the
+same configs; its --resume continues past what the run had read.)
 
     python train/lazy_train_net.py --config-file train/configs/lazy/faster_rcnn_R_50_FPN_1x_dst.py \\
         --num-gpus 8 [--resume] [--eval-only] [KEY=VALUE ...]
@@ -35,11 +37,9 @@ def do_train(args, cfg):
     model.to(cfg.train.device)
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
-    cfg.dataloader.train.shard_id = comm.get_rank()
-    cfg.dataloader.train.num_shards = comm.get_world_size()
-    loader = instantiate(cfg.dataloader.train)
+    loader = instantiate(cfg.dataloader.train)  # shards by torch.distributed's rank
     model = create_ddp_model_on_any_device(model, **cfg.train.ddp)
-    loader.watch(model, **cfg.get("dst", {}))
+    loader.watch(model)
     trainer = (AMPTrainer if cfg.train.amp.enabled else SimpleTrainer)(
         model, loader.endless(), optim)
     checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)

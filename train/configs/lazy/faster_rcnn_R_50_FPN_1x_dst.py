@@ -4,8 +4,10 @@
     python train/lazy_train_net.py --config-file train/configs/lazy/faster_rcnn_R_50_FPN_1x_dst.py \\
         --num-gpus 8 [KEY=VALUE ...]        # e.g. dataloader.train.controller.tau=0.2
 
-dataloader.train is what lazy_train_net.py instantiates as the train loader; `dst` says how the
-loader watches the model (DSTLoader.watch). batch_size is per process: 16 images on 8 GPUs.
+or detectron2's own tools/lazyconfig_train_net.py with the same arguments (its --resume
+continues past what was read; lazy_train_net.py resumes the very same batches).
+dataloader.train is the train loader either script instantiates; signal and decision say how
+it watches the model (DSTLoader.watch). batch_size is per process: 16 images on 8 GPUs.
 """
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
@@ -25,9 +27,9 @@ dataloader = get_config("common/data/coco.py").dataloader
 dataloader.train = L(DSTLoader.from_detectron2)(
     datasets="coco_2017_train", batch_size=2, k=4, min_size=(800,), max_size=1333,
     flip_prob=0.5, output="detectron2", image_format="BGR",
-    controller=L(FeedbackController)(tau=0.1), seed=0)
+    controller=L(FeedbackController)(tau=0.1), signal="reg", decision="per_rank", seed=0,
+    endless=True)
 dataloader.test.mapper.image_format = "BGR"  # detectron2's refers to the train mapper's
-dst = dict(signal="reg", decision="per_rank")
 
 optimizer = get_config("common/optim.py").SGD
 lr_multiplier = get_config("common/coco_schedule.py").lr_multiplier_1x
