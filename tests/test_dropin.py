@@ -143,7 +143,7 @@ def test_torchvision_targets_coco_labels_area_iscrowd(coco128):
 def test_torchvision_dense_detectors_train_with_watch(coco128, arch):
     """torchvision's RetinaNet and FCOS in the reference loop: loader.watch(model) feeds the
     controller r of their box-regression loss (tau = 1: every fed r asks for a collage)."""
-    from test_signals import torchvision_dense_model
+    from torchvision_models import torchvision_dense_model
     model = torchvision_dense_model(arch, num_classes=81)  # labels 1..80
     loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(256,),
                        max_size=256, output="torchvision", device="cpu",
@@ -203,7 +203,7 @@ def test_plain_loop_checkpoint_resumes_exactly(coco128):
     its controller had not seen yet when the checkpoint was taken."""
     import io
 
-    from test_signals import torchvision_dense_model
+    from torchvision_models import torchvision_dense_model
 
     from dst_dali.checkpoint import rng_states, set_rng_states
 

@@ -75,3 +75,38 @@ def test_lazy_demo_config_overrides(coco128_first40):
     loader = instantiate(cfg.dataloader.train)
     assert loader.batch_size == 4 and loader.endless_iteration
     assert len(loader.next_batch("regular")) == 4
+
+
+def test_model_finder_matches_the_batch_by_identity_and_leaves_no_global_hook():
+    import torch
+    from torch.nn.modules import module as torch_module
+
+    from dst_dali.stock_loops import GIVE_UP_AFTER, ModelFinder
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Identity()
+
+        def forward(self, batch):
+            return self.inner(batch)
+
+    hooks_before = len(torch_module._global_forward_pre_hooks)
+    found = []
+    finder = ModelFinder(found.append)
+    model, batch = Outer(), [torch.zeros(1)]
+    finder.delivered(batch)
+    model(list(batch))  # an equal batch, not the one delivered: no match
+    assert found == [] and finder.active
+    model(batch)
+    assert found == [model]  # the outermost module called with it, then no hook left
+    assert not finder.active and len(torch_module._global_forward_pre_hooks) == hooks_before
+
+    copies = ModelFinder(found.append)  # a loop that rebuilds every batch
+    with pytest.warns(UserWarning, match="cannot find the model; call loader.watch"):
+        for _ in range(GIVE_UP_AFTER + 1):
+            batch = [torch.zeros(1)]
+            copies.delivered(batch)
+            model(list(batch))
+    assert found == [model] and not copies.active
+    assert len(torch_module._global_forward_pre_hooks) == hooks_before

@@ -2,12 +2,15 @@
 on hand-built cases; on real forwards of RetinaNet, FCOS and torchvision's Faster R-CNN, the
 parts add up to the model's own box loss, which the probes leave unchanged and can be removed
 from; the "input" signal's box counts."""
+import os
+
 import numpy as np
 import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
 from dst_dali.signals import LossShareProbe, box_count_parts, roi_loss_parts, signal_parts
+from torchvision_models import DENSE_TARGETS, torchvision_dense_model
 
 NUM_CLASSES = 3
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -223,25 +226,6 @@ def test_torchvision_probe_with_an_image_without_boxes():
     assert parts[0, 1].item() == pytest.approx(parts[0, 3].item())
 
 
-def torchvision_dense_model(arch, num_classes=4):
-    """torchvision's RetinaNet or FCOS on a ResNet-18 FPN, untrained, 256 px inputs."""
-    from torchvision.models.detection import FCOS, RetinaNet
-    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
-    torch.manual_seed(0)
-    backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5,
-                                   returned_layers=[2, 3, 4],
-                                   extra_blocks=LastLevelP6P7(256, 256))
-    cls = RetinaNet if arch == "retinanet" else FCOS
-    return cls(backbone, num_classes=num_classes, min_size=256, max_size=256).train()
-
-
-DENSE_TARGETS = [{"boxes": torch.tensor([[10.0, 10, 30, 30], [40, 40, 110, 100], [0, 0, 250, 250]]),
-                  "labels": torch.tensor([1, 2, 3])},
-                 {"boxes": torch.tensor([[100.0, 120, 120, 136]]), "labels": torch.tensor([2])},
-                 {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}]
-
-
 @pytest.mark.parametrize("arch", ["retinanet", "fcos"])
 def test_torchvision_dense_probe_splits_bbox_regression(arch):
     """torchvision's RetinaNet and FCOS (the paper's Table 6 detectors): the probe leaves the
@@ -284,3 +268,48 @@ def test_torchvision_dense_probe_splits_one_group_alone():
     parts = probe.pop()
     assert parts[0, 0].item() == pytest.approx(losses["bbox_regression"].item(), abs=1e-6)
     assert parts[0, 1].item() == parts[0, 2].item() == 0.0
+
+
+def test_detectron2_probe_removal_restores_a_users_wrapper():
+    from types import SimpleNamespace
+    predictions, proposals = hand_built([[0, 1, 2], [NUM_CLASSES, 0]])
+    pred = predictor()
+    own = pred.losses
+    calls = []
+
+    def users_wrapper(*args):
+        calls.append(1)
+        return own(*args)
+    pred.losses = users_wrapper
+    probe = LossShareProbe(SimpleNamespace(roi_heads=SimpleNamespace(box_predictor=pred)))
+    with EventStorage():
+        pred.losses(predictions, proposals)
+    assert probe.pop() is not None and calls == [1]
+    probe.remove()
+    assert pred.losses is users_wrapper
+
+
+def test_torchvision_path_imports_no_detectron2(tmp_path):
+    """torchvision's RetinaNet watched where detectron2 is not installed."""
+    import subprocess
+    import sys
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _NoDetectron2:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'detectron2':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, _NoDetectron2())\n")
+    code = ("import sys, torch\n"
+            "sys.path.insert(0, 'tests')\n"
+            "from torchvision_models import torchvision_dense_model, DENSE_TARGETS\n"
+            "from dst_dali.signals import probe_for\n"
+            "model = torchvision_dense_model('fcos')\n"
+            "probe = probe_for(model)\n"
+            "model([torch.rand(3, 256, 256)], DENSE_TARGETS[:1])\n"
+            "assert probe.pop()[0, 3] > 0\n"
+            "assert not any(m.startswith('detectron2') for m in sys.modules)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path}:{root}"})
+    assert r.returncode == 0, r.stderr[-1500:]

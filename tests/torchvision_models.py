@@ -1,0 +1,22 @@
+"""Small torchvision detectors for the tests (no detectron2 here: the torchvision path's tests
+import it where detectron2 is blocked)."""
+import torch
+
+
+def torchvision_dense_model(arch, num_classes=4):
+    """torchvision's RetinaNet or FCOS on a ResNet-18 FPN, untrained, 256 px inputs."""
+    from torchvision.models.detection import FCOS, RetinaNet
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    torch.manual_seed(0)
+    backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None, trainable_layers=5,
+                                   returned_layers=[2, 3, 4],
+                                   extra_blocks=LastLevelP6P7(256, 256))
+    cls = RetinaNet if arch == "retinanet" else FCOS
+    return cls(backbone, num_classes=num_classes, min_size=256, max_size=256).train()
+
+
+DENSE_TARGETS = [{"boxes": torch.tensor([[10.0, 10, 30, 30], [40, 40, 110, 100], [0, 0, 250, 250]]),
+                  "labels": torch.tensor([1, 2, 3])},
+                 {"boxes": torch.tensor([[100.0, 120, 120, 136]]), "labels": torch.tensor([2])},
+                 {"boxes": torch.zeros((0, 4)), "labels": torch.zeros((0,), dtype=torch.int64)}]
