@@ -86,6 +86,10 @@ def check_dst_config(cfg: CfgNode) -> None:
                          "DSTLoader draws the short side as 'choice'")
     if not cfg.DATASETS.TRAIN:
         raise ValueError("DATASETS.TRAIN is empty")
+    if cfg.INPUT.RANDOM_FLIP not in ("horizontal", "none"):
+        raise ValueError(f"INPUT.RANDOM_FLIP={cfg.INPUT.RANDOM_FLIP!r}: DSTLoader flips "
+                         "horizontally (the paper's augmentation) or not at all; use "
+                         "'horizontal' or 'none'")
 
 
 def load_config(config_file: str, opts=()) -> CfgNode:

@@ -117,6 +117,12 @@ def load_coco_index(images_dir: str, annotations: str,
                                im["file_name"]), im["height"], im["width"], records, problems)
         if record is not None:
             records[im["id"]] = record
+    outside = [im["file_name"] for im in records.values()
+               if os.path.isabs(im["file_name"]) or
+               os.path.normpath(im["file_name"]).split(os.sep)[0] == os.pardir]
+    if outside:  # allowed (detectron2 reads them too), but never silently
+        logger.warning("%s: %d file_name(s) lie outside images=%s, e.g. %r", annotations,
+                       len(outside), images_dir, outside[0])
     listed = {im.get("id") for im in data["images"] if isinstance(im.get("id"), (int, str))}
     for n, a in enumerate(data.get("annotations", [])):
         image_id = a.get("image_id")
@@ -200,7 +206,11 @@ def _index(source: str, records, category_ids, category_names, problems,
                 problems.append(f"{where}: unknown category_id {a.get('category_id')!r} (the "
                                 f"dataset defines {len(category_ids)} categories)")
                 continue
-            if a.get("iscrowd", 0):
+            crowd = a.get("iscrowd", 0)
+            if not isinstance(crowd, (int, np.integer)) or crowd not in (0, 1):
+                problems.append(f"{where}: iscrowd {crowd!r} must be 0 or 1 (an integer)")
+                continue
+            if crowd:
                 skipped["crowd_annotations"] += 1
                 continue
             bbox = a.get("bbox")
@@ -231,8 +241,12 @@ def _index(source: str, records, category_ids, category_names, problems,
         raise DatasetError(source, ["no image has a usable (non-crowd, non-degenerate) "
                                     "annotation"])
     for what, count in skipped.items():
-        if count:
-            logger.info("%s: skipping %d %s", source, count, what.replace("_", " "))
+        if count:  # an empty or negative box is a flaw of the data: say so louder
+            logger.log(logging.WARNING if what == "degenerate_boxes" else logging.INFO,
+                       "%s: skipping %d %s", source, count,
+                       "boxes of zero or negative width or height (under "
+                       f"{MIN_BOX_SIDE} px)" if what == "degenerate_boxes"
+                       else what.replace("_", " "))
     return DatasetIndex(
         source=source, category_ids=category_ids, category_names=category_names,
         image_ids=[u[0]["id"] for u in usable], file_paths=[u[0]["path"] for u in usable],
@@ -242,6 +256,19 @@ def _index(source: str, records, category_ids, category_names, problems,
         polygons=[np.asarray(u[3], np.int32).reshape(-1, 3) for u in usable],
         vertices=[np.asarray([v for p in u[4] for v in p], np.float32).reshape(-1, 2)
                   for u in usable], skipped=skipped, rle_annotations=rle)
+
+
+def _catalog_dicts(catalog, name: str) -> List[dict]:
+    """DatasetCatalog.get(name), a missing file named in one line (detectron2's builtin sets
+    are read under $DETECTRON2_DATASETS)."""
+    try:
+        return catalog.get(name)
+    except FileNotFoundError as e:
+        root = os.environ.get("DETECTRON2_DATASETS", "datasets")
+        raise FileNotFoundError(
+            f"dataset {name!r}: {e.filename or e} does not exist; detectron2 reads its builtin "
+            f"datasets under DETECTRON2_DATASETS={root!r} (see detectron2's datasets/README.md)"
+        ) from None
 
 
 def detectron2_dataset_index(names) -> DatasetIndex:
@@ -256,7 +283,7 @@ def detectron2_dataset_index(names) -> DatasetIndex:
             raise ValueError(f"dataset {name!r} is not registered in detectron2's DatasetCatalog "
                              "(register it with register_coco_instances, register_pascal_voc "
                              "or DatasetCatalog.register)")
-    dicts = [d for name in names for d in DatasetCatalog.get(name)]
+    dicts = [d for name in names for d in _catalog_dicts(DatasetCatalog, name)]
     meta = MetadataCatalog.get(names[0])
     classes = list(getattr(meta, "thing_classes", []))
     for name in names[1:]:

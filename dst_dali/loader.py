@@ -48,6 +48,53 @@ SEQUENCE_KEYS = ("batch_size", "k", "min_size", "max_size", "flip_prob", "seed",
 PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
 
 
+def _check_state(state, image_ids) -> None:
+    """A ValueError naming the first field of a loader state that cannot be one."""
+    def fail(field, why):
+        raise ValueError(f"loader state: {field} {why}")
+    if not isinstance(state, dict):
+        fail("(the whole)", f"is a {type(state).__name__}, not a dict")
+    if state.get("version") != STATE_VERSION:
+        fail("version", f"{state.get('version')!r}: this DSTLoader reads version "
+                        f"{STATE_VERSION}")
+    for field in ("config", "delivered"):
+        if not isinstance(state.get(field), dict):
+            fail(field, f"{state.get(field)!r} is not a dict")
+    unknown = set(state["config"]) - set(SEQUENCE_KEYS)
+    if unknown:
+        fail("config", f"has unknown settings {sorted(unknown)}")
+    iteration = state.get("iteration")
+    if not _integer(iteration) or iteration < 0:
+        fail("iteration", f"{iteration!r} is not a count (an integer >= 0)")
+    if state.get("last_kind") not in KINDS + (None,):
+        fail("last_kind", f"{state.get('last_kind')!r} is not one of {KINDS} or None")
+    if set(state["delivered"]) != set(KINDS):
+        fail("delivered", f"has kinds {sorted(state['delivered'])}, not {list(KINDS)}")
+    for kind, count in state["delivered"].items():
+        # each iteration delivers one batch (a resume past the iterations: one of each kind)
+        if not _integer(count) or not 0 <= count <= iteration:
+            fail(f"delivered[{kind!r}]", f"{count!r} is not a count within the state's "
+                                         f"{iteration} iterations")
+    set_aside = state.get("set_aside", [])
+    known = set(image_ids)
+    if not isinstance(set_aside, list) or not all(
+            isinstance(x, (list, tuple)) and len(x) == 2 and isinstance(x[1], str)
+            for x in set_aside):
+        fail("set_aside", "is not a list of [image id, reason] pairs")
+    strangers = [x[0] for x in set_aside if x[0] not in known]
+    if strangers:
+        fail("set_aside", f"names images not in this dataset: {strangers[:3]}")
+    due = state.get("feedback_due")
+    if due is not None and (not isinstance(due, list) or len(due) != 4 or
+                            not all(isinstance(v, (int, float)) for v in due)):
+        fail("feedback_due", f"{due!r} is not 4 numbers (small, medium, large, total)")
+
+
+def _integer(value) -> bool:
+    """An int, not a bool (True is an int to Python, never a batch size to a user)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _check_watch_args(signal: str, decision: str) -> None:
     if signal not in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
         raise ValueError(f"signal={signal!r}: must be one of {FEEDBACK_SIGNALS + (INPUT_SIGNAL,)}")
@@ -158,8 +205,15 @@ class DSTLoader:
                  pipelines: Optional[int] = None, prefetch: int = 2,
                  device_id: Optional[int] = None, index: Optional[DatasetIndex] = None,
                  endless: bool = False, signal: str = "reg", decision: str = "per_rank"):
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not _integer(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
+        if not _integer(seed):
+            raise ValueError(f"seed={seed!r}: must be an integer")
+        if isinstance(min_size, (int, float)) or not all(_integer(v) for v in min_size) or \
+                not _integer(max_size):
+            raise ValueError(f"min_size={min_size!r}, max_size={max_size!r}: min_size is a "
+                             "sequence of integers (the short sides drawn from, e.g. (800,)), "
+                             "max_size an integer")
         check_k(k)
         if output not in OUTPUTS:
             raise ValueError(f"output={output!r}: must be one of {OUTPUTS}")
@@ -180,7 +234,7 @@ class DSTLoader:
         _check_watch_args(signal, decision)
         for name, value in (("num_threads", num_threads), ("pipelines", pipelines),
                             ("prefetch", prefetch)):
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not _integer(value) or value < 1):
                 raise ValueError(f"{name}={value!r}: must be a positive integer")
         if pad_value is None:
             pad_value = PIXEL_MEAN_RGB[::-1] if image_format == "BGR" else PIXEL_MEAN_RGB
@@ -238,6 +292,7 @@ class DSTLoader:
         self._next_fed: dict = {}
         self._pending: dict = {}  # per pipeline: groups fed to DALI, not yet delivered
         self._pipes: dict = {}
+        self.closed = False
         self._restart(dict.fromkeys(KINDS, 0))
         self.iteration = 0
         self.last_kind: Optional[str] = None
@@ -497,6 +552,26 @@ class DSTLoader:
             self._probe.remove()
         self._probe = self.signal = self.decision = None
 
+    def close(self) -> None:
+        """Shuts the pipelines and their threads down now, not when the garbage collector
+        gets to them (their feed refers back to the loader); the global hook, if any, goes too.
+        Safe to call twice; `with DSTLoader(...) as loader:` calls it. The loader serves no
+        batch after it; the batches it gave stay valid."""
+        if self._finder is not None:
+            self._finder.remove()
+        for pipes in self._pipes.values():
+            for pipe in pipes:
+                pipe._shutdown()  # DALI's own teardown (what Pipeline.__del__ calls)
+        self._pipes = {}
+        self._pending = {}
+        self.closed = True
+
+    def __enter__(self) -> "DSTLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def observe_last(self) -> Optional[dict]:
         """Feeds the controller r of the last delivered batch (once a batch), from its training
         forward; `next_batch()` calls it, and so may a trainer right after its step. Returns
@@ -559,6 +634,8 @@ class DSTLoader:
             kind = COLLAGE if collage else REGULAR
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r}: must be one of {KINDS}")
+        if self.closed:
+            raise RuntimeError("DSTLoader: closed; it serves no more batches")
         samples = self._samples(kind)
         self.iteration += 1
         self._run_kinds[kind] += 1
@@ -663,16 +740,16 @@ class DSTLoader:
         self.iteration = iterations
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"loader state version {state.get('version')!r}: this DSTLoader "
-                             f"reads version {STATE_VERSION}")
-        diff = {key: (saved, self._config[key]) for key, saved in state["config"].items()
-                if self._config[key] != saved}
+        """Continues where the state's loader was (see state_dict()). A state that is not one
+        is refused with a ValueError naming the field, before anything changes."""
+        _check_state(state, self.index.image_ids)
+        diff = {key: (saved, self._config.get(key)) for key, saved in state["config"].items()
+                if self._config.get(key) != saved}
         if diff:
             raise ValueError(f"loader state was saved with other settings (saved, now): {diff}")
         position_of = {image_id: p for p, image_id in enumerate(self.index.image_ids)}
         self.set_aside = {position_of[image_id]: why for image_id, why in
-                          state.get("set_aside", []) if image_id in position_of}
+                          state.get("set_aside", [])}
         self._restart(state["delivered"])
         self.iteration = state["iteration"]
         self.last_kind = state["last_kind"]

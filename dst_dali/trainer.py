@@ -153,6 +153,7 @@ class DSTHook(HookBase):
 
     def after_train(self):
         self._save_history()
+        self.loader.close()  # its pipelines' threads go now, not at garbage collection
         if comm.is_main_process() and self.history:
             from .plots import plot_feedback
             path = plot_feedback(self.history, self.controller, self.output_dir)

@@ -99,7 +99,10 @@ def test_degenerate_boxes_are_skipped_and_counted(make_dataset, caplog):
     with caplog.at_level(logging.INFO, logger="dst_dali.dataset"):
         lo = loader(paths)
     assert lo.index.skipped["degenerate_boxes"] == 2
-    assert "skipping 2 degenerate boxes" in caplog.text
+    warned = [r for r in caplog.records
+              if r.levelno == logging.WARNING and r.name == "dst_dali.dataset"]
+    assert len(warned) == 1 and "skipping 2 boxes of zero or negative width or height" in \
+        warned[0].getMessage()
     data = json.load(open(paths[1]))
     expected = {}
     for a in data["annotations"]:
@@ -352,3 +355,92 @@ def test_skip_resumes_exactly(make_dataset, pipelines, resumed_pipelines):
              for kind in kinds]
     assert again == after
     assert bad["id"] not in [i for b in before for i in b] + [i for b in after for i, _ in b]
+
+
+def test_iscrowd_must_be_0_or_1(make_dataset):
+    """A string "0" is truthy: detectron2 would take it as crowd; here it is named."""
+    def stringly(data):
+        data["annotations"][3]["iscrowd"] = "0"
+    paths = make_dataset(mutate=stringly)
+    with pytest.raises(ValueError, match=r"annotation \d+ of image .*: iscrowd '0' must be 0 or 1"):
+        loader(paths)
+
+
+def test_file_names_outside_the_image_root_are_reported(make_dataset, caplog):
+    def outside(data):
+        name = data["images"][1]["file_name"]
+        os.makedirs(make_dataset.dir / "elsewhere", exist_ok=True)
+        shutil.copy(make_dataset.dir / "images" / name, make_dataset.dir / "elsewhere" / name)
+        data["images"][1]["file_name"] = f"../elsewhere/{name}"
+    paths = make_dataset(mutate=outside)
+    with caplog.at_level(logging.WARNING, logger="dst_dali.dataset"):
+        lo = loader(paths)
+    assert "1 file_name(s) lie outside images=" in caplog.text and "../elsewhere/" in caplog.text
+    assert len(lo.index) == 8  # read all the same, as detectron2 does
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(min_size=800), r"min_size=800, max_size=1333: min_size is a sequence of integers"),
+    (dict(min_size=(800.5,)), r"min_size=\(800.5,\)"),
+    (dict(seed=1.5), r"seed=1.5: must be an integer"),
+    (dict(batch_size=True), r"batch_size=True: must be a positive integer"),
+    (dict(num_threads=2.0), r"num_threads=2.0: must be a positive integer"),
+    (dict(shard_id=1), r"shard_id=1, num_shards=None: give both, or neither"),
+])
+def test_argument_types(make_dataset, kw, message):
+    with pytest.raises(ValueError, match=message):
+        loader(make_dataset(), **kw)
+
+
+def tasks():
+    """This process's threads, DALI's native ones included."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_close_ends_the_pipelines_threads_without_the_garbage_collector(make_dataset):
+    paths = make_dataset()
+    first = loader(paths, pipelines=2, num_threads=2)
+    first.next_batch("collage")
+    first.close()
+    first.close()  # twice is fine
+    with pytest.raises(RuntimeError, match="closed"):
+        first.next_batch()
+    after_first = tasks()
+    for _ in range(8):
+        with loader(paths, pipelines=2, num_threads=2) as lo:
+            lo.next_batch("regular")
+            lo.next_batch("collage")
+    assert tasks() <= after_first  # no gc.collect(): close() alone let them go
+
+
+def test_a_state_that_is_not_one_is_refused_by_field(make_dataset):
+    import time
+    paths = make_dataset()
+    lo = loader(paths)
+    lo.next_batch("regular")
+    good = lo.state_dict()
+
+    def bad(**change):
+        state = json.loads(json.dumps(good))
+        state.update(change)
+        return state
+    cases = [
+        (bad(delivered={"regular": 10 ** 9, "collage": 0}), r"delivered\['regular'\] 1000000000 "
+                                                             r"is not a count within the state's 1"),
+        (bad(iteration="3"), r"iteration '3' is not a count"),
+        (bad(delivered={"regular": 1}), r"delivered has kinds \['regular'\]"),
+        (bad(last_kind="mosaic"), r"last_kind 'mosaic' is not one of"),
+        (bad(set_aside=[[987654321, "does not decode"]]), r"set_aside names images not in this "
+                                                          r"dataset: \[987654321\]"),
+        (bad(version=1), r"version 1: this DSTLoader reads version"),
+        (bad(config=[1]), r"config \[1\] is not a dict"),
+        (bad(feedback_due=[1, 2]), r"feedback_due \[1, 2\] is not 4 numbers"),
+        ([good], r"\(the whole\) is a list, not a dict"),
+    ]
+    for state, message in cases:
+        t = time.monotonic()
+        with pytest.raises(ValueError, match=f"loader state: {message}"):
+            lo.load_state_dict(state)
+        assert time.monotonic() - t < 5
+    lo.load_state_dict(good)  # and the loader is as it was
+    assert lo.iteration == 1

@@ -163,6 +163,8 @@ def check_setup(*opts, config=DEMO):
     (["DST.TAU_WARMUP", "10", "DST.SIGNAL", "random"], ValueError, r"DST.TAU_WARMUP=10"),
     (["DST.SIGNAL", "mask"], ValueError, r"DST.SIGNAL='mask': must be one of"),
     (["DST.BAD_IMAGES", "ignore"], ValueError, r"DST.BAD_IMAGES='ignore': must be one of"),
+    (["INPUT.RANDOM_FLIP", "vertical"], ValueError,
+     r"INPUT.RANDOM_FLIP='vertical': DSTLoader flips horizontally"),
     (["MODEL.META_ARCHITECTURE", "SemanticSegmentor"], ValueError,
      r"DST.SIGNAL='reg': MODEL.META_ARCHITECTURE='SemanticSegmentor' has no box loss"),
 ])
@@ -184,7 +186,8 @@ def test_missing_dataset_fails_before_the_model_is_built(tmp_path):
     from dst_dali.trainer import DSTTrainer
     register_coco_instances("dst_missing", {}, str(tmp_path / "none.json"), str(tmp_path))
     cfg = check_setup("DATASETS.TRAIN", "('dst_missing',)", "OUTPUT_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="none.json"):
+    with pytest.raises(FileNotFoundError, match=r"dataset 'dst_missing': .*none.json does not "
+                                                 r"exist; detectron2 reads .*DETECTRON2_DATASETS"):
         DSTTrainer(cfg)
     cfg = check_setup("DATASETS.TRAIN", "('not_registered',)", "OUTPUT_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="'not_registered' is not registered in detectron2"):
