@@ -270,11 +270,8 @@ RUNNERS = {"exactness": check_exactness, "memcheck": check_memcheck, "loader": c
 
 def render(results, header) -> str:
     """The report: a header line, then `[STATUS] check: detail` a check, in CHECKS order."""
-    lines = [header] + [f"[{results[c][0]}] {c}: {results[c][1]}" for c in CHECKS
-                        if c in results]
-    failed = [c for c in CHECKS if c in results and results[c][0] == FAIL]
-    lines.append(f"result: {'FAILED ' + ', '.join(failed) if failed else 'no check failed'}")
-    return "\n".join(lines) + "\n"
+    import gpu_kernel_check
+    return gpu_kernel_check.render(results, header, CHECKS)
 
 
 def main(argv=None):

@@ -470,10 +470,12 @@ def check_speed(h):
 
 # -- report ------------------------------------------------------------------------------------
 
-def render(checks, header):
-    lines = list(header) + [f"[{checks[c][0]}] {c}: {checks[c][1]}" for c in CHECKS
-                            if c in checks]
-    failed = [c for c in CHECKS if c in checks and checks[c][0] == FAIL]
+def render(checks, header, order=CHECKS) -> str:
+    """The report: the header line(s), then `[STATUS] check: detail` a check in `order`, then
+    the result (bench/gpu_check.py's too)."""
+    lines = ([header] if isinstance(header, str) else list(header)) + \
+        [f"[{checks[c][0]}] {c}: {checks[c][1]}" for c in order if c in checks]
+    failed = [c for c in order if c in checks and checks[c][0] == FAIL]
     lines.append(f"result: {'FAILED ' + ', '.join(failed) if failed else 'no check failed'}")
     return "\n".join(lines) + "\n"
 

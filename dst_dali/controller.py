@@ -12,6 +12,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 COLLAGE, REGULAR = "collage", "regular"
+KINDS = (REGULAR, COLLAGE)  # the loader's two streams, in its order
 
 
 class _Controller:

@@ -19,7 +19,8 @@ except ModuleNotFoundError as e:  # the operator needs DALI alone; the loader ne
 from dst_dali.pipelines.stitch import component_inputs, stitched_batch
 
 from .check_dataset import decode_sizes
-from .controller import COLLAGE, REGULAR, FeedbackController
+from .checkpoint import SEQUENCE_KEYS, STATE_VERSION, check_loader_state
+from .controller import COLLAGE, KINDS, REGULAR, FeedbackController
 from .distributed import shard_of_rank, sum_over_ranks
 from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for,
                       signal_parts)
@@ -31,63 +32,15 @@ from .sampler import GroupSampler
 from .stock_loops import ModelFinder, put_scalars, storage_iteration
 
 logger = logging.getLogger(__name__)
-KINDS = (REGULAR, COLLAGE)
 OUTPUTS = ("detectron2", "torchvision")
 LABELS = ("contiguous", "coco")
 DECISIONS = ("per_rank", "global")
 BAD_IMAGES = ("stop", "skip")
 UNFED_WARNING_AFTER = 10  # controller-driven batches without feedback before the warning
-STATE_VERSION = 2
-# Settings that decide the sequence of batches: a saved state resumes only under the same ones
-# (paths, threads and prefetch depth may change, e.g. on another node).
-SEQUENCE_KEYS = ("batch_size", "k", "min_size", "max_size", "flip_prob", "seed", "shard_id",
-                 "num_shards", "image_format", "aspect_ratio_grouping", "pad_value")
 # The padding of a collage's cells: the pixel mean, which normalization turns into the zeros
 # detectron2 and torchvision pad batches with. In RGB order, 0-255 (detectron2's default
 # PIXEL_MEAN is this in BGR; torchvision's image_mean is this / 255).
 PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
-
-
-def _check_state(state, image_ids) -> None:
-    """A ValueError naming the first field of a loader state that cannot be one."""
-    def fail(field, why):
-        raise ValueError(f"loader state: {field} {why}")
-    if not isinstance(state, dict):
-        fail("(the whole)", f"is a {type(state).__name__}, not a dict")
-    if state.get("version") != STATE_VERSION:
-        fail("version", f"{state.get('version')!r}: this DSTLoader reads version "
-                        f"{STATE_VERSION}")
-    for field in ("config", "delivered"):
-        if not isinstance(state.get(field), dict):
-            fail(field, f"{state.get(field)!r} is not a dict")
-    unknown = set(state["config"]) - set(SEQUENCE_KEYS)
-    if unknown:
-        fail("config", f"has unknown settings {sorted(unknown)}")
-    iteration = state.get("iteration")
-    if not _integer(iteration) or iteration < 0:
-        fail("iteration", f"{iteration!r} is not a count (an integer >= 0)")
-    if state.get("last_kind") not in KINDS + (None,):
-        fail("last_kind", f"{state.get('last_kind')!r} is not one of {KINDS} or None")
-    if set(state["delivered"]) != set(KINDS):
-        fail("delivered", f"has kinds {sorted(state['delivered'])}, not {list(KINDS)}")
-    for kind, count in state["delivered"].items():
-        # each iteration delivers one batch (a resume past the iterations: one of each kind)
-        if not _integer(count) or not 0 <= count <= iteration:
-            fail(f"delivered[{kind!r}]", f"{count!r} is not a count within the state's "
-                                         f"{iteration} iterations")
-    set_aside = state.get("set_aside", [])
-    known = set(image_ids)
-    if not isinstance(set_aside, list) or not all(
-            isinstance(x, (list, tuple)) and len(x) == 2 and isinstance(x[1], str)
-            for x in set_aside):
-        fail("set_aside", "is not a list of [image id, reason] pairs")
-    strangers = [x[0] for x in set_aside if x[0] not in known]
-    if strangers:
-        fail("set_aside", f"names images not in this dataset: {strangers[:3]}")
-    due = state.get("feedback_due")
-    if due is not None and (not isinstance(due, list) or len(due) != 4 or
-                            not all(isinstance(v, (int, float)) for v in due)):
-        fail("feedback_due", f"{due!r} is not 4 numbers (small, medium, large, total)")
 
 
 def _integer(value) -> bool:
@@ -742,7 +695,7 @@ class DSTLoader:
     def load_state_dict(self, state: dict) -> None:
         """Continues where the state's loader was (see state_dict()). A state that is not one
         is refused with a ValueError naming the field, before anything changes."""
-        _check_state(state, self.index.image_ids)
+        check_loader_state(state, self.index.image_ids)
         diff = {key: (saved, self._config.get(key)) for key, saved in state["config"].items()
                 if self._config.get(key) != saved}
         if diff:
