@@ -14,12 +14,15 @@
       NUM_THREADS: 2       # DALI CPU threads of each kind (regular, collage)
       PIPELINES: 0         # DALI pipelines of each kind, sharing its threads; 0: 2 on the CPU
                            # (at most NUM_THREADS), 1 on a GPU
-      BAD_IMAGES: "stop"   # an image that fails to decode or has another size than its entry:
-                           # stop (naming it) | skip (logged, counted as dst/images_set_aside)
+      BAD_IMAGES: "stop"   # an image that is missing, unreadable, does not decode, has another
+                           # size than its entry or more than MAX_PIXELS: stop (naming it) |
+                           # skip (logged, counted as dst/images_set_aside)
+      MAX_PIXELS: 178956970  # by its entry or its file's header (PIL's threshold); 0: no limit
 """
 from detectron2.config import CfgNode, get_cfg
 
 from .device import DEVICES
+from .image_files import MAX_PIXELS
 from .loader import BAD_IMAGES, DECISIONS
 from .ops import check_k
 from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
@@ -27,7 +30,7 @@ from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,
                 "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
                 "RANDOM_PROB": 0.5, "NUM_THREADS": 2, "PIPELINES": 0,
-                "BAD_IMAGES": "stop"}
+                "BAD_IMAGES": "stop", "MAX_PIXELS": MAX_PIXELS}
 # What each meta-architecture can feed back: the loss-based signals need its box loss probe.
 SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS, "FCOS": SIGNALS}
 MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS
@@ -81,6 +84,9 @@ def check_dst_config(cfg: CfgNode) -> None:
                          "positive integer")
     if dst.BAD_IMAGES not in BAD_IMAGES:
         raise ValueError(f"DST.BAD_IMAGES={dst.BAD_IMAGES!r}: must be one of {BAD_IMAGES}")
+    if not isinstance(dst.MAX_PIXELS, int) or dst.MAX_PIXELS < 0:
+        raise ValueError(f"DST.MAX_PIXELS={dst.MAX_PIXELS!r}: must be a pixel count (0: no "
+                         "limit)")
     if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING != "choice":
         raise ValueError(f"INPUT.MIN_SIZE_TRAIN_SAMPLING={cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING!r}: "
                          "DSTLoader draws the short side as 'choice'")

@@ -27,6 +27,7 @@ from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for
 from .dataset import DatasetError, DatasetIndex, detectron2_dataset_index, load_coco_index
 from .device import dali_device_id, resolve_device
 from .formats import Sample, to_detectron2, to_torchvision
+from .image_files import MAX_PIXELS, NO_ANNOTATIONS, STAND_IN, read_image_file
 from .ops import check_k
 from .sampler import GroupSampler
 from .stock_loops import ModelFinder, put_scalars, storage_iteration
@@ -57,10 +58,12 @@ def _check_watch_args(signal: str, decision: str) -> None:
 
 class _Group(NamedTuple):
     """What the feed gave a pipeline for one batch: dataset positions (sample b, component j
-    at b * k + j) and the draws for each."""
+    at b * k + j), the draws for each, and the images it could not give ({position: why}:
+    their stand-ins make the batch decode, which is then made again without them)."""
     positions: List[int]
     short_side: np.ndarray
     flip: np.ndarray
+    flagged: dict
 
 
 def default_pipelines(device: str, num_threads: int) -> int:
@@ -121,6 +124,10 @@ class DSTLoader:
             on). Either way it is set aside for the rest of the run (see `set_aside`), and its
             batch comes again with another image of the dataset in its place, so the good
             images of that batch are not lost (also when a caller catches "stop"'s error).
+            Missing or unreadable files, and images larger than their entry says, are bad
+            images alike, whenever they are met.
+        max_pixels: an image whose entry or file header gives more pixels is a bad image
+            (default PIL's error threshold, 178,956,970); None: no limit.
         endless: `for batch in loader` never ends (for loops that iterate once and count
             iterations themselves, as detectron2's SimpleTrainer); default one epoch.
         signal, decision: how watch() measures and decides unless told (see watch()).
@@ -157,7 +164,8 @@ class DSTLoader:
                  bad_images: str = "stop", num_threads: int = 2,
                  pipelines: Optional[int] = None, prefetch: int = 2,
                  device_id: Optional[int] = None, index: Optional[DatasetIndex] = None,
-                 endless: bool = False, signal: str = "reg", decision: str = "per_rank"):
+                 endless: bool = False, signal: str = "reg", decision: str = "per_rank",
+                 max_pixels: Optional[int] = MAX_PIXELS):
         if not _integer(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
         if not _integer(seed):
@@ -186,7 +194,7 @@ class DSTLoader:
             raise ValueError(f"bad_images={bad_images!r}: must be one of {BAD_IMAGES}")
         _check_watch_args(signal, decision)
         for name, value in (("num_threads", num_threads), ("pipelines", pipelines),
-                            ("prefetch", prefetch)):
+                            ("prefetch", prefetch), ("max_pixels", max_pixels)):
             if value is not None and (not _integer(value) or value < 1):
                 raise ValueError(f"{name}={value!r}: must be a positive integer")
         if pad_value is None:
@@ -228,6 +236,7 @@ class DSTLoader:
                             image_format=image_format, pipelines=pipelines,
                             threads_per_pipeline=max(1, num_threads // pipelines),
                             prefetch=prefetch, device_id=device_id, pad_value=pad_value,
+                            max_pixels=max_pixels,
                             aspect_ratio_grouping=self.aspect_ratio_grouping)
         n = len(self.index)
         self.shard_size = n * (shard_id + 1) // num_shards - n * shard_id // num_shards
@@ -316,15 +325,23 @@ class DSTLoader:
         number = place + 1  # the random draws are keyed by the group's number from 1
         positions = self._without_set_aside(kind, self._group_at(kind, place), number)
         short, flip = self._draws(kind, number, len(positions))
-        self._pending[kind][w].append(_Group(positions, short, flip))
-        ix = self.index
-        fields = {"encoded": lambda p: np.fromfile(ix.file_paths[p], dtype=np.uint8),
-                  "boxes": ix.boxes.__getitem__, "labels": ix.labels.__getitem__,
-                  "polygons": ix.polygons.__getitem__, "vertices": ix.vertices.__getitem__}
-        inputs = [[fields[name](positions[b * k + j]) for b in range(B)]
+        ix, encoded, flagged = self.index, [], {}
+        for p in positions:  # a file that fails here is flagged, never raised out of DALI
+            data, why = read_image_file(ix.file_paths[p], ix.sizes[p], self._config["max_pixels"])
+            if why is not None:
+                flagged[p] = why
+            encoded.append(STAND_IN if why is not None else data)
+
+        def field(name: str, slot: int):
+            p = positions[slot]
+            if name == "encoded":
+                return encoded[slot]
+            return NO_ANNOTATIONS[name] if p in flagged else getattr(ix, name)[p]
+        inputs = [[field(name, b * k + j) for b in range(B)]
                   for name in component_inputs(self.masks) for j in range(k)]
         inputs.append([short[b * k:(b + 1) * k] for b in range(B)])
         inputs.append([flip[b * k:(b + 1) * k] for b in range(B)])
+        self._pending[kind][w].append(_Group(positions, short, flip, flagged))
         return inputs
 
     def _without_set_aside(self, kind: str, positions: List[int], number: int) -> List[int]:
@@ -385,19 +402,35 @@ class DSTLoader:
         pipe.build()
         return pipe
 
+    def _wrong_size(self, p: int, found) -> Optional[str]:
+        """Why image p's decoded (height, width) is not its entry's, or None. Boxes are in the
+        entry's pixels: such an image would train on misplaced boxes (detectron2 raises
+        SizeMismatchError)."""
+        (fh, fw), (eh, ew) = (int(v) for v in found[:2]), self.index.sizes[p]
+        if (fh, fw) == (eh, ew):
+            return None
+        return (f"decodes to {fw}x{fh} (width x height), but {self.index.source} gives image "
+                f"{self.index.image_ids[p]!r} {ew}x{eh}")
+
     def _size_mismatches(self, group: _Group, shapes) -> dict:
-        """Boxes are in the annotations' pixels: an image whose decoded size differs from its
-        entry's would train on misplaced boxes (detectron2 raises SizeMismatchError).
-        shapes: (k, 3) a sample, the decoded (H, W, C) of its components.
-        Returns {position: reason} of those."""
+        """{position: why} of the group's images whose decoded size differs from their entry's.
+        shapes: (k, 3) a sample, the decoded (H, W, C) of its components."""
         decoded = np.array(shapes.as_tensor())[..., :2].reshape(-1, 2)  # in group order
-        expected = self.index.sizes[group.positions]
-        out = {}
-        for slot in np.flatnonzero((decoded != expected).any(axis=1)):
-            p, (dh, dw), (eh, ew) = group.positions[slot], decoded[slot], expected[slot]
-            out[p] = (f"decodes to {dw}x{dh} (width x height), but {self.index.source} gives "
-                      f"image {self.index.image_ids[p]!r} {ew}x{eh}")
-        return out
+        reasons = {p: self._wrong_size(p, hw) for p, hw in zip(group.positions, decoded)}
+        return {p: why for p, why in reasons.items() if why is not None}
+
+    def _diagnose(self, group: _Group) -> dict:
+        """{position: why} of the group's bad images, after its batch failed in DALI: those the
+        feed flagged, and of the others those that do not decode or decode to another size
+        than their entry's."""
+        bad = dict(group.flagged)
+        rest = [p for p in group.positions if p not in bad]
+        results = decode_sizes([self.index.file_paths[p] for p in rest], batch=1)
+        for p, (status, found) in zip(rest, results):
+            why = f"does not decode ({found})" if status == "error" else self._wrong_size(p, found)
+            if why is not None:
+                bad[p] = why
+        return bad
 
     def _run(self, kind: str):
         """The kind's next batch from the pipeline whose turn it is: (its group, its outputs).
@@ -409,12 +442,12 @@ class DSTLoader:
             try:
                 shapes, *outputs = self._pipes[kind][w].run()
             except RuntimeError as e:
+                # a file that does not decode, or one smaller than its entry (whose boxes then
+                # lie outside it): found by decoding the group's files again, one by one
                 group = pending[0] if pending else None
-                files = [self.index.file_paths[p] for p in group.positions] if group else []
-                bad = {p: f"does not decode ({why})" for p, (status, why) in
-                       zip(group.positions if group else [], decode_sizes(files, batch=1))
-                       if status == "error"}
+                bad = self._diagnose(group) if group else {}
                 if not bad:  # not an image's fault; rebuilt for a caller who retries
+                    files = [self.index.file_paths[p] for p in group.positions] if group else []
                     self._restart({kind: self._delivered[kind]}, kinds=(kind,))
                     raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped reading "
                                        f"{', '.join(files)} ({_dali_cause(e)})") from e
@@ -422,14 +455,15 @@ class DSTLoader:
                 error = RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {message}; "
                                      "bad_images='skip' goes on")
             else:
-                bad = self._size_mismatches(pending[0], shapes)
+                group = pending[0]
+                bad = dict(group.flagged) or self._size_mismatches(group, shapes)
                 if not bad:
                     self._delivered[kind] += 1
                     return pending.popleft(), outputs
                 message = self._set_aside(kind, bad)
-                error = ValueError(f"DSTLoader: {message}; fix the entry or the file (python -m "
-                                   "dst_dali.check_dataset finds them all), or "
-                                   "bad_images='skip'")
+                error = (RuntimeError if group.flagged else ValueError)(
+                    f"DSTLoader: {message}; fix the entry or the file (python -m "
+                    "dst_dali.check_dataset finds them all), or bad_images='skip'")
             if self.bad_images == "stop":
                 raise error
             logger.warning("DSTLoader: skipping %s", message)

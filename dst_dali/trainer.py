@@ -55,6 +55,7 @@ def build_dst_loader(cfg, controller) -> DSTLoader:
         image_format=cfg.INPUT.FORMAT, controller=controller,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, masks=cfg.MODEL.MASK_ON,
         pad_value=cfg.MODEL.PIXEL_MEAN, bad_images=cfg.DST.BAD_IMAGES,
+        max_pixels=cfg.DST.MAX_PIXELS or None,
         num_threads=cfg.DST.NUM_THREADS, pipelines=cfg.DST.PIPELINES or None)
 
 

@@ -444,3 +444,134 @@ def test_a_state_that_is_not_one_is_refused_by_field(make_dataset):
         assert time.monotonic() - t < 5
     lo.load_state_dict(good)  # and the loader is as it was
     assert lo.iteration == 1
+
+
+def _pixels_belong_to_their_ids(lo, batch, root):
+    """Each regular sample's pixels are its own image's: against the file decoded by OpenCV and
+    resized to the sample's size (flipped or not), within a few grey levels; another image of
+    the set is far off."""
+    import cv2
+    import numpy as np
+    files = {im_id: path for im_id, path in zip(lo.index.image_ids, lo.index.file_paths)}
+    for d in batch:
+        got = d["image"].numpy().transpose(1, 2, 0).astype(np.float32)  # BGR HWC
+        src = cv2.imread(files[d["image_id"]], cv2.IMREAD_COLOR)
+        want = cv2.resize(src, (got.shape[1], got.shape[0]), interpolation=cv2.INTER_LINEAR)
+        diff = min(np.abs(got - want).mean(), np.abs(got - want[:, ::-1]).mean())
+        assert diff < 3.0, (d["image_id"], diff)
+
+
+def test_a_file_gone_mid_run_is_set_aside_and_every_pixel_stays_with_its_id(make_dataset,
+                                                                               caplog):
+    """The file disappears after the loader has started (a network file system's hiccup):
+    under skip it is set aside when met, its batch comes again with another image, and no
+    sample is another image's pixels under its id."""
+    paths = make_dataset(n=8)
+    lo = loader(paths, k=1, batch_size=2, bad_images="skip", seed=1)
+    first = lo.next_batch("regular")
+    _pixels_belong_to_their_ids(lo, first, paths[0])
+    gone = next(i for i in range(len(lo.index))
+                if lo.index.image_ids[i] not in [d["image_id"] for d in first])
+    os.remove(lo.index.file_paths[gone])
+    read = []
+    with caplog.at_level(logging.WARNING, logger="dst_dali.loader"):
+        for _ in range(8):  # two epochs
+            batch = lo.next_batch("regular")
+            _pixels_belong_to_their_ids(lo, batch, paths[0])
+            read += [d["image_id"] for d in batch]
+    assert lo.index.image_ids[gone] not in read
+    assert set(read) == set(lo.index.image_ids) - {lo.index.image_ids[gone]}
+    assert "cannot be read (No such file or directory)" in lo.set_aside[gone]
+    assert f"skipping {lo.index.file_paths[gone]} cannot be read" in caplog.text
+
+
+def test_a_file_gone_mid_run_stops_by_name_and_the_caller_goes_on(make_dataset):
+    paths = make_dataset(n=8)
+    lo = loader(paths, k=4, batch_size=1, seed=2)
+    lo.next_batch("regular")
+    gone = lo.index.file_paths[5]
+    os.remove(gone)
+    read, errors = [], []
+    while len(read) < 14:
+        try:
+            batch = lo.next_batch("regular")
+        except RuntimeError as e:
+            errors.append(str(e))
+            continue
+        _pixels_belong_to_their_ids(lo, batch, paths[0])
+        read += [d["image_id"] for d in batch]
+    assert len(errors) == 1 and f"{gone} cannot be read" in errors[0]
+    assert lo.index.image_ids[5] not in read and len(set(read)) == 7
+    (collage,) = lo.next_batch("collage")  # the other stream meets it set aside already
+    assert lo.index.image_ids[5] not in collage["component_ids"]
+
+
+@pytest.mark.parametrize("bad_images", ["skip", "stop"])
+def test_an_image_smaller_than_its_entry_is_a_bad_image(make_dataset, bad_images):
+    """Its entry says 100 px more each way and a box lies beyond the real pixels: the collage
+    operator refuses the box, and the image is named and set aside, not the run stopped."""
+    victim = {}
+
+    def enlarge(data):
+        im = next(im for im in data["images"][3:] if im["width"] > im["height"])  # landscape
+        im["width"] += 100
+        im["height"] += 100
+        a = next(a for a in data["annotations"] if a["image_id"] == im["id"])
+        a["bbox"] = [im["width"] - 60.0, im["height"] - 60.0, 50.0, 50.0]
+        victim.update(im)
+    paths = make_dataset(n=20, mutate=enlarge)
+    lo = loader(paths, k=4, batch_size=1, bad_images=bad_images, seed=4)
+    read, errors = [], []
+    for _ in range(10):
+        try:
+            read += [i for d in lo.next_batch("collage") for i in d["component_ids"]]
+        except RuntimeError as e:
+            errors.append(str(e))
+    position = lo.index.image_ids.index(victim["id"])
+    assert victim["id"] not in read and "decodes to" in lo.set_aside[position]
+    assert len(errors) == (1 if bad_images == "stop" else 0)
+    assert not errors or victim["file_name"] in errors[0]
+
+
+def test_decoded_pixel_limit_by_entry_and_by_header(make_dataset, caplog):
+    """An entry over max_pixels, and a file whose header is over it while its entry says less
+    (a crafted or replaced file): both bad images, named, before DALI decodes them."""
+    def lie(data):
+        im = data["images"][2]
+        im["width"], im["height"] = 100, 100  # the file is 640 px wide
+        for a in data["annotations"]:
+            if a["image_id"] == im["id"]:
+                a["bbox"] = [10.0, 10.0, 20.0, 20.0]
+                a.pop("segmentation", None)
+    import cv2
+    paths = make_dataset(n=8, mutate=lie)
+    data = json.load(open(paths[1]))
+    h, w = cv2.imread(os.path.join(paths[0], data["images"][2]["file_name"])).shape[:2]
+    limit = h * w - 1  # under the liar's real size, over its entry's
+    lo = loader(paths, k=1, batch_size=2, bad_images="skip", max_pixels=limit)
+    with caplog.at_level(logging.WARNING, logger="dst_dali.loader"):
+        read = [i for b in _epoch_ids(lo, batches=6) for i in b]
+    liar = lo.index.image_ids.index(data["images"][2]["id"])
+    assert "by its file's header, over max_pixels" in lo.set_aside[liar]
+    over = [p for p, why in lo.set_aside.items() if "in its entry, over max_pixels" in why]
+    assert over and all(lo.index.image_ids[p] not in read for p in over)
+    assert data["images"][2]["id"] not in read
+    unlimited = loader(paths, k=1, batch_size=2, bad_images="skip", max_pixels=None)
+    _epoch_ids(unlimited, batches=4)
+    assert all("max_pixels" not in why for why in unlimited.set_aside.values())
+
+
+def test_header_size_of_jpeg_and_png(coco128, tmp_path):
+    import cv2
+    import numpy as np
+
+    from dst_dali.image_files import header_size
+    for name in sorted(os.listdir(coco128.images))[:20]:
+        path = os.path.join(coco128.images, name)
+        h, w = cv2.imread(path, cv2.IMREAD_UNCHANGED).shape[:2]  # no EXIF rotation
+        assert header_size(np.fromfile(path, np.uint8)) == (h, w)
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((37, 53, 3), np.uint8))
+    assert header_size(np.fromfile(tmp_path / "x.png", np.uint8)) == (37, 53)
+    assert header_size(np.frombuffer(b"GIF89a...", np.uint8)) is None
+    jpeg = np.fromfile(os.path.join(coco128.images, name), np.uint8)
+    assert header_size(jpeg[:20]) is None  # cut before its frame header
