@@ -13,8 +13,9 @@ from nvidia.dali import pipeline_def
 try:
     import torch
 except ModuleNotFoundError as e:  # the operator needs DALI alone; the loader needs torch too
-    raise ImportError("dst_dali.loader needs torch and torchvision: pip install "
-                      "'dst_dali[loader]' (in a checkout: pip install '.[loader]')") from e
+    raise ModuleNotFoundError("dst_dali.loader needs torch and torchvision: pip install "
+                              "'dst_dali[loader]' (in a checkout: pip install '.[loader]')",
+                              name=e.name) from e
 
 from dst_dali.pipelines.stitch import component_inputs, stitched_batch
 
@@ -594,7 +595,8 @@ class DSTLoader:
 
     def _warn_if_unfed(self) -> None:
         """DST silently off is the costliest failure: say so once, naming the fix."""
-        if self._warned or self.iteration < UNFED_WARNING_AFTER:
+        if self._warned or sum(self._run_kinds.values()) < UNFED_WARNING_AFTER or \
+                (self._finder is not None and self._finder.active):  # still looking
             return
         if self.signal is None and isinstance(self.controller, FeedbackController) \
                 and not self.controller.decisions:
