@@ -60,8 +60,10 @@ def test_make_gpu_kernel_check_emulated_passes_the_whole_matrix_without_dali(tmp
 
 
 def test_make_gpu_kernel_check_installs_nothing():
-    dry = subprocess.run(["make", "-n", "gpu-kernel-check"], cwd=ROOT, capture_output=True,
-                         text=True).stdout
+    # as a user runs it: not as a sub-make of `make test`, whose settings it would inherit
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "gpu-kernel-check"], cwd=ROOT,
+                         capture_output=True, text=True, env=env).stdout
     assert dry.strip() == "python3 bench/gpu_kernel_check.py  --out output", dry
 
 
