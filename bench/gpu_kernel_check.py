@@ -542,8 +542,11 @@ def main(argv=None):
         if args.emulate:
             checks["speed"] = (SKIP, "emulated: no GPU to time")
         else:
-            status, detail, extra["speed"] = check_speed(h)
-            checks["speed"] = (status, detail)
+            try:  # a CUDA error here fails this line; the report is still written
+                status, detail, extra["speed"] = check_speed(h)
+                checks["speed"] = (status, detail)
+            except RuntimeError as e:
+                checks["speed"] = (FAIL, f"CUDA error while timing: {e}")
 
     report = render(checks, header)
     print(report, end="")
