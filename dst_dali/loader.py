@@ -19,7 +19,7 @@ except ModuleNotFoundError as e:  # the operator needs DALI alone; the loader ne
 
 from dst_dali.pipelines.stitch import component_inputs, stitched_batch
 
-from .check_dataset import decode_sizes
+from .bad_images import BadImages
 from .checkpoint import SEQUENCE_KEYS, STATE_VERSION, check_loader_state
 from .controller import COLLAGE, KINDS, REGULAR, FeedbackController
 from .distributed import shard_of_rank, sum_over_ranks
@@ -224,7 +224,7 @@ class DSTLoader:
         self.batch_size, self.k = batch_size, k
         self.output, self.masks = output, masks
         self.bad_images = bad_images
-        self.set_aside: dict = {}  # dataset position -> why its image is not read
+        self.bad = BadImages(self.index)
         self.controller = controller
         self.device = resolve_device(device)
         if pipelines is None:
@@ -269,6 +269,11 @@ class DSTLoader:
         self._finder: Optional[ModelFinder] = None
         self.log_scalars = True  # dst/* into detectron2's EventStorage; DSTHook does its own
         self._run_kinds = dict.fromkeys(KINDS, 0)  # batches delivered by this object
+
+    @property
+    def set_aside(self) -> dict:
+        """Dataset position -> why its image is not read, for the rest of the run."""
+        return self.bad.set_aside
 
     @classmethod
     def from_detectron2(cls, datasets, **kwargs) -> "DSTLoader":
@@ -324,7 +329,10 @@ class DSTLoader:
         place = self._next_fed[kind][w]
         self._next_fed[kind][w] += len(self._pipes[kind])
         number = place + 1  # the random draws are keyed by the group's number from 1
-        positions = self._without_set_aside(kind, self._group_at(kind, place), number)
+        c = self._config
+        positions = self.bad.replaced(
+            self._group_at(kind, place), kind == COLLAGE or self.aspect_ratio_grouping,
+            [c["seed"], KINDS.index(kind), c["shard_id"], number], kind)
         short, flip = self._draws(kind, number, len(positions))
         ix, encoded, flagged = self.index, [], {}
         for p in positions:  # a file that fails here is flagged, never raised out of DALI
@@ -345,39 +353,12 @@ class DSTLoader:
         self._pending[kind][w].append(_Group(positions, short, flip, flagged))
         return inputs
 
-    def _without_set_aside(self, kind: str, positions: List[int], number: int) -> List[int]:
-        """The group with each set-aside image replaced, as detectron2's loader replaces an image
-        its mapper fails on: by another of the dataset (of the same orientation where the
-        stream groups by it) that is neither set aside nor in the group. The replacement is the
-        first acceptable one of a sequence drawn from the group's place in the stream, so a
-        resumed run, which knows of at least as many bad images, replaces alike."""
-        if not self.set_aside or not self.set_aside.keys() & set(positions):
-            return positions
-        c, out = self._config, list(positions)
-        by_orientation = kind == COLLAGE or self.aspect_ratio_grouping
-        for slot, p in enumerate(positions):
-            if p not in self.set_aside:
-                continue
-            same = (self.index.landscape == self.index.landscape[p] if by_orientation
-                    else np.ones(len(self.index), bool))
-            rng = np.random.default_rng([c["seed"], KINDS.index(kind), c["shard_id"], number,
-                                         slot, 1])
-            out[slot] = next((int(q) for q in rng.permutation(np.flatnonzero(same))
-                              if q not in self.set_aside and q not in out), None)
-            if out[slot] is None:
-                raise RuntimeError(f"DSTLoader: {kind} batches: no image of {c['dataset']} "
-                                   f"(of that orientation) is left to replace the "
-                                   f"{len(self.set_aside)} set aside")
-        return out
-
     def _set_aside(self, kind: str, bad: dict) -> str:
-        """Records the group's bad images (position -> reason) and restarts the kind's pipeline
-        at the failed group, which the feed now gives with replacements. Returns the message."""
-        self.set_aside.update(bad)
+        """Sets the group's bad images aside and restarts the kind's pipelines at the failed
+        group, which the feed now gives with replacements. Returns the message."""
+        message = self.bad.record(bad)
         self._restart({kind: self._delivered[kind]}, kinds=(kind,))
-        named = "; ".join(f"{self.index.file_paths[p]} {why}" for p, why in bad.items())
-        return (f"{named} ({len(self.set_aside)} image(s) set aside so far; its batch comes "
-                "again with another image in its place)")
+        return message
 
     # -- pipelines ---------------------------------------------------------------------------
     def _build(self, kind: str, w: int):
@@ -403,36 +384,6 @@ class DSTLoader:
         pipe.build()
         return pipe
 
-    def _wrong_size(self, p: int, found) -> Optional[str]:
-        """Why image p's decoded (height, width) is not its entry's, or None. Boxes are in the
-        entry's pixels: such an image would train on misplaced boxes (detectron2 raises
-        SizeMismatchError)."""
-        (fh, fw), (eh, ew) = (int(v) for v in found[:2]), self.index.sizes[p]
-        if (fh, fw) == (eh, ew):
-            return None
-        return (f"decodes to {fw}x{fh} (width x height), but {self.index.source} gives image "
-                f"{self.index.image_ids[p]!r} {ew}x{eh}")
-
-    def _size_mismatches(self, group: _Group, shapes) -> dict:
-        """{position: why} of the group's images whose decoded size differs from their entry's.
-        shapes: (k, 3) a sample, the decoded (H, W, C) of its components."""
-        decoded = np.array(shapes.as_tensor())[..., :2].reshape(-1, 2)  # in group order
-        reasons = {p: self._wrong_size(p, hw) for p, hw in zip(group.positions, decoded)}
-        return {p: why for p, why in reasons.items() if why is not None}
-
-    def _diagnose(self, group: _Group) -> dict:
-        """{position: why} of the group's bad images, after its batch failed in DALI: those the
-        feed flagged, and of the others those that do not decode or decode to another size
-        than their entry's."""
-        bad = dict(group.flagged)
-        rest = [p for p in group.positions if p not in bad]
-        results = decode_sizes([self.index.file_paths[p] for p in rest], batch=1)
-        for p, (status, found) in zip(rest, results):
-            why = f"does not decode ({found})" if status == "error" else self._wrong_size(p, found)
-            if why is not None:
-                bad[p] = why
-        return bad
-
     def _run(self, kind: str):
         """The kind's next batch from the pipeline whose turn it is: (its group, its outputs).
         A bad image is set aside and named, in an error ("stop") or in the log ("skip": then
@@ -446,7 +397,7 @@ class DSTLoader:
                 # a file that does not decode, or one smaller than its entry (whose boxes then
                 # lie outside it): found by decoding the group's files again, one by one
                 group = pending[0] if pending else None
-                bad = self._diagnose(group) if group else {}
+                bad = self.bad.diagnose(group.positions, group.flagged) if group else {}
                 if not bad:  # not an image's fault; rebuilt for a caller who retries
                     files = [self.index.file_paths[p] for p in group.positions] if group else []
                     self._restart({kind: self._delivered[kind]}, kinds=(kind,))
@@ -457,7 +408,8 @@ class DSTLoader:
                                      "bad_images='skip' goes on")
             else:
                 group = pending[0]
-                bad = dict(group.flagged) or self._size_mismatches(group, shapes)
+                decoded = np.array(shapes.as_tensor())[..., :2].reshape(-1, 2)  # group order
+                bad = dict(group.flagged) or self.bad.size_mismatches(group.positions, decoded)
                 if not bad:
                     self._delivered[kind] += 1
                     return pending.popleft(), outputs
@@ -737,8 +689,8 @@ class DSTLoader:
         if diff:
             raise ValueError(f"loader state was saved with other settings (saved, now): {diff}")
         position_of = {image_id: p for p, image_id in enumerate(self.index.image_ids)}
-        self.set_aside = {position_of[image_id]: why for image_id, why in
-                          state.get("set_aside", [])}
+        self.bad.set_aside = {position_of[image_id]: why for image_id, why in
+                              state.get("set_aside", [])}
         self._restart(state["delivered"])
         self.iteration = state["iteration"]
         self.last_kind = state["last_kind"]
