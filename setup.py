@@ -116,6 +116,7 @@ setup(
     install_requires=["numpy", "nvidia-dali-cuda120==2.4.0"],
     # The loader and probes need torch; the trainer also detectron2, which has no wheel for
     # recent Pythons: tools/install_detectron2.sh installs it.
-    extras_require={"loader": ["torch", "torchvision", "pycocotools", "tqdm"],
-                    "train": ["torch", "torchvision", "pycocotools", "matplotlib", "tqdm"]},
+    extras_require={"loader": ["torch", "torchvision", "pycocotools", "tqdm", "msgspec"],
+                    "train": ["torch", "torchvision", "pycocotools", "matplotlib", "tqdm",
+                              "msgspec"]},
 )

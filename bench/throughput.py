@@ -222,7 +222,7 @@ class DecodeOnlyVariant:
         import nvidia.dali.types as types
         from nvidia.dali import pipeline_def
 
-        from dst_dali.dataset import load_coco_index
+        from dst_dali.coco_index import load_coco_index
         from dst_dali.loader import default_pipelines
         files = itertools.cycle(load_coco_index(args.images, args.annotations).file_paths)
         pipelines = args.pipelines or default_pipelines("cpu", args.threads)

@@ -16,6 +16,15 @@ class BadImages:
     def __init__(self, index: DatasetIndex):
         self.index = index
         self.set_aside: Dict[int, str] = {}
+        self._pools: Dict[object, np.ndarray] = {}
+
+    def _pool(self, orientation) -> np.ndarray:
+        """The positions a replacement is drawn from: those of `orientation` (None: all)."""
+        if orientation not in self._pools:
+            n = len(self.index)
+            self._pools[orientation] = (np.arange(n) if orientation is None else
+                                        np.flatnonzero(self.index.landscape == orientation))
+        return self._pools[orientation]
 
     def replaced(self, positions: List[int], by_orientation: bool, key: Sequence[int],
                  stream: str) -> List[int]:
@@ -23,23 +32,27 @@ class BadImages:
         orientation where the stream groups by it) that is neither set aside nor in the group:
         the first acceptable one of a sequence drawn from `key` (the group's place in its
         stream), so a resumed run, which knows of at least as many bad images, replaces
-        alike."""
+        alike. A few draws find one unless nearly all are set aside (then one pass over all)."""
         if not self.set_aside or not self.set_aside.keys() & set(positions):
             return positions
         out = list(positions)
         for slot, p in enumerate(positions):
             if p not in self.set_aside:
                 continue
-            same = (self.index.landscape == self.index.landscape[p] if by_orientation
-                    else np.ones(len(self.index), bool))
+            pool = self._pool(bool(self.index.landscape[p]) if by_orientation else None)
             rng = np.random.default_rng([*key, slot, 1])
-            out[slot] = next((int(q) for q in rng.permutation(np.flatnonzero(same))
-                              if q not in self.set_aside and q not in out), None)
+            out[slot] = self._first_free(pool[rng.integers(0, len(pool), 64)], out)
+            if out[slot] is None:  # nearly all are set aside: one pass over all
+                out[slot] = self._first_free(rng.permutation(pool), out)
             if out[slot] is None:
                 raise RuntimeError(f"DSTLoader: {stream} batches: no image of "
                                    f"{self.index.source} (of that orientation) is left to "
                                    f"replace the {len(self.set_aside)} set aside")
         return out
+
+    def _first_free(self, draws: np.ndarray, group: List[int]) -> Optional[int]:
+        return next((q for q in draws.tolist() if q not in self.set_aside and q not in group),
+                    None)
 
     def record(self, bad: Dict[int, str]) -> str:
         """Sets `bad` (position -> why) aside; returns the message naming each file."""

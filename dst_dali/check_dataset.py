@@ -1,9 +1,12 @@
 """Checks a dataset before a long run: every annotation entry, and every image decoded once
 and compared with its entry's size. Prints every problem (not only the first) and what
-training would skip; exits 1 when training would refuse the dataset.
+training would skip; exits 1 when training would refuse the dataset. The checked index is
+cached where training will look for it (dst_dali.index_cache), so a cluster job can prepare
+it before the ranks start; --index-only does just that, without decoding the images.
 
     python -m dst_dali.check_dataset --images DIR --annotations FILE.json [--workers 2]
     python -m dst_dali.check_dataset --dataset NAME      # registered in detectron2
+    python -m dst_dali.check_dataset ... --index-only [--cache-dir DIR]
 """
 import argparse
 import sys
@@ -70,22 +73,34 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", help="a dataset registered in detectron2's DatasetCatalog")
     ap.add_argument("--workers", type=int, default=2, help="DALI decoding threads")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--index-only", action="store_true",
+                    help="check the entries and cache the index; decode no image")
+    ap.add_argument("--cache-dir", help="where the index is cached (default: $DST_DALI_CACHE, "
+                    "else $XDG_CACHE_HOME/dst_dali)")
     args = ap.parse_args(argv)
-    from .dataset import DatasetError, detectron2_dataset_index, load_coco_index
+    from .catalog import detectron2_dataset_index
+    from .coco_index import load_coco_index
+    from .dataset import DatasetError
     entry_problems: List[str] = []
     if args.dataset:
         try:
-            index = detectron2_dataset_index(args.dataset)
+            index = detectron2_dataset_index(args.dataset, args.cache_dir)
         except DatasetError as e:
             print(e)
             return 1
     elif args.images and args.annotations:
-        index = load_coco_index(args.images, args.annotations, problems=entry_problems)
+        index = load_coco_index(args.images, args.annotations, problems=entry_problems,
+                                cache_dir=args.cache_dir, progress=not args.no_progress)
     else:
         ap.error("give --images and --annotations, or --dataset")
-    image_problems = check(index, args.workers, not args.no_progress)
+    image_problems = [] if args.index_only else check(index, args.workers, not args.no_progress)
     print(f"{index.source}: {len(index)} usable images, {index.num_classes} classes")
-    for title, problems in (("entries", entry_problems), ("images", image_problems)):
+    print("index: " + (f"cached at {index.cache} ({'built now' if index.built else 'reused'})"
+                       if index.cache else "not cached" + (" (its entries have problems)"
+                                                           if entry_problems else "")))
+    checked = (("entries", entry_problems),) + ((("images", image_problems),)
+                                                if not args.index_only else ())
+    for title, problems in checked:
         print(f"{len(problems)} problem(s) in {title}" + (":" if problems else ""))
         for p in problems:
             print(f"  {p}")

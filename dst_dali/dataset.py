@@ -1,14 +1,20 @@
 """What the loader knows of a dataset before any pixel is read: each usable image's file, size
-and training targets as arrays, checked entry by entry, so bad input is reported (every
-problem at once) or skipped and counted before training starts rather than mid-epoch."""
-import json
+and training targets, and the rules every entry is checked by, so bad input is reported (every
+problem at once) or skipped and counted before training starts rather than mid-epoch. The index
+is columnar (dst_dali.columns): a few flat arrays, built once (dst_dali.coco_index,
+dst_dali.catalog) and memory-mapped by every rank and every later run (dst_dali.index_cache)."""
+import itertools
 import logging
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import msgspec
 import numpy as np
+
+from . import coco_json
+from .columns import ImageIds, Paths, Ragged, Strings, offsets_of, ranges
 
 logger = logging.getLogger(__name__)
 
@@ -17,6 +23,10 @@ logger = logging.getLogger(__name__)
 MIN_BOX_SIDE = 0.1
 BOX_TOLERANCE = 1.0  # px a box may exceed its image (CollageStitch clips it); more is an error
 MAX_LISTED = 20      # problems listed in one error; the rest are counted
+# The version of the rules above and below: an index cached under other rules is not reused.
+RULES = {"version": 2, "min_box_side": MIN_BOX_SIDE, "box_tolerance": BOX_TOLERANCE}
+SKIPS = ("crowd_annotations", "degenerate_boxes", "dropped_polygons", "rle_segmentations",
+         "images_without_annotations")
 
 
 class DatasetError(ValueError):
@@ -36,20 +46,24 @@ class DatasetError(ValueError):
 @dataclass
 class DatasetIndex:
     """The usable images of a dataset, position i = one image, with the targets DSTLoader feeds
-    to DALI: boxes (N, 4) float32 ltrb pixels, labels (N,) int32 contiguous 0..C-1, polygons
-    (P, 3) int32 [box index, first vertex, one past last] and vertices (V, 2) float32 (x, y)."""
+    to DALI: boxes[i] (N, 4) float32 ltrb pixels, labels[i] (N,) int32 contiguous 0..C-1,
+    polygons[i] (P, 3) int32 [box index, first vertex, one past last] and vertices[i] (V, 2)
+    float32 (x, y), each a view into one flat array (dst_dali.columns)."""
     source: str                                    # the annotation file, for messages
     category_ids: List[int]                        # sorted: contiguous id i <-> category_ids[i]
     category_names: List[str]
-    image_ids: list
-    file_paths: List[str]
-    sizes: np.ndarray                              # (n, 2) int (height, width)
-    boxes: List[np.ndarray]
-    labels: List[np.ndarray]
-    polygons: List[np.ndarray]
-    vertices: List[np.ndarray]
+    image_ids: ImageIds
+    file_paths: Paths
+    sizes: np.ndarray                              # (n, 2) int64 (height, width)
+    boxes: Ragged
+    labels: Ragged
+    polygons: Ragged
+    vertices: Ragged
     skipped: Dict[str, int] = field(default_factory=dict)
     rle_annotations: List[str] = field(default_factory=list)  # non-crowd RLE masks (where)
+    polygons_read: bool = True                     # False: polygons left unread (no masks)
+    cache: Optional[str] = None                    # the cache directory it was mapped from
+    built: bool = False                            # this process built that cache
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -63,238 +77,312 @@ class DatasetIndex:
         """(n,) bool: wider than tall (the orientation detectron2 groups batches by)."""
         return self.sizes[:, 1] > self.sizes[:, 0]
 
+    def arrays(self) -> Dict[str, np.ndarray]:
+        """The index as flat arrays (what dst_dali.index_cache saves)."""
+        out = {"sizes": self.sizes, "category_ids": np.asarray(self.category_ids, np.int64)}
+        for name in ("boxes", "labels", "polygons", "vertices"):
+            out.update(getattr(self, name).arrays(name))
+        out.update(self.image_ids.arrays("image_ids"))
+        out.update(self.file_paths.names.arrays("file_names"))
+        return out
 
-def _number(v) -> bool:
+    def meta(self) -> dict:
+        """What the arrays do not hold (plain JSON values)."""
+        return {"source": self.source, "category_names": self.category_names,
+                "skipped": self.skipped, "rle_annotations": self.rle_annotations,
+                "polygons_read": self.polygons_read}
+
+    @classmethod
+    def from_arrays(cls, arrays: Dict[str, np.ndarray], meta: dict, root: str,
+                    cache: Optional[str] = None) -> "DatasetIndex":
+        return cls(source=meta["source"], category_ids=arrays["category_ids"].tolist(),
+                   category_names=list(meta["category_names"]),
+                   image_ids=ImageIds.from_arrays(arrays, "image_ids"),
+                   file_paths=Paths(root, Strings.from_arrays(arrays, "file_names")),
+                   sizes=arrays["sizes"],
+                   **{name: Ragged.from_arrays(arrays, name)
+                      for name in ("boxes", "labels", "polygons", "vertices")},
+                   skipped=dict(meta["skipped"]), rle_annotations=list(meta["rle_annotations"]),
+                   polygons_read=meta.get("polygons_read", True), cache=cache)
+
+
+def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _polygon_arrays(segmentation, box_index, polys, verts, skipped):
-    """Appends an annotation's polygons in DALI's layout; odd-length or < 3-point polygons are
-    dropped and counted (detectron2 drops them too)."""
-    if not isinstance(segmentation, list):
-        if segmentation is not None:
-            skipped["rle_segmentations"] += 1
-        return
-    for poly in segmentation:
-        if (not isinstance(poly, list) or len(poly) % 2 or len(poly) < 6
-                or not all(_number(v) for v in poly)):
-            skipped["dropped_polygons"] += 1
-            continue
-        first = sum(len(v) for v in verts) // 2
-        verts.append(poly)
-        polys.append((box_index, first, first + len(poly) // 2))
+def existing_files(paths: List[str]) -> np.ndarray:
+    """(n,) bool: whether each path names a file. One directory listing a folder, not one stat
+    a file (a million-image folder on NFS)."""
+    listed: Dict[str, Optional[set]] = {}
+    out = np.zeros(len(paths), bool)
+    for i, path in enumerate(paths):
+        folder, name = os.path.split(path)
+        names = listed.get(folder, False)
+        if names is False:
+            try:
+                with os.scandir(folder or ".") as it:
+                    names = listed[folder] = {e.name for e in it if e.is_file()}
+            except OSError:
+                names = listed[folder] = None
+        out[i] = name in names if names is not None else os.path.isfile(path)
+    return out
 
 
-def load_coco_index(images_dir: str, annotations: str,
-                    problems: Optional[List[str]] = None) -> DatasetIndex:
-    """Reads and checks a COCO instances file. Every bad entry is reported in one DatasetError
-    (a ValueError) naming the file and the entry; or, given a `problems` list, added to it and
-    left out of the index. Crowd annotations are not training targets (as in detectron2); boxes
-    with a side under MIN_BOX_SIDE px, malformed polygons and images left with no annotation are
-    skipped and counted in `skipped`."""
-    if not os.path.isdir(images_dir):
-        raise FileNotFoundError(f"images={images_dir!r}: no such directory")
-    if not os.path.isfile(annotations):
-        raise FileNotFoundError(f"annotations={annotations!r}: no such file")
-    try:
-        with open(annotations) as f:
-            data = json.load(f)
-    except ValueError as e:
-        raise DatasetError(annotations, [f"not valid JSON ({e})"]) from None
-    if not isinstance(data, dict) or not data.get("images") or not data.get("categories"):
-        raise DatasetError(annotations, ["no images or no categories: an empty annotation file"])
-    strict = problems is None
-    problems = [] if strict else problems
-    cats = sorted(data["categories"], key=lambda c: c["id"])
-    contiguous = {c["id"]: i for i, c in enumerate(cats)}
-    records: Dict[object, dict] = {}
-    for n, im in enumerate(data["images"]):
-        missing = [key for key in ("id", "file_name", "height", "width") if key not in im]
-        if missing:
-            problems.append(f"images[{n}]: no {', '.join(missing)}")
-            continue
-        record = _image_record(im["id"], im["file_name"], os.path.join(images_dir,
-                               im["file_name"]), im["height"], im["width"], records, problems)
-        if record is not None:
-            records[im["id"]] = record
-    outside = [im["file_name"] for im in records.values()
-               if os.path.isabs(im["file_name"]) or
-               os.path.normpath(im["file_name"]).split(os.sep)[0] == os.pardir]
-    if outside:  # allowed (detectron2 reads them too), but never silently
-        logger.warning("%s: %d file_name(s) lie outside images=%s, e.g. %r", annotations,
-                       len(outside), images_dir, outside[0])
-    listed = {im.get("id") for im in data["images"] if isinstance(im.get("id"), (int, str))}
-    for n, a in enumerate(data.get("annotations", [])):
-        image_id = a.get("image_id")
-        where = f"annotation {a.get('id', f'[{n}]')} of image {image_id!r}"
-        if not isinstance(image_id, (int, str)) or image_id not in listed:
-            problems.append(f"{where}: no such image")
-            continue
-        if image_id in records:  # else its image was reported
-            records[image_id]["annotations"].append(dict(a, category=contiguous.get(
-                a.get("category_id")), where=where))
-    return _index(annotations, records.values(), [c["id"] for c in cats],
-                  [c["name"] for c in cats], problems, strict)
+class AcceptedImages:
+    """The images a dataset's entries accept, in order, and how an annotation finds its own:
+    `positions(ids)` gives each id's position, -1 for an id no entry lists and -2 for one
+    whose entry was refused (its annotations go with it, unreported)."""
 
+    def __init__(self, root: str):
+        self.root = root
+        self.ids: list = []
+        self.names: List[str] = []
+        self.sizes: List[tuple] = []
+        self.refused: set = set()
+        self._sorted = None
 
-def index_of_dataset_dicts(name: str, dicts: List[dict], category_ids: List[int],
-                           category_names: List[str]) -> DatasetIndex:
-    """The index of a detectron2 dataset: `dicts` as DatasetCatalog.get(name) gives them
-    (file_name, height, width, image_id, annotations with bbox, bbox_mode, category_id as a
-    contiguous id, optional segmentation and iscrowd). category_ids: the dataset's id of each
-    contiguous class (what labels="coco" reports). Checked like a COCO file."""
-    from detectron2.structures import BoxMode
-    problems: List[str] = []
-    records: Dict[object, dict] = {}
-    for n, d in enumerate(dicts):
-        missing = [key for key in ("file_name", "height", "width") if key not in d]
-        if missing:
-            problems.append(f"{name}[{n}]: no {', '.join(missing)}")
-            continue
-        record = _image_record(d.get("image_id", n), d["file_name"], d["file_name"], d["height"],
-                               d["width"], records, problems)
-        if record is None:
-            continue
-        records[record["id"]] = record
-        for m, a in enumerate(d.get("annotations", [])):
-            a = dict(a, where=f"{name}[{n}] annotation {m}",
-                     category=a.get("category_id") if a.get("category_id") in
-                     range(len(category_ids)) else None)
-            mode, bbox = a.get("bbox_mode", BoxMode.XYWH_ABS), a.get("bbox")
-            if isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_number, bbox)):
-                a["bbox"] = list(BoxMode.convert(list(bbox), mode, BoxMode.XYWH_ABS))
-            record["annotations"].append(a)
-    return _index(name, records.values(), list(category_ids), list(category_names), problems,
-                  strict=True)
+    def accept_all(self, ids: list, names: List[str], heights, widths) -> None:
+        self.ids, self.names = ids, names
+        self.sizes = np.stack([heights, widths], 1).astype(np.int64).reshape(-1, 2)
 
-
-def _image_record(image_id, file_name, path, height, width, records, problems):
-    """One image's record, or None with its problem listed."""
-    if isinstance(image_id, np.generic):  # e.g. VOC's ids, read by numpy: plain Python
-        image_id = image_id.item()
-    where = f"image {image_id!r} ({file_name})"
-    if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
-        problems.append(f"{where}: its id is neither an integer nor a string")
-        return None
-    if image_id in records:
-        same = records[image_id]["file_name"] == file_name
-        problems.append(f"{where}: " + ("listed twice" if same else
-                                        f"its id is also {records[image_id]['file_name']}'s"))
-        return None
-    if not all(_number(v) and v >= 1 for v in (height, width)):
-        problems.append(f"{where}: height {height!r}, width {width!r} must be positive numbers")
-        return None
-    if not os.path.isfile(path):
-        problems.append(f"{where}: names {path}, which does not exist")
-        return None
-    return {"id": image_id, "file_name": file_name, "path": path, "height": int(height),
-            "width": int(width), "annotations": []}
-
-
-def _index(source: str, records, category_ids, category_names, problems,
-           strict: bool) -> DatasetIndex:
-    """Checks every annotation of the records (bbox in xywh pixels, `category` contiguous or
-    None when unknown) and builds the index; `strict`: a DatasetError lists all problems."""
-    skipped = {"crowd_annotations": 0, "degenerate_boxes": 0, "dropped_polygons": 0,
-               "rle_segmentations": 0, "images_without_annotations": 0}
-    usable, rle = [], []
-    for image in records:
-        boxes, labels, polys, verts = [], [], [], []
-        for a in image["annotations"]:
-            where = f"{a['where']} ({image['file_name']})"
-            if a["category"] is None:
-                problems.append(f"{where}: unknown category_id {a.get('category_id')!r} (the "
-                                f"dataset defines {len(category_ids)} categories)")
-                continue
-            crowd = a.get("iscrowd", 0)
-            if not isinstance(crowd, (int, np.integer)) or crowd not in (0, 1):
-                problems.append(f"{where}: iscrowd {crowd!r} must be 0 or 1 (an integer)")
-                continue
-            if crowd:
-                skipped["crowd_annotations"] += 1
-                continue
-            bbox = a.get("bbox")
-            if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_number, bbox)):
-                problems.append(f"{where}: bbox {bbox!r} is not 4 finite numbers (x, y, w, h)")
-                continue
-            x, y, w, h = bbox
-            if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
-                skipped["degenerate_boxes"] += 1
-                continue
-            H, W, t = image["height"], image["width"], BOX_TOLERANCE
-            if x < -t or y < -t or x + w > W + t or y + h > H + t:
-                problems.append(f"{where}: bbox {bbox} (xywh) lies outside the {W}x{H} image "
-                                f"by more than {t} px")
-                continue
-            if isinstance(a.get("segmentation"), dict):
-                rle.append(where)
-            _polygon_arrays(a.get("segmentation"), len(boxes), polys, verts, skipped)
-            boxes.append((x, y, x + w, y + h))
-            labels.append(a["category"])
-        if boxes:
-            usable.append((image, boxes, labels, polys, verts))
+    def add(self, image_id, file_name: str, path: str, height, width, problems: List[str],
+            known: Dict) -> None:
+        """One entry, checked; `known`: id -> file name of the entries accepted so far."""
+        if isinstance(image_id, np.generic):  # e.g. VOC's ids, read by numpy: plain Python
+            image_id = image_id.item()
+        where = f"image {image_id!r} ({file_name})"
+        if not isinstance(image_id, (int, str)) or isinstance(image_id, bool):
+            problems.append(f"{where}: its id is neither an integer nor a string")
+            return
+        refused = f"{where}: "
+        if image_id in known:
+            same = known[image_id] == file_name
+            problems.append(refused + ("listed twice" if same else
+                                       f"its id is also {known[image_id]}'s"))
+        elif not isinstance(file_name, str):
+            problems.append(refused + f"file_name {file_name!r} is not a string")
+        elif not all(is_number(v) and v >= 1 for v in (height, width)):
+            problems.append(refused + f"height {height!r}, width {width!r} must be positive "
+                            "numbers")
+        elif not os.path.isfile(path):
+            problems.append(refused + f"names {path}, which does not exist")
         else:
-            skipped["images_without_annotations"] += 1
+            known[image_id] = file_name
+            self.ids.append(image_id)
+            self.names.append(file_name)
+            self.sizes.append((int(height), int(width)))
+            return
+        self.refused.add(image_id)
+
+    def done(self) -> None:
+        self.sizes = np.asarray(self.sizes, np.int64).reshape(-1, 2)
+        self.refused -= set(self.ids)
+        self._position = None
+        if all(type(i) is int for i in self.ids) and all(type(i) is int for i in self.refused):
+            ids = np.asarray(self.ids, np.int64)
+            order = np.argsort(ids, kind="stable")
+            self._sorted = (ids[order], order, np.asarray(sorted(self.refused), np.int64))
+
+    def positions(self, image_ids: list, typed: bool = False) -> np.ndarray:
+        """typed: the ids are ints or strings (as decoded into coco_json's structs)."""
+        wanted = None
+        if self._sorted is not None and typed:
+            wanted = np.array(image_ids)
+            if wanted.dtype != np.int64:  # a string among them (never parsed as a number)
+                wanted = None
+        elif self._sorted is not None and all(type(i) is int for i in image_ids):
+            wanted = np.asarray(image_ids, np.int64)
+        if wanted is not None:
+            keys, order, refused = self._sorted
+            at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+            found = keys[at] == wanted if len(keys) else np.zeros(len(wanted), bool)
+            out = np.where(found, order[at] if len(keys) else 0, -1)
+            if len(refused):
+                out[~found & np.isin(wanted, refused)] = -2
+            return out.astype(np.int64)
+        if self._position is None:
+            self._position = {image_id: p for p, image_id in enumerate(self.ids)}
+        return np.fromiter((self._position.get(i, -2 if i in self.refused else -1)
+                            if isinstance(i, (int, str)) else -1 for i in image_ids),
+                           np.int64, len(image_ids))
+
+
+class Targets:
+    """The training targets of the accepted annotations, gathered a chunk at a time in file
+    order: image position, box (ltrb, float64 until the end), contiguous label, and the valid
+    polygons of each (their vertex counts and vertices)."""
+
+    def __init__(self, num_categories: int, polygons: bool = True):
+        self.num_categories, self.with_polygons = num_categories, polygons
+        self.chunks: List[tuple] = []
+        self.skipped = dict.fromkeys(SKIPS, 0)
+        self.rle: List[str] = []
+
+    def add(self, image, boxes, labels, poly_counts, poly_lengths, vertices) -> None:
+        self.chunks.append((np.asarray(image, np.int64), np.asarray(boxes, np.float64),
+                            np.asarray(labels, np.int32), np.asarray(poly_counts, np.int64),
+                            np.asarray(poly_lengths, np.int64),
+                            np.asarray(vertices, np.float32).reshape(-1, 2)))
+
+    def valid_polygons(self, per_segmentation, per_polygon, numbers):
+        """(polygons an annotation, vertex count a polygon, vertices) of the valid polygons,
+        counting the dropped ones: odd-length or under 3 points (detectron2 drops them too)."""
+        valid = (per_polygon % 2 == 0) & (per_polygon >= 6)
+        self.skipped["dropped_polygons"] += int((~valid).sum())
+        owner = np.repeat(np.arange(len(per_segmentation)), per_segmentation)
+        counts = np.bincount(owner[valid], minlength=len(per_segmentation))
+        return counts, per_polygon[valid] // 2, numbers[np.repeat(valid, per_polygon)]
+
+    def polygons(self, segmentations: list):
+        """valid_polygons() of decoded segmentations: lists of polygons (a polygon that is not
+        a list of numbers is dropped), None, or an RLE dict (no polygon)."""
+        if not self.with_polygons:
+            return np.zeros(len(segmentations), np.int64), (), ()
+        lists = []
+        for s in segmentations:
+            good = [p for p in s if isinstance(p, list) and all(map(is_number, p))] \
+                if isinstance(s, list) else []
+            self.skipped["dropped_polygons"] += len(s) - len(good) if isinstance(s, list) else 0
+            lists.append(good)
+        return self.valid_polygons(
+            np.fromiter(map(len, lists), np.int64, len(lists)),
+            np.fromiter((len(p) for s in lists for p in s), np.int64),
+            np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(lists)),
+                        np.float64))
+
+    def polygons_of_raw(self, raws: list, first: List[int]):
+        """polygons() of segmentations as raw JSON text (`first`: each one's first byte),
+        parsed in one go when they are plain lists of polygons (coco_json.polygon_numbers),
+        else one by one."""
+        if not self.with_polygons:
+            return np.zeros(len(raws), np.int64), (), ()
+        lists = [i for i, (r, b) in enumerate(zip(raws, first)) if b == ord("[") and len(r) > 2]
+        if not lists:
+            return np.zeros(len(raws), np.int64), (), ()
+        parsed = coco_json.polygon_numbers([raws[i] for i in lists])
+        if parsed is None:
+            return self.polygons([msgspec.json.decode(r) for r in raws])
+        counts, lengths, vertices = self.valid_polygons(*parsed)
+        every = np.zeros(len(raws), np.int64)
+        every[lists] = counts
+        return every, lengths, vertices
+
+    def check(self, a: dict, where: str, category, height: int, width: int,
+              problems: List[str]):
+        """One annotation, checked as a plain dict: its (box, label, segmentation) when it is a
+        training target, else None (its problem listed, or its skip counted)."""
+        if category is None:
+            problems.append(f"{where}: unknown category_id {a.get('category_id')!r} (the "
+                            f"dataset defines {self.num_categories} categories)")
+            return None
+        crowd = a.get("iscrowd", 0)
+        if not isinstance(crowd, (int, np.integer)) or crowd not in (0, 1):
+            problems.append(f"{where}: iscrowd {crowd!r} must be 0 or 1 (an integer)")
+            return None
+        if crowd:
+            self.skipped["crowd_annotations"] += 1
+            return None
+        bbox = a.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(is_number, bbox)):
+            problems.append(f"{where}: bbox {bbox!r} is not 4 finite numbers (x, y, w, h)")
+            return None
+        x, y, w, h = bbox
+        if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
+            self.skipped["degenerate_boxes"] += 1
+            return None
+        t = BOX_TOLERANCE
+        if x < -t or y < -t or x + w > width + t or y + h > height + t:
+            problems.append(f"{where}: bbox {bbox} (xywh) lies outside the {width}x{height} "
+                            f"image by more than {t} px")
+            return None
+        segmentation = a.get("segmentation")
+        if isinstance(segmentation, dict):
+            self.rle.append(where)
+        if segmentation is not None and not isinstance(segmentation, list):
+            self.skipped["rle_segmentations"] += 1
+        return (x, y, x + w, y + h), category, segmentation
+
+    def add_checked(self, rows: List[tuple]) -> None:
+        """(image position, what check() gave) of a chunk's training targets."""
+        if rows:
+            self.add([r[0] for r in rows], [r[1][0] for r in rows], [r[1][1] for r in rows],
+                     *self.polygons([r[1][2] for r in rows]))
+
+
+def assemble(source: str, images: AcceptedImages, targets: Targets, category_ids, category_names,
+             problems: List[str], strict: bool) -> DatasetIndex:
+    """The index of the images with a training target: each image's targets in file order."""
     if problems and strict:
         raise DatasetError(source, problems)
-    if not usable:
+    chunks = targets.chunks or [(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int32),
+                                 np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                 np.zeros((0, 2), np.float32))]
+    image, boxes, labels, poly_counts, poly_lengths, vertices = (
+        np.concatenate(column) for column in zip(*chunks))
+    targets.chunks = []
+    if (np.diff(image) < 0).any():  # by image, each image's in file order
+        order = np.argsort(image, kind="stable")
+        image, boxes, labels = image[order], boxes[order], labels[order]
+        vertex_start = offsets_of(poly_lengths)[:-1]
+        polygon = ranges(offsets_of(poly_counts)[:-1][order], poly_counts[order])
+        vertices = vertices[ranges(vertex_start[polygon], poly_lengths[polygon])]
+        poly_lengths, poly_counts = poly_lengths[polygon], poly_counts[order]
+    m = len(images.ids)
+    box_counts = np.bincount(image, minlength=m)
+    owner = np.repeat(image, poly_counts)                    # each polygon's image
+    box_of = np.repeat(np.arange(len(image)), poly_counts)   # each polygon's annotation
+    box_offsets = offsets_of(box_counts)
+    vertex_offsets = offsets_of(np.bincount(owner, weights=poly_lengths, minlength=m)
+                                .astype(np.int64))
+    first = offsets_of(poly_lengths)[:-1] - vertex_offsets[owner]
+    polygons = np.stack([box_of - box_offsets[owner], first, first + poly_lengths], 1)
+    usable = box_counts > 0
+    targets.skipped["images_without_annotations"] = int((~usable).sum())
+    if not usable.any():
         raise DatasetError(source, ["no image has a usable (non-crowd, non-degenerate) "
                                     "annotation"])
-    for what, count in skipped.items():
+    for what, count in targets.skipped.items():
         if count:  # an empty or negative box is a flaw of the data: say so louder
             logger.log(logging.WARNING if what == "degenerate_boxes" else logging.INFO,
                        "%s: skipping %d %s", source, count,
                        "boxes of zero or negative width or height (under "
                        f"{MIN_BOX_SIDE} px)" if what == "degenerate_boxes"
                        else what.replace("_", " "))
+    keep = np.flatnonzero(usable).tolist()
+    poly_image_counts = np.bincount(owner, minlength=m)[usable]
     return DatasetIndex(
-        source=source, category_ids=category_ids, category_names=category_names,
-        image_ids=[u[0]["id"] for u in usable], file_paths=[u[0]["path"] for u in usable],
-        sizes=np.array([(u[0]["height"], u[0]["width"]) for u in usable], np.int64),
-        boxes=[np.asarray(u[1], np.float32).reshape(-1, 4) for u in usable],
-        labels=[np.asarray(u[2], np.int32) for u in usable],
-        polygons=[np.asarray(u[3], np.int32).reshape(-1, 3) for u in usable],
-        vertices=[np.asarray([v for p in u[4] for v in p], np.float32).reshape(-1, 2)
-                  for u in usable], skipped=skipped, rle_annotations=rle)
+        source=source, category_ids=list(category_ids), category_names=list(category_names),
+        image_ids=ImageIds.of([images.ids[p] for p in keep]),
+        file_paths=Paths(images.root, Strings.of([images.names[p] for p in keep])),
+        sizes=images.sizes[usable],
+        boxes=Ragged(boxes.astype(np.float32), offsets_of(box_counts[usable])),
+        labels=Ragged(labels, offsets_of(box_counts[usable])),
+        polygons=Ragged(polygons.astype(np.int32), offsets_of(poly_image_counts)),
+        vertices=Ragged(vertices,
+                        offsets_of(np.diff(vertex_offsets)[usable])),
+        skipped=targets.skipped, rle_annotations=targets.rle)
 
 
-def _catalog_dicts(catalog, name: str) -> List[dict]:
-    """DatasetCatalog.get(name), a missing file named in one line (detectron2's builtin sets
-    are read under $DETECTRON2_DATASETS)."""
-    try:
-        return catalog.get(name)
-    except FileNotFoundError as e:
-        root = os.environ.get("DETECTRON2_DATASETS", "datasets")
-        raise FileNotFoundError(
-            f"dataset {name!r}: {e.filename or e} does not exist; detectron2 reads its builtin "
-            f"datasets under DETECTRON2_DATASETS={root!r} (see detectron2's datasets/README.md)"
-        ) from None
-
-
-def detectron2_dataset_index(names) -> DatasetIndex:
-    """The index of datasets registered in detectron2's DatasetCatalog (register_coco_instances,
-    the builtin COCO and PASCAL VOC sets, DatasetCatalog.register(name, fn) of a list of dicts),
-    read through detectron2's own loaders and concatenated as detectron2 does for several
-    DATASETS.TRAIN, with their MetadataCatalog's classes."""
-    from detectron2.data import DatasetCatalog, MetadataCatalog
-    names = [names] if isinstance(names, str) else list(names)
-    for name in names:
-        if name not in DatasetCatalog.list():
-            raise ValueError(f"dataset {name!r} is not registered in detectron2's DatasetCatalog "
-                             "(register it with register_coco_instances, register_pascal_voc "
-                             "or DatasetCatalog.register)")
-    dicts = [d for name in names for d in _catalog_dicts(DatasetCatalog, name)]
-    meta = MetadataCatalog.get(names[0])
-    classes = list(getattr(meta, "thing_classes", []))
-    for name in names[1:]:
-        other = list(getattr(MetadataCatalog.get(name), "thing_classes", []))
-        if other != classes:
-            raise ValueError(f"datasets {names[0]!r} and {name!r} have different classes")
-    if not classes:
-        found = [a.get("category_id") for d in dicts for a in d.get("annotations", [])]
-        classes = [str(i) for i in range(max([c for c in found if isinstance(c, int)],
-                                             default=-1) + 1)]
-    to_contiguous = getattr(meta, "thing_dataset_id_to_contiguous_id", None)
-    ids = (sorted(to_contiguous, key=to_contiguous.get) if to_contiguous
-           else list(range(len(classes))))
-    return index_of_dataset_dicts("+".join(names), dicts, ids, classes)
+def concatenate(indices: List[DatasetIndex], source: str) -> DatasetIndex:
+    """Several datasets' indices as one (detectron2's several DATASETS.TRAIN), of the same
+    classes; an image id in two of them is an error, as within one."""
+    ids = [i for index in indices for i in index.image_ids]
+    if len(set(ids)) < len(ids):
+        seen: set = set()
+        twice = [i for i in ids if i in seen or seen.add(i)]
+        raise DatasetError(source, [f"image {i!r}: listed in two datasets" for i in twice])
+    arrays = {}
+    for name in ("boxes", "labels", "polygons", "vertices"):
+        columns = [getattr(index, name) for index in indices]
+        arrays[name] = np.concatenate([c.values for c in columns])
+        arrays[f"{name}_offsets"] = offsets_of(np.concatenate([c.counts() for c in columns]))
+    arrays["sizes"] = np.concatenate([index.sizes for index in indices])
+    arrays["category_ids"] = np.asarray(indices[0].category_ids, np.int64)
+    arrays.update(ImageIds.of(ids).arrays("image_ids"))
+    arrays.update(Strings.of([p for index in indices for p in index.file_paths])
+                  .arrays("file_names"))
+    skipped = {what: sum(index.skipped.get(what, 0) for index in indices) for what in SKIPS}
+    meta = {"source": source, "category_names": indices[0].category_names, "skipped": skipped,
+            "rle_annotations": [w for index in indices for w in index.rle_annotations]}
+    meta["polygons_read"] = all(index.polygons_read for index in indices)
+    return DatasetIndex.from_arrays(arrays, meta, "")

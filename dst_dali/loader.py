@@ -25,7 +25,9 @@ from .controller import COLLAGE, KINDS, REGULAR, FeedbackController
 from .distributed import shard_of_rank, sum_over_ranks
 from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for,
                       signal_parts)
-from .dataset import DatasetError, DatasetIndex, detectron2_dataset_index, load_coco_index
+from .catalog import detectron2_dataset_index
+from .coco_index import load_coco_index
+from .dataset import DatasetError, DatasetIndex
 from .device import dali_device_id, resolve_device
 from .formats import Sample, to_detectron2, to_torchvision
 from .image_files import MAX_PIXELS, NO_ANNOTATIONS, STAND_IN, read_image_file
@@ -129,6 +131,9 @@ class DSTLoader:
             images alike, whenever they are met.
         max_pixels: an image whose entry or file header gives more pixels is a bad image
             (default PIL's error threshold, 178,956,970); None: no limit.
+        cache_dir: where the dataset's checked index is cached, built once and memory-mapped
+            by every rank and later run (dst_dali.index_cache); default $DST_DALI_CACHE, else
+            $XDG_CACHE_HOME/dst_dali (~/.cache/dst_dali).
         endless: `for batch in loader` never ends (for loops that iterate once and count
             iterations themselves, as detectron2's SimpleTrainer); default one epoch.
         signal, decision: how watch() measures and decides unless told (see watch()).
@@ -166,7 +171,7 @@ class DSTLoader:
                  pipelines: Optional[int] = None, prefetch: int = 2,
                  device_id: Optional[int] = None, index: Optional[DatasetIndex] = None,
                  endless: bool = False, signal: str = "reg", decision: str = "per_rank",
-                 max_pixels: Optional[int] = MAX_PIXELS):
+                 max_pixels: Optional[int] = MAX_PIXELS, cache_dir: Optional[str] = None):
         if not _integer(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
         if not _integer(seed):
@@ -206,7 +211,10 @@ class DSTLoader:
         if index is None and (images is None or annotations is None):
             raise ValueError("give images and annotations (a COCO-format dataset), or use "
                              "DSTLoader.from_detectron2(name) for a registered one")
-        self.index = index or load_coco_index(images, annotations)
+        self.index = index or load_coco_index(images, annotations, cache_dir=cache_dir,
+                                              polygons=masks)
+        if masks and not self.index.polygons_read:
+            raise ValueError("masks=True: the index was built with polygons=False")
         if masks and self.index.rle_annotations:
             raise DatasetError(self.index.source, [
                 f"{where}: an RLE mask on a non-crowd annotation; masks=True trains on polygons "
@@ -280,7 +288,8 @@ class DSTLoader:
         """A DSTLoader over datasets registered in detectron2's DatasetCatalog (a name or a
         list of names, concatenated: COCO json, the builtin PASCAL VOC sets, a registered list
         of dicts); kwargs as for DSTLoader."""
-        return cls(index=detectron2_dataset_index(datasets), **kwargs)
+        return cls(index=detectron2_dataset_index(datasets, kwargs.get("cache_dir"),
+                                                  polygons=kwargs.get("masks", False)), **kwargs)
 
     # -- what each batch reads ---------------------------------------------------------------
     def _k_of(self, kind: str) -> int:

@@ -165,7 +165,7 @@ def test_coco_labels_refuse_a_dataset_whose_category_ids_start_at_0(coco128):
     background: labels='coco' is refused, 'contiguous' gives 1..C."""
     from detectron2.data.datasets import load_coco_json
 
-    from dst_dali.dataset import index_of_dataset_dicts
+    from dst_dali.catalog import index_of_dataset_dicts
     dicts = load_coco_json(coco128.annotations, coco128.images, "coco128_contiguous")
     index = index_of_dataset_dicts("coco128_contiguous", dicts, list(range(80)),
                                    [str(i) for i in range(80)])

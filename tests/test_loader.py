@@ -170,7 +170,7 @@ def test_groups_over_many_epochs(coco128, k, batch_size, shards, grouped):
     """25 epochs of the sampler on coco128's orientations: no group repeats an image or mixes
     orientations, ranks never share an image within an epoch, and every image is read once an
     epoch (a group straddling two epochs may move one read across the boundary)."""
-    from dst_dali.dataset import load_coco_index
+    from dst_dali.coco_index import load_coco_index
     from dst_dali.sampler import GroupSampler
     index = load_coco_index(coco128.images, coco128.annotations)
     n, size, epochs = len(index), k * batch_size, 25
