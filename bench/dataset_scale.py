@@ -282,14 +282,12 @@ def report(steps: dict) -> None:
                 row["peak_vs_d2"] = _spread([r["peak_gb"] / d["peak_gb"] for r, d in pairs])
             rows.append(row)
     notes = []
-    f = steps.get("coco/file")
-    if f:
-        notes.append(f"COCO-train size: {f['images']:,} images, {f['annotations']:,} "
-                     f"annotations with polygons, {f['bytes'] / 2**20:.0f} MiB of JSON.")
-    f = steps.get("objects365/file")
-    if f:
-        notes.append(f"Objects365 size: {f['images']:,} images, {f['annotations']:,} boxes, "
-                     f"{f['bytes'] / 2**20:.0f} MiB of JSON.")
+    for size, title, what in (("coco", "COCO-train", "annotations with polygons"),
+                              ("objects365", "Objects365", "boxes")):
+        f = steps.get(f"{size}/file")
+        if f:
+            notes.append(f"{title} size: {f['images']:,} images, {f['annotations']:,} {what}, "
+                         f"{f['bytes'] / 2**20:.0f} MiB of JSON.")
     same = steps.get("coco/same")
     if same:
         notes.append(f"COCO size, typed (streaming) build against the entry-by-entry one: "

@@ -179,9 +179,13 @@ class AcceptedImages:
         self.refused -= set(self.ids)
         self._position = None
         if all(type(i) is int for i in self.ids) and all(type(i) is int for i in self.refused):
-            ids = np.asarray(self.ids, np.int64)
+            try:
+                ids = np.asarray(self.ids, np.int64)
+                refused = np.asarray(sorted(self.refused), np.int64)
+            except OverflowError:  # ids beyond 64 bits: looked up one by one
+                return
             order = np.argsort(ids, kind="stable")
-            self._sorted = (ids[order], order, np.asarray(sorted(self.refused), np.int64))
+            self._sorted = (ids[order], order, refused)
 
     def positions(self, image_ids: list, typed: bool = False) -> np.ndarray:
         """typed: the ids are ints or strings (as decoded into coco_json's structs)."""
