@@ -9,7 +9,7 @@ import numpy as np
 
 from . import coco_json
 from .dataset import (BOX_TOLERANCE, MIN_BOX_SIDE, RULES, AcceptedImages, DatasetError,
-                      DatasetIndex, Targets, assemble, existing_files)
+                      DatasetIndex, Targets, assemble, existing_files, log_skips)
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,8 @@ def load_coco_index(images_dir: str, annotations: str, problems: Optional[List[s
             index_cache.coco_key(images_dir, annotations, dict(RULES, polygons=True)),
             images_dir, cache_dir)
         index = index or index_cache.load_or_build(key, build, images_dir, cache_dir)
+        if not index.built and index.cache:
+            log_skips(index.source, index.skipped)
     if problems is not None:
         problems.extend(found)
     return index

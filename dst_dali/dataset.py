@@ -313,6 +313,17 @@ class Targets:
                      *self.polygons([r[1][2] for r in rows]))
 
 
+def log_skips(source: str, skipped: Dict[str, int]) -> None:
+    """What training leaves out, said at every start (a cached index's too)."""
+    for what, count in skipped.items():
+        if count:  # an empty or negative box is a flaw of the data: say so louder
+            logger.log(logging.WARNING if what == "degenerate_boxes" else logging.INFO,
+                       "%s: skipping %d %s", source, count,
+                       "boxes of zero or negative width or height (under "
+                       f"{MIN_BOX_SIDE} px)" if what == "degenerate_boxes"
+                       else what.replace("_", " "))
+
+
 def assemble(source: str, images: AcceptedImages, targets: Targets, category_ids, category_names,
              problems: List[str], strict: bool) -> DatasetIndex:
     """The index of the images with a training target: each image's targets in file order."""
@@ -345,13 +356,7 @@ def assemble(source: str, images: AcceptedImages, targets: Targets, category_ids
     if not usable.any():
         raise DatasetError(source, ["no image has a usable (non-crowd, non-degenerate) "
                                     "annotation"])
-    for what, count in targets.skipped.items():
-        if count:  # an empty or negative box is a flaw of the data: say so louder
-            logger.log(logging.WARNING if what == "degenerate_boxes" else logging.INFO,
-                       "%s: skipping %d %s", source, count,
-                       "boxes of zero or negative width or height (under "
-                       f"{MIN_BOX_SIDE} px)" if what == "degenerate_boxes"
-                       else what.replace("_", " "))
+    log_skips(source, targets.skipped)
     keep = np.flatnonzero(usable).tolist()
     poly_image_counts = np.bincount(owner, minlength=m)[usable]
     return DatasetIndex(

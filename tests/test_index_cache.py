@@ -178,10 +178,12 @@ def test_a_truncated_file_is_named(coco128, tmp_path):
 
 
 # -- the cache -------------------------------------------------------------------------------
-def test_built_once_then_mapped(coco_copy, tmp_path):
+def test_built_once_then_mapped(coco_copy, tmp_path, caplog):
     images, path = coco_copy
     first = load_coco_index(images, path, cache_dir=str(tmp_path / "c"))
-    again = load_coco_index(images, path, cache_dir=str(tmp_path / "c"))
+    with caplog.at_level(logging.INFO, logger="dst_dali.dataset"):
+        again = load_coco_index(images, path, cache_dir=str(tmp_path / "c"))
+    assert "skipping 2 images without annotations" in caplog.text  # said at every start
     assert first.built and not again.built and first.cache == again.cache
     assert isinstance(again.boxes.values, np.memmap) and not again.boxes.values.flags.writeable
     assert_same_index(again, build_coco_index(images, path, progress=False))
