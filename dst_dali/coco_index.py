@@ -5,6 +5,7 @@ import logging
 import os
 from typing import Dict, List, Optional
 
+import msgspec
 import numpy as np
 
 from . import coco_json
@@ -12,6 +13,24 @@ from .dataset import (BOX_TOLERANCE, MIN_BOX_SIDE, RULES, AcceptedImages, Datase
                       DatasetIndex, Targets, assemble, existing_files, log_skips)
 
 logger = logging.getLogger(__name__)
+
+
+def _polygons_of_raw(targets: Targets, raws: list, first: List[int]):
+    """targets.polygons() of segmentations as raw JSON text (`first`: each one's first byte),
+    parsed in one go when they are plain lists of polygons (coco_json.polygon_numbers), else
+    one by one."""
+    if not targets.with_polygons:
+        return np.zeros(len(raws), np.int64), (), ()
+    lists = [i for i, (r, b) in enumerate(zip(raws, first)) if b == ord("[") and len(r) > 2]
+    if not lists:
+        return np.zeros(len(raws), np.int64), (), ()
+    parsed = coco_json.polygon_numbers([raws[i] for i in lists])
+    if parsed is None:
+        return targets.polygons([msgspec.json.decode(r) for r in raws])
+    counts, lengths, vertices = targets.valid_polygons(*parsed)
+    every = np.zeros(len(raws), np.int64)
+    every[lists] = counts
+    return every, lengths, vertices
 
 
 def _typed_chunk(chunk, images: AcceptedImages, targets: Targets,
@@ -54,7 +73,7 @@ def _typed_chunk(chunk, images: AcceptedImages, targets: Targets,
             where = (f"annotation {a.id if a.id is not None else f'[{chunk.first + j}]'} of "
                      f"image {a.image_id!r} ({images.names[position[j]]})")
             targets.rle.append(where)
-    counts, lengths, vertices = targets.polygons_of_raw(segmentations, first)
+    counts, lengths, vertices = _polygons_of_raw(targets, segmentations, first)
     ltrb = np.stack([x, y, x + w, y + h], 1)[kept]
     targets.add(position[kept], ltrb, at[kept], counts, lengths, vertices)
     return True
@@ -86,7 +105,10 @@ def _loose_chunk(chunk, images: AcceptedImages, contiguous: Dict[int, int], targ
     targets.add_checked(rows)
 
 
-def _coco_images(coco: coco_json.CocoFile, images_dir: str, problems: List[str]) -> AcceptedImages:
+def _coco_images(coco: coco_json.CocoFile, entries, images_dir: str,
+                 problems: List[str]) -> AcceptedImages:
+    """The accepted images: the typed ones at once when none has a problem, else the loose
+    ones (`entries` when the file had no typed images) one by one."""
     images = AcceptedImages(images_dir)
     if coco.images is not None:
         ids = [im.id for im in coco.images]
@@ -98,7 +120,8 @@ def _coco_images(coco: coco_json.CocoFile, images_dir: str, problems: List[str])
             images.accept_all(ids, names, heights, widths)
             images.done()
             return images
-    entries, known = coco.loose_images(), {}
+    entries = coco.loose_images() if coco.images is not None else entries
+    known = {}
     for n, im in enumerate(entries if isinstance(entries, list) else []):
         if not isinstance(im, dict):
             problems.append(f"images[{n}]: not an object")
@@ -137,13 +160,13 @@ def build_coco_index(images_dir: str, annotations: str, problems: Optional[List[
         coco = coco_json.read(annotations, force_loose=force_loose)
     except coco_json.NotJSON as e:
         raise DatasetError(annotations, [f"not valid JSON ({e})"]) from None
-    loose_images = coco.images if coco.images is not None else coco.loose_images()
-    if not loose_images or not coco.categories:
+    entries = coco.images if coco.images is not None else coco.loose_images()
+    if not entries or not coco.categories:
         raise DatasetError(annotations, ["no images or no categories: an empty annotation file"])
     category_ids, category_names = _categories(annotations, coco.categories)
     strict = problems is None
     problems = [] if strict else problems
-    images = _coco_images(coco, images_dir, problems)
+    images = _coco_images(coco, entries, images_dir, problems)
     outside = [name for name in images.names if os.path.isabs(name) or
                os.path.normpath(name).split(os.sep)[0] == os.pardir]
     if outside:  # allowed (detectron2 reads them too), but never silently
@@ -160,10 +183,8 @@ def build_coco_index(images_dir: str, annotations: str, problems: Optional[List[
                 _loose_chunk(chunk, images, contiguous, targets, problems)
             bar.update(len(chunk.typed) if chunk.typed is not None else coco_json.CHUNK)
     del coco  # the file's text: freed before the index is put together
-    index = assemble(annotations, images, targets, category_ids, category_names, problems,
-                     strict)
-    index.polygons_read = polygons
-    return index
+    return assemble(annotations, images, targets, category_ids, category_names, problems,
+                    strict)
 
 
 def load_coco_index(images_dir: str, annotations: str, problems: Optional[List[str]] = None,

@@ -10,10 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-import msgspec
 import numpy as np
 
-from . import coco_json
 from .columns import ImageIds, Paths, Ragged, Strings, offsets_of, ranges
 
 logger = logging.getLogger(__name__)
@@ -242,34 +240,15 @@ class Targets:
         a list of numbers is dropped), None, or an RLE dict (no polygon)."""
         if not self.with_polygons:
             return np.zeros(len(segmentations), np.int64), (), ()
-        lists = []
-        for s in segmentations:
-            good = [p for p in s if isinstance(p, list) and all(map(is_number, p))] \
-                if isinstance(s, list) else []
-            self.skipped["dropped_polygons"] += len(s) - len(good) if isinstance(s, list) else 0
-            lists.append(good)
+        lists = [[p for p in s if isinstance(p, list) and all(map(is_number, p))]
+                 if isinstance(s, list) else [] for s in segmentations]
+        self.skipped["dropped_polygons"] += sum(len(s) - len(good) for s, good in
+                                                zip(segmentations, lists) if isinstance(s, list))
         return self.valid_polygons(
             np.fromiter(map(len, lists), np.int64, len(lists)),
             np.fromiter((len(p) for s in lists for p in s), np.int64),
             np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(lists)),
                         np.float64))
-
-    def polygons_of_raw(self, raws: list, first: List[int]):
-        """polygons() of segmentations as raw JSON text (`first`: each one's first byte),
-        parsed in one go when they are plain lists of polygons (coco_json.polygon_numbers),
-        else one by one."""
-        if not self.with_polygons:
-            return np.zeros(len(raws), np.int64), (), ()
-        lists = [i for i, (r, b) in enumerate(zip(raws, first)) if b == ord("[") and len(r) > 2]
-        if not lists:
-            return np.zeros(len(raws), np.int64), (), ()
-        parsed = coco_json.polygon_numbers([raws[i] for i in lists])
-        if parsed is None:
-            return self.polygons([msgspec.json.decode(r) for r in raws])
-        counts, lengths, vertices = self.valid_polygons(*parsed)
-        every = np.zeros(len(raws), np.int64)
-        every[lists] = counts
-        return every, lengths, vertices
 
     def check(self, a: dict, where: str, category, height: int, width: int,
               problems: List[str]):
@@ -369,7 +348,8 @@ def assemble(source: str, images: AcceptedImages, targets: Targets, category_ids
         polygons=Ragged(polygons.astype(np.int32), offsets_of(poly_image_counts)),
         vertices=Ragged(vertices,
                         offsets_of(np.diff(vertex_offsets)[usable])),
-        skipped=targets.skipped, rle_annotations=targets.rle)
+        skipped=targets.skipped, rle_annotations=targets.rle,
+        polygons_read=targets.with_polygons)
 
 
 def concatenate(indices: List[DatasetIndex], source: str) -> DatasetIndex:
