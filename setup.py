@@ -116,7 +116,8 @@ setup(
     install_requires=["numpy", "nvidia-dali-cuda120==2.4.0"],
     # The loader and probes need torch; the trainer also detectron2, which has no wheel for
     # recent Pythons: tools/install_detectron2.sh installs it.
-    extras_require={"loader": ["torch", "torchvision", "pycocotools", "tqdm", "msgspec"],
+    extras_require={"loader": ["torch", "torchvision", "pycocotools", "tqdm", "msgspec",
+                               "pillow"],
                     "train": ["torch", "torchvision", "pycocotools", "matplotlib", "tqdm",
-                              "msgspec"]},
+                              "msgspec", "pillow"]},
 )

@@ -8,6 +8,7 @@ import numpy as np
 
 from .check_dataset import decode_sizes
 from .dataset import DatasetIndex
+from .streams import REPLACE, generator
 
 
 class BadImages:
@@ -30,8 +31,8 @@ class BadImages:
                  stream: str) -> List[int]:
         """The group with each set-aside image replaced by another of the dataset (of the same
         orientation where the stream groups by it) that is neither set aside nor in the group:
-        the first acceptable one of a sequence drawn from `key` (the group's place in its
-        stream), so a resumed run, which knows of at least as many bad images, replaces
+        the first acceptable one of a sequence drawn from `key` (the seed, then the group's
+        place: stream, rank, number), so a resumed run, which knows of at least as many bad images, replaces
         alike. A few draws find one unless nearly all are set aside (then one pass over all)."""
         if not self.set_aside or not self.set_aside.keys() & set(positions):
             return positions
@@ -40,7 +41,7 @@ class BadImages:
             if p not in self.set_aside:
                 continue
             pool = self._pool(bool(self.index.landscape[p]) if by_orientation else None)
-            rng = np.random.default_rng([*key, slot, 1])
+            rng = generator(key[0], REPLACE, *key[1:], slot)
             out[slot] = self._first_free(pool[rng.integers(0, len(pool), 64)], out)
             if out[slot] is None:  # nearly all are set aside: one pass over all
                 out[slot] = self._first_free(rng.permutation(pool), out)

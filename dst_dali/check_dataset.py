@@ -13,6 +13,16 @@ import sys
 from typing import List, Tuple
 
 
+def dali_cause(error: Exception) -> str:
+    """The operator's own message out of DALI's error report (which opens with a traceback of
+    the pipeline definition): e.g. "Failed to decode sample #0 : 000000000009.jpg"."""
+    text = str(error)
+    cause = text.split("encountered:", 1)[-1]
+    lines = [ln.strip() for ln in cause.splitlines()
+             if ln.strip() and "pipeline object is no longer valid" not in ln]
+    return " ".join(lines) or text
+
+
 def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
                  progress: bool = False) -> List[Tuple[str, object]]:
     """For each file, ("ok", (height, width)) as DALI's decoder (the loader's) decodes it, or
@@ -44,7 +54,7 @@ def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
             out += run(files)
         except (RuntimeError, OSError) as e:
             if len(files) == 1:
-                out.append(("error", " ".join(str(e).split("encountered:")[-1].split())[:300]))
+                out.append(("error", dali_cause(e)[:300]))
             else:
                 out += decode_sizes(files, num_threads, batch=1)
     return out

@@ -17,7 +17,7 @@ import torch
 
 from .controller import KINDS
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 # Settings that decide the sequence of batches: a saved state resumes only under the same ones
 # (paths, threads and prefetch depth may change, e.g. on another node).
 SEQUENCE_KEYS = ("batch_size", "k", "min_size", "max_size", "flip_prob", "seed", "shard_id",
@@ -61,6 +61,8 @@ def check_loader_state(state, image_ids) -> None:
     unknown = set(state["config"]) - set(SEQUENCE_KEYS)
     if unknown:
         fail("config", f"has unknown settings {sorted(unknown)}")
+    if not _count(state["config"].get("seed")):
+        fail("config['seed']", f"{state['config'].get('seed')!r} is not an integer >= 0")
     iteration = state.get("iteration")
     if not _count(iteration) or iteration < 0:
         fail("iteration", f"{iteration!r} is not a count (an integer >= 0)")

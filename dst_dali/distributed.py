@@ -1,6 +1,7 @@
-"""What crosses ranks: each rank's shard of the data, the feedback's numbers summed, and the
-warm-up's r values gathered (as torchvision's reference keeps reduce_dict beside its training
-loop, not in the model)."""
+"""What crosses ranks: each rank's shard of the data, a drawn seed, the feedback's numbers
+summed, and the warm-up's r values gathered (as torchvision's reference keeps reduce_dict beside
+its training loop, not in the model)."""
+import secrets
 from typing import List, Optional, Sequence, Tuple
 
 
@@ -36,6 +37,21 @@ def shard_of_rank(shard_id: Optional[int], num_shards: Optional[int]) -> Tuple[i
         raise ValueError(f"shard_id={shard_id}, num_shards={num_shards}: need "
                          "0 <= shard_id < num_shards")
     return shard_id, num_shards
+
+
+def shared_random_seed(num_shards: int) -> int:
+    """A random seed in [0, 2**31), the same on every torch.distributed rank (rank 0's draw, as
+    detectron2's comm.shared_random_seed for SEED -1). Shards of one dataset must deal the
+    same permutations: `num_shards` > 1 without torch.distributed is an error."""
+    seed = [secrets.randbelow(2 ** 31)]
+    dist = _world()
+    if dist is not None:
+        dist.broadcast_object_list(seed, src=0)
+    elif num_shards > 1:
+        raise ValueError(f"seed=None with num_shards={num_shards}: a drawn seed is shared "
+                         "through torch.distributed, which is not initialised here; give every "
+                         "shard the same seed")
+    return seed[0]
 
 
 def sum_over_ranks(values: Sequence[float]) -> List[float]:

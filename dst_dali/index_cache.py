@@ -52,6 +52,9 @@ def coco_key(images_dir: str, annotations: str, rules: dict) -> dict:
             "sample": digest.hexdigest(), "images": os.path.realpath(images_dir)}
 
 
+_VERSION = ("size", "mtime_ns", "inode", "sample")  # which version of the file a key is of
+
+
 def _name(key: dict) -> str:
     text = json.dumps(key, sort_keys=True)
     return "index-" + hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -109,7 +112,10 @@ def _remove_stale(top: str, key: dict, keep: str) -> None:
                 old = json.load(f)["key"]
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if (old.get("annotations"), old.get("images")) == (key["annotations"], key["images"]):
+        # another version of the file, not the same file read with other rules (polygons
+        # or not: two jobs of one node may want both)
+        if (old.get("annotations"), old.get("images")) == (key["annotations"], key["images"]) \
+                and any(old.get(field) != key[field] for field in _VERSION):
             shutil.rmtree(entry.path, ignore_errors=True)
 
 

@@ -22,10 +22,11 @@ from dst_dali.pipelines.stitch import component_inputs, stitched_batch
 from .bad_images import BadImages
 from .checkpoint import SEQUENCE_KEYS, STATE_VERSION, check_loader_state
 from .controller import COLLAGE, KINDS, REGULAR, FeedbackController
-from .distributed import shard_of_rank, sum_over_ranks
+from .distributed import shard_of_rank, shared_random_seed, sum_over_ranks
 from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for,
                       signal_parts)
 from .catalog import detectron2_dataset_index
+from .check_dataset import dali_cause
 from .coco_index import load_coco_index
 from .dataset import DatasetError, DatasetIndex
 from .device import dali_device_id, resolve_device
@@ -33,6 +34,7 @@ from .formats import Sample, to_detectron2, to_torchvision
 from .image_files import MAX_PIXELS, NO_ANNOTATIONS, STAND_IN, read_image_file
 from .ops import check_k
 from .sampler import GroupSampler
+from .streams import DRAW, generator
 from .stock_loops import ModelFinder, put_scalars, storage_iteration
 
 logger = logging.getLogger(__name__)
@@ -74,16 +76,6 @@ def default_pipelines(device: str, num_threads: int) -> int:
     return min(2, num_threads) if device == "cpu" else 1
 
 
-def _dali_cause(error: Exception) -> str:
-    """The operator's own message out of DALI's error report (which opens with a traceback of
-    the pipeline definition): e.g. "Failed to decode sample #0 : 000000000009.jpg"."""
-    text = str(error)
-    cause = text.split("encountered:", 1)[-1]
-    lines = [ln.strip() for ln in cause.splitlines()
-             if ln.strip() and "pipeline object is no longer valid" not in ln]
-    return " ".join(lines) or text
-
-
 def _gpu_to_torch(tensor):
     """A copy of one DALI GPU sample as a CUDA tensor (DALI reuses its buffers), on the GPU
     the pipeline ran on, whichever device is torch's current one."""
@@ -106,7 +98,8 @@ class DSTLoader:
             collage components get 1/sqrt(k) of it.
         flip_prob: horizontal flip probability of each image.
         device: "cpu", "gpu" or "auto" (where DALI decodes and stitches).
-        seed: the data order, the same on every rank.
+        seed: the data order, the same on every rank; None draws one, shared by the ranks
+            (detectron2's SEED -1), logged and kept in the state, so a resume reads on with it.
         shard_id, num_shards: this rank's share of every epoch; by default torch.distributed's
             rank and world size when it is initialised (detectron2's launch, torchrun), else
             the whole dataset.
@@ -160,7 +153,7 @@ class DSTLoader:
     def __init__(self, images: Optional[str] = None, annotations: Optional[str] = None,
                  batch_size: int = 2, k: int = 4,
                  min_size: Sequence[int] = (640, 672, 704, 736, 768, 800), max_size: int = 1333,
-                 flip_prob: float = 0.5, device: str = "auto", seed: int = 0,
+                 flip_prob: float = 0.5, device: str = "auto", seed: Optional[int] = 0,
                  shard_id: Optional[int] = None, num_shards: Optional[int] = None,
                  output: str = "detectron2",
                  controller: Optional[FeedbackController] = None,
@@ -174,8 +167,8 @@ class DSTLoader:
                  max_pixels: Optional[int] = MAX_PIXELS, cache_dir: Optional[str] = None):
         if not _integer(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
-        if not _integer(seed):
-            raise ValueError(f"seed={seed!r}: must be an integer")
+        if seed is not None and (not _integer(seed) or seed < 0):
+            raise ValueError(f"seed={seed!r}: must be an integer >= 0, or None to draw one")
         if isinstance(min_size, (int, float)) or not all(_integer(v) for v in min_size) or \
                 not _integer(max_size):
             raise ValueError(f"min_size={min_size!r}, max_size={max_size!r}: min_size is a "
@@ -185,6 +178,11 @@ class DSTLoader:
         if output not in OUTPUTS:
             raise ValueError(f"output={output!r}: must be one of {OUTPUTS}")
         shard_id, num_shards = shard_of_rank(shard_id, num_shards)
+        self.seed_drawn = seed is None
+        if self.seed_drawn:
+            seed = shared_random_seed(num_shards)
+            logger.info("DSTLoader: seed=None, drew seed %d (the same on every rank; kept in "
+                        "the loader's state)", seed)
         if not min_size or any(s <= 0 for s in min_size) or max_size <= 0:
             raise ValueError(f"min_size={min_size}, max_size={max_size}: must be positive")
         if not 0.0 <= flip_prob <= 1.0:
@@ -302,8 +300,9 @@ class DSTLoader:
         by_orientation = kind == COLLAGE or self.aspect_ratio_grouping
         try:
             sampler = GroupSampler(self.index.landscape if by_orientation else None,
-                                   len(self.index), size, seed=c["seed"] + KINDS.index(kind),
-                                   shard_id=c["shard_id"], num_shards=c["num_shards"])
+                                   len(self.index), size, seed=c["seed"],
+                                   stream=KINDS.index(kind), shard_id=c["shard_id"],
+                                   num_shards=c["num_shards"])
         except ValueError as e:
             raise ValueError(f"batch_size={self.batch_size}: {kind} batches of {size} images: "
                              f"{e} ({c['dataset']})") from None
@@ -317,7 +316,7 @@ class DSTLoader:
         """The short side and flip of each image of a group, drawn as detectron2 draws them per
         image, from the seed, the rank and the group's place in the stream alone."""
         c = self._config
-        rng = np.random.default_rng([c["seed"], KINDS.index(kind), c["shard_id"], number])
+        rng = generator(c["seed"], DRAW, KINDS.index(kind), c["shard_id"], number)
         short = rng.choice(np.asarray(c["min_size"], np.float32), size=size)
         flip = (rng.random(size) < c["flip_prob"]).astype(np.int32)
         return short, flip
@@ -411,7 +410,7 @@ class DSTLoader:
                     files = [self.index.file_paths[p] for p in group.positions] if group else []
                     self._restart({kind: self._delivered[kind]}, kinds=(kind,))
                     raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped reading "
-                                       f"{', '.join(files)} ({_dali_cause(e)})") from e
+                                       f"{', '.join(files)} ({dali_cause(e)})") from e
                 message = self._set_aside(kind, bad)
                 error = RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {message}; "
                                      "bad_images='skip' goes on")
@@ -508,10 +507,8 @@ class DSTLoader:
         batch after it; the batches it gave stay valid."""
         if self._finder is not None:
             self._finder.remove()
-        for pipes in self._pipes.values():
-            for pipe in pipes:
-                pipe._shutdown()  # DALI's own teardown (what Pipeline.__del__ calls)
-        self._pipes = {}
+        for kind in list(self._pipes):
+            self._shut_down(kind)
         self._pending = {}
         self.closed = True
 
@@ -671,10 +668,17 @@ class DSTLoader:
                               for p, why in sorted(self.set_aside.items())],
                 "controller": self.controller.state_dict() if self.controller else None}
 
+    def _shut_down(self, kind: str) -> None:
+        """Ends the kind's pipelines and their threads now, not whenever the garbage collector
+        frees them (their feed refers back to the loader)."""
+        for pipe in self._pipes.pop(kind, []):
+            pipe._shutdown()  # DALI's own teardown (what Pipeline.__del__ calls)
+
     def _restart(self, delivered: dict, kinds: Sequence[str] = KINDS) -> None:
         """New pipelines, each stream fed from `delivered[kind]` batches on."""
         P = self._config["pipelines"]
         for kind in kinds:
+            self._shut_down(kind)
             first = delivered[kind]
             self._first[kind] = self._delivered[kind] = first
             self._samplers[kind].seek(first)
@@ -693,10 +697,16 @@ class DSTLoader:
         """Continues where the state's loader was (see state_dict()). A state that is not one
         is refused with a ValueError naming the field, before anything changes."""
         check_loader_state(state, self.index.image_ids)
+        saved_seed = state["config"].get("seed")
+        adopt_seed = self.seed_drawn and saved_seed != self._config["seed"]
         diff = {key: (saved, self._config.get(key)) for key, saved in state["config"].items()
-                if self._config.get(key) != saved}
+                if self._config.get(key) != saved and not (key == "seed" and adopt_seed)}
         if diff:
             raise ValueError(f"loader state was saved with other settings (saved, now): {diff}")
+        if adopt_seed:  # the run drew its seed once; a resume reads on with that one
+            logger.info("DSTLoader: resuming with the state's seed %d", saved_seed)
+            self._config["seed"] = saved_seed
+            self._samplers = {kind: self._sampler(kind) for kind in KINDS}
         position_of = {image_id: p for p, image_id in enumerate(self.index.image_ids)}
         self.bad.set_aside = {position_of[image_id]: why for image_id, why in
                               state.get("set_aside", [])}

@@ -19,7 +19,7 @@ from detectron2.utils import comm
 from .checkpoint import rng_states, set_rng_states
 from .config import SIGNALS_OF
 from .controller import COLLAGE, FeedbackController, StaticController
-from .distributed import gather_over_ranks, sum_over_ranks
+from .distributed import gather_over_ranks, shared_random_seed, sum_over_ranks
 from .history import write_history
 from .loader import DSTLoader
 from .signals import FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL
@@ -37,7 +37,8 @@ def build_controller(cfg):
             quantile=cfg.DST.TAU_QUANTILE,
             # every rank's warm-up r, so all ranks calibrate the same tau
             pool=gather_over_ranks if cfg.DST.DECISION == "per_rank" else None)
-    return StaticController(cfg.DST.SIGNAL, prob=cfg.DST.RANDOM_PROB, seed=max(cfg.SEED, 0))
+    seed = cfg.SEED if cfg.SEED >= 0 else shared_random_seed(comm.get_world_size())
+    return StaticController(cfg.DST.SIGNAL, prob=cfg.DST.RANDOM_PROB, seed=seed)
 
 
 def build_dst_loader(cfg, controller) -> DSTLoader:
@@ -51,7 +52,8 @@ def build_dst_loader(cfg, controller) -> DSTLoader:
         cfg.DATASETS.TRAIN, batch_size=cfg.SOLVER.IMS_PER_BATCH // world,
         k=cfg.DST.K, min_size=tuple(cfg.INPUT.MIN_SIZE_TRAIN), max_size=cfg.INPUT.MAX_SIZE_TRAIN,
         flip_prob=0.5 if cfg.INPUT.RANDOM_FLIP == "horizontal" else 0.0, device=cfg.DST.DEVICE,
-        seed=max(cfg.SEED, 0), shard_id=comm.get_rank(), num_shards=world, output="detectron2",
+        seed=cfg.SEED if cfg.SEED >= 0 else None,  # SEED -1: one drawn, shared by the ranks
+        shard_id=comm.get_rank(), num_shards=world, output="detectron2",
         image_format=cfg.INPUT.FORMAT, controller=controller,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING, masks=cfg.MODEL.MASK_ON,
         pad_value=cfg.MODEL.PIXEL_MEAN, bad_images=cfg.DST.BAD_IMAGES,

@@ -14,10 +14,10 @@ from bench.callgrind import available as callgrind_available  # noqa: E402
 def test_demo_makes_collages_with_more_small_boxes(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "train"))
     from demo_collage import main
-    stats = main(["--iters", "3", "--batch-size", "2", "--out", str(tmp_path),
+    stats = main(["--iters", "6", "--batch-size", "2", "--out", str(tmp_path),
                   "--device", "cpu"])
     regular, collage = stats["regular"], stats["collage"]
-    assert regular["samples"] == collage["samples"] == 6
+    assert regular["samples"] == collage["samples"] == 12
     assert regular["boxes"] > 0 and collage["boxes"] > regular["boxes"]  # 4 images a sample
     # the point of the method: collages hold a larger share of small objects
     assert collage["small"] / collage["boxes"] > regular["small"] / regular["boxes"]
@@ -241,3 +241,25 @@ def test_accuracy_bench_quick(tmp_path):
     assert rows["baseline"]["time_vs_baseline"] == 0  # its own blocks
     assert (tmp_path / "smoke.png").stat().st_size > 10_000
     assert data["meta"]["command"].startswith("python bench/accuracy.py")
+
+
+def test_soak_bench_quick(tmp_path):
+    """bench/soak.py over 300 iterations (its faults and kills scaled): every planted file set
+    aside by both runs, the killed-and-resumed stream equal to the straight one, and every
+    delivered slot as its sampler dealt it, but those of set-aside images."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from soak import main
+    summary = main(["--iters", "300", "--work", str(tmp_path / "work"),
+                    "--results-dir", str(tmp_path), "--name", "smoke"])
+    assert summary["compared"] == 600 and summary["equal"] == 600
+    for kind, v in summary["epochs"].items():
+        assert v["epochs"] >= 2 and v["wrong"] == v["left_out_of_a_deal"] == 0, kind
+    assert summary["epochs"]["regular"]["replaced"] > 0  # bad images were met, and replaced
+    with open(tmp_path / "smoke.json") as f:
+        rows = json.load(f)["rows"]
+    assert len(rows) == 8 and all("NOT" not in r["straight"] + r["killed"] for r in rows)
+    reasons = {r["fault"]: r["straight"] for r in rows}
+    assert "cannot be read" in reasons["missing"] and "is empty" in reasons["empty"]
+    assert "by its file's header, over max_pixels" in reasons["header_over_limit"]
+    assert "in its entry, over max_pixels" in reasons["entry_over_limit"]
+    assert "does not decode" in reasons["corrupt"] and "decodes to" in reasons["larger"]

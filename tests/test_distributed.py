@@ -33,9 +33,15 @@ def _rank(rank, world, init_file, out):
                            batch_size=2, device="cpu", aspect_ratio_grouping=False)
         assert (loader._config["shard_id"], loader._config["num_shards"]) == (rank, world)
         ids = [d["image_id"] for _ in range(len(loader)) for d in loader.next_batch("regular")]
+        drawn = DSTLoader(os.path.join(ROOT, "data", "coco128", "images"),
+                          os.path.join(ROOT, "data", "coco128", "instances.json"),
+                          batch_size=2, device="cpu", seed=None)
+        drawn_ids = [d["image_id"] for _ in range(len(drawn))
+                     for d in drawn.next_batch("regular")]
         out[rank] = dict(per_rank=list(per_rank.decisions), global_=list(global_.decisions),
                          global_shares=list(global_.shares), tau=calibrated.tau,
-                         calibrated=list(calibrated.decisions), ids=ids[:loader.shard_size])
+                         calibrated=list(calibrated.decisions), ids=ids[:loader.shard_size],
+                         seed=drawn._config["seed"], drawn_ids=drawn_ids[:drawn.shard_size])
     finally:
         dist.destroy_process_group()
 
@@ -61,3 +67,7 @@ def test_two_ranks_per_rank_and_global_decisions(tmp_path):
     assert r1["calibrated"] == ["regular"] * 4
     # the loader: disjoint shards covering the data
     assert not set(r0["ids"]) & set(r1["ids"]) and len(set(r0["ids"]) | set(r1["ids"])) == 126
+    # seed=None (SEED -1): one seed drawn for both ranks, so their shards stay disjoint
+    assert r0["seed"] == r1["seed"]
+    assert not set(r0["drawn_ids"]) & set(r1["drawn_ids"])
+    assert len(set(r0["drawn_ids"]) | set(r1["drawn_ids"])) == 126

@@ -234,6 +234,19 @@ def test_a_stale_cache_is_never_served(coco_copy, tmp_path, monkeypatch, change)
     assert_same_index(after, build_coco_index(images, path, progress=False))
     if change == "images":
         assert after.file_paths[0].startswith(images)
+    # an earlier version of the file is removed; the same file under other rules is kept
+    assert os.path.exists(before.cache) == (change in ("images", "rules"))
+
+
+def test_the_same_file_with_and_without_polygons_keeps_both(coco_copy, tmp_path):
+    """Two jobs of one node, one training masks: neither removes the other's index."""
+    images, path = coco_copy
+    cache = str(tmp_path / "c")
+    boxes_only = load_coco_index(images, path, cache_dir=cache, polygons=False)
+    with_polygons = load_coco_index(images, path, cache_dir=cache, polygons=True)
+    assert with_polygons.built and os.path.exists(boxes_only.cache)
+    again = load_coco_index(images, path, cache_dir=cache, polygons=False)
+    assert not again.built and again.cache in (boxes_only.cache, with_polygons.cache)
 
 
 @pytest.mark.parametrize("damage", ["truncated_array", "no_manifest", "garbage_manifest",

@@ -150,7 +150,7 @@ def test_forced_sequence_epochs_and_shards(coco128):
         epoch = {}
         for s in range(2):
             sampler = GroupSampler(index.landscape if kind == "collage" else None, 126, 2 * k,
-                                   seed=KIND_SEED[kind], shard_id=s, num_shards=2)
+                                   seed=0, stream=STREAM[kind], shard_id=s, num_shards=2)
             expected = [index.image_ids[p] for _ in range(len(read[s][kind]) // (2 * k))
                         for p in next(sampler)]
             assert read[s][kind] == expected
@@ -161,7 +161,7 @@ def test_forced_sequence_epochs_and_shards(coco128):
     assert read[0]["regular"][:8] != read[0]["collage"][:8]
 
 
-KIND_SEED = {"regular": 0, "collage": 1}  # seed 0 + the stream's index
+STREAM = {"regular": 0, "collage": 1}
 
 
 @pytest.mark.parametrize("grouped", [False, True])
@@ -260,6 +260,35 @@ def test_same_seed_same_batches_and_resume(coco128):
         make_loader(coco128, aspect_ratio_grouping=True, seed=1).load_state_dict(state)
     other = make_loader(coco128, seed=1)
     assert ids_of(other.next_batch("regular")) != ids_of(make_loader(coco128).next_batch("regular"))
+
+
+def test_a_drawn_seed_is_logged_kept_and_resumed(coco128, caplog):
+    """seed=None (detectron2's SEED -1) draws a seed, logs it and keeps it in the state; a loader
+    that drew another resumes with the saved one and gives the same batches, while a loader
+    given a seed keeps it and refuses the state."""
+    import logging
+    kinds = ["regular", "collage", "regular", "collage", "regular"]
+    with caplog.at_level(logging.INFO, logger="dst_dali.loader"):
+        a = make_loader(coco128, seed=None)
+    seed = a.state_dict()["config"]["seed"]
+    assert a.seed_drawn and f"drew seed {seed} " in caplog.text
+    b = make_loader(coco128, seed=None)
+    assert b._config["seed"] != seed  # two draws from 2**31
+    given = make_loader(coco128, seed=seed)
+    for kind in kinds[:2]:
+        batches_equal(a.next_batch(kind), given.next_batch(kind))
+    state = a.state_dict()
+    after = [a.next_batch(kind) for kind in kinds[2:]]
+    b.load_state_dict(state)
+    assert b._config["seed"] == seed
+    for kind, batch in zip(kinds[2:], after):
+        batches_equal(b.next_batch(kind), batch)
+    with pytest.raises(ValueError, match=rf"other settings .*'seed': \({seed}, 7\)"):
+        make_loader(coco128, seed=7).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"seed=-1: must be an integer >= 0, or None"):
+        make_loader(coco128, seed=-1)
+    with pytest.raises(ValueError, match=r"seed=None with num_shards=2: .*torch.distributed"):
+        make_loader(coco128, seed=None, shard_id=0, num_shards=2)
 
 
 def test_batches_do_not_depend_on_the_pipelines(coco128):
@@ -361,31 +390,93 @@ def test_torchvision_fasterrcnn_trains_on_a_batch(coco128):
     assert set(losses) >= {"loss_classifier", "loss_box_reg", "loss_objectness"}
 
 
-def test_sampler_epochs_made_with_numpy_follow_the_one_by_one_rule():
+def one_image_at_a_time(sampler, count):
+    """The grouping rule applied to the sampler's reading order an image at a time: each key
+    fills its own group; an image already in its key's open group waits and comes first into
+    the key's next group."""
+    from collections import deque
+    keys = sampler._keys
+    buckets, waiting, groups, epoch = {}, {}, [], 0
+    while len(groups) < count:
+        for pos in sampler._shard_order(epoch).tolist():
+            key = int(keys[pos])
+            bucket, queue = buckets.setdefault(key, []), waiting.setdefault(key, deque())
+            if pos in bucket:
+                queue.append(pos)
+                continue
+            bucket.append(pos)
+            while len(bucket) == sampler.group_size:
+                groups.append(bucket)
+                bucket = buckets[key] = []
+                for _ in range(len(queue)):
+                    p = queue.popleft()
+                    (queue if p in bucket else bucket).append(p)
+                    if len(bucket) == sampler.group_size:
+                        break
+        epoch += 1
+    return groups[:count]
+
+
+def test_sampler_follows_the_one_by_one_rule_and_seeks_anywhere():
     """Each epoch's groups made key by key with numpy equal the rule applied an image at a
-    time (the group straddling two epochs included), and seek(k) gives what k groups of
-    replay leave, over many sizes, shards and orientation mixes."""
+    time (the group straddling two epochs included), over many sizes, shards and orientation
+    mixes; seek(k) gives what k groups of replay leave, across tens of epochs."""
     from dst_dali.sampler import GroupSampler
     rng = np.random.default_rng(0)
     checked = 0
-    for trial in range(150):
+    for trial in range(200):
         n, size, ranks = int(rng.integers(8, 150)), int(rng.integers(1, 12)), \
             int(rng.integers(1, 4))
         keys = rng.random(n) < rng.random()
         try:
-            fast = GroupSampler(keys, n, size, seed=trial, shard_id=trial % ranks,
-                                num_shards=ranks)
+            sampler = GroupSampler(keys, n, size, seed=trial, stream=trial % 2,
+                                   shard_id=trial % ranks, num_shards=ranks)
         except ValueError:
             continue
-        slow = GroupSampler(keys, n, size, seed=trial, shard_id=trial % ranks,
-                            num_shards=ranks)
-        slow._fill = slow._fill_one_by_one  # the rule, an image at a time
-        slow.seek(0)
-        count = int(rng.integers(1, 300))
-        groups = [next(fast) for _ in range(count)]
-        assert groups == [next(slow) for _ in range(count)]
-        k = int(rng.integers(0, count))
-        fast.seek(k)
-        assert [next(fast) for _ in range(count - k)] == groups[k:]
+        count = int(rng.integers(1, 1500))
+        groups = [next(sampler) for _ in range(count)]
+        assert groups == one_image_at_a_time(sampler, count)
+        for k in rng.integers(0, count, 3).tolist():
+            sampler.seek(k)
+            assert [next(sampler) for _ in range(count - k)] == groups[k:]
         checked += 1
     assert checked > 100
+
+
+def test_sampler_seek_far_makes_one_epoch():
+    """A position a billion groups on is reached by counting: only the epoch holding it is made,
+    and the few before it only read for the partial groups carried in, and it agrees with a
+    seek a few groups before it plus replay."""
+    from dst_dali.sampler import GroupSampler
+    keys = np.random.default_rng(1).random(126) < 0.7
+    sampler = GroupSampler(keys, 126, 8, seed=5, stream=1, shard_id=1, num_shards=2)
+    made, read = [], []
+    epoch, key_order = sampler._epoch, sampler._key_order
+    sampler._epoch = lambda e, carried: made.append(e) or epoch(e, carried)
+    sampler._key_order = lambda e, key: read.append(e) or key_order(e, key)
+    far = 10 ** 9
+    sampler.seek(far)
+    assert len(made) == 1 and made[0] - min(read) <= sampler.group_size
+    there = [next(sampler) for _ in range(3)]
+    sampler.seek(far - 5)
+    assert [next(sampler) for _ in range(8)][5:] == there
+
+
+def test_every_random_stream_is_its_own():
+    """The deal of each stream, the draws and the replacements come from generators of their
+    own: no two give the same numbers, in particular not seed s's collage deal and seed s + 1's
+    regular deal, nor a deal and a draw at the same numbers."""
+    from dst_dali.sampler import GroupSampler
+    from dst_dali.streams import DEAL, DRAW, REPLACE, generator
+    firsts = {}
+    for seed in (0, 1):
+        for purpose in (DEAL, DRAW, REPLACE):
+            for a in (0, 1):
+                for b in (0, 1):
+                    firsts[(seed, purpose, a, b)] = tuple(
+                        generator(seed, purpose, a, b, 1).integers(0, 2 ** 62, 4).tolist())
+    assert len(set(firsts.values())) == len(firsts)
+    keys = np.zeros(200, np.int64)
+    collage_0 = GroupSampler(keys, 200, 4, seed=0, stream=1)._shard_order(0)
+    regular_1 = GroupSampler(keys, 200, 4, seed=1, stream=0)._shard_order(0)
+    assert not np.array_equal(collage_0, regular_1)

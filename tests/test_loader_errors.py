@@ -413,6 +413,25 @@ def test_close_ends_the_pipelines_threads_without_the_garbage_collector(make_dat
     assert tasks() <= after_first  # no gc.collect(): close() alone let them go
 
 
+def test_a_set_aside_image_ends_the_pipelines_it_replaces(make_dataset):
+    """Each bad image met restarts its kind's pipelines at the failed group: the old ones and
+    their threads end then (no gc.collect()), so a run meeting many bad images keeps one set."""
+    paths = make_dataset(n=24)
+    names = [im["file_name"] for im in json.load(open(paths[1]))["images"]]
+    lo = loader(paths, k=1, batch_size=2, bad_images="skip", pipelines=2, num_threads=2)
+    lo.next_batch("regular")
+    lo.next_batch("collage")
+    for name in names[:6]:  # missing from now on: each is set aside when met
+        os.remove(os.path.join(paths[0], name))
+    while not lo.set_aside:
+        lo.next_batch("regular")
+    after_first = tasks()
+    for _ in range(40):
+        lo.next_batch("regular")
+    assert len(lo.set_aside) == 6
+    assert tasks() <= after_first
+
+
 def test_a_state_that_is_not_one_is_refused_by_field(make_dataset):
     import time
     paths = make_dataset()
@@ -575,3 +594,41 @@ def test_header_size_of_jpeg_and_png(coco128, tmp_path):
     assert header_size(np.frombuffer(b"GIF89a...", np.uint8)) is None
     jpeg = np.fromfile(os.path.join(coco128.images, name), np.uint8)
     assert header_size(jpeg[:20]) is None  # cut before its frame header
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "TIFF", "WEBP", "PPM", "JPEG2000"])
+def test_pixel_limit_by_the_header_of_other_formats(tmp_path, fmt):
+    """The other formats DALI decodes: the header's size, read without decoding, agrees with
+    OpenCV's decode, and a file over max_pixels by its header is named whatever its entry says."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from dst_dali.image_files import header_size, read_image_file
+    path = tmp_path / f"x.{fmt.lower()}"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)).save(
+        path, format=fmt)
+    data = np.fromfile(path, np.uint8)
+    assert header_size(data) == cv2.imdecode(data, cv2.IMREAD_UNCHANGED).shape[:2] == (37, 53)
+    assert read_image_file(str(path), (10, 10), max_pixels=37 * 53)[1] is None
+    data, why = read_image_file(str(path), (10, 10), max_pixels=37 * 53 - 1)
+    assert data is None and why == f"is 53x37 by its file's header, over max_pixels={37 * 53 - 1}"
+
+
+def test_pixel_limit_beyond_pillows_own(tmp_path):
+    """A BMP whose header claims 20000x20000 (400 M pixels, past Pillow's decompression-bomb
+    limit): over the default max_pixels by its header; a limit raised above Pillow's leaves the
+    file to the decoder."""
+    import numpy as np
+    from PIL import Image
+
+    from dst_dali.image_files import MAX_PIXELS, read_image_file
+    path = tmp_path / "bomb.bmp"
+    Image.new("RGB", (8, 8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[18:26] = np.array([20000, 20000], "<i4").tobytes()  # BITMAPINFOHEADER width, height
+    path.write_bytes(bytes(data))
+    kept, why = read_image_file(str(path), (8, 8), MAX_PIXELS)
+    assert kept is None and why.startswith(f"is over max_pixels={MAX_PIXELS} by its file's header")
+    kept, why = read_image_file(str(path), (8, 8), 10 ** 9)
+    assert why is None and kept.size == len(data)

@@ -308,6 +308,16 @@ def test_trainer_loader_gives_masks_exactly_when_the_model_has_a_mask_head(mask_
             assert len(inst.gt_masks) == len(inst.gt_boxes)
 
 
+def test_seed_minus_one_draws_a_seed_the_loader_keeps():
+    """SEED -1, detectron2's "draw one": the loader's seed is drawn (not 0) and kept in its
+    state, as a given SEED is used as it is."""
+    from dst_dali.trainer import build_controller, build_dst_loader
+    drawn = build_dst_loader(check_setup("SEED", "-1"), build_controller(check_setup()))
+    given = build_dst_loader(check_setup("SEED", "3"), build_controller(check_setup()))
+    assert drawn.seed_drawn and not given.seed_drawn
+    assert drawn.state_dict()["config"]["seed"] != 0 and given.state_dict()["config"]["seed"] == 3
+
+
 def test_fcos_trains_with_feedback(tmp_path):
     """The FCOS config's model (registered by dst_dali.fcos) through train_dali.py: its GIoU box
     loss is split, r is measured, and the decisions follow it."""
