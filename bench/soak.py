@@ -105,13 +105,14 @@ def land_faults(run_dir: str, iteration: int, entries: dict, faults: list) -> No
 # -- a run: a worker process from the last checkpoint up to an iteration ----------------------
 def loaders(run_dir: str):
     from dst_dali import DSTLoader, FeedbackController
+    images = os.path.join(run_dir, "images")
+    annotations = os.path.join(run_dir, "instances.json")
     made = []
     for rank in range(RANKS):
-        loader = DSTLoader(os.path.join(run_dir, "images"), os.path.join(run_dir,
-                                                                         "instances.json"),
-                           batch_size=2, k=4, min_size=(320,), max_size=533, device="cpu",
-                           seed=SEED, shard_id=rank, num_shards=RANKS, output="torchvision",
-                           bad_images="skip", max_pixels=MAX_PIXELS, num_threads=1,
+        loader = DSTLoader(images, annotations, batch_size=2, k=4, min_size=(320,),
+                           max_size=533, device="cpu", seed=SEED, shard_id=rank,
+                           num_shards=RANKS, output="torchvision", bad_images="skip",
+                           max_pixels=MAX_PIXELS, num_threads=1,
                            cache_dir=os.path.join(run_dir, "cache"))
         made.append(loader.watch(None, signal="input", controller=FeedbackController(TAU)))
     return made
@@ -170,8 +171,8 @@ def work(run_dir: str, until: int, total: int) -> None:
                                   for p, why in loader.set_aside.items()} for loader in ranks],
                    "resumed_from": start, "iters": total,
                    "dealt": dealt(ranks)}, f)
-        for loader in ranks:
-            loader.close()
+    for loader in ranks:
+        loader.close()
 
 
 def run(args, name: str) -> dict:
@@ -193,11 +194,8 @@ def run(args, name: str) -> dict:
         result = json.load(f)
     with open(os.path.join(run_dir, "records.jsonl")) as f:
         result["records"] = [json.loads(line) for line in f]
-    result["rss"] = []
-    for name_ in sorted(os.listdir(run_dir)):
-        if name_.startswith("rss_from_0"):
-            with open(os.path.join(run_dir, name_)) as f:
-                result["rss"] = json.load(f)
+    with open(os.path.join(run_dir, "rss_from_0.json")) as f:  # the first worker's
+        result["rss"] = json.load(f)
     return result
 
 

@@ -26,8 +26,10 @@ def main(argv=None) -> float:
     shares = shares_of(runs)
     tau = calibrate_tau(shares, args.quantile)
     kinds = {run.get("decision") for run in runs.values()}
+    split = sum(r <= tau for r in shares) / len(shares)
     print(f"tau = {tau:.6g}: the {args.quantile:g} quantile of {len(shares)} r values from "
-          f"{len(runs)} rank(s), decision {'/'.join(sorted(map(str, kinds)))}")
+          f"{len(runs)} rank(s), decision {'/'.join(sorted(map(str, kinds)))}; r <= tau in "
+          f"{split:.0%} of them")
     return tau
 
 

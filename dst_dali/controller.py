@@ -5,11 +5,14 @@ iteration gets a collage batch iff r <= tau (the paper: tau = 0.1 on the box-reg
 A controller is a policy over numbers: where the numbers come from (this rank's batch, or all
 ranks' summed) is the caller's choice (dst_dali.trainer).
 """
+import logging
 import math
 import random
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 COLLAGE, REGULAR = "collage", "regular"
 KINDS = (REGULAR, COLLAGE)  # the loader's two streams, in its order
@@ -115,12 +118,23 @@ class FeedbackController(_Controller):
 
 
 def calibrate_tau(shares: Sequence[float], quantile: float = 0.5) -> float:
-    """tau as the `quantile` of observed r values (None and non-finite ones left out)."""
+    """tau as the `quantile` of observed r values (None and non-finite ones left out): the
+    paper's rule, a tau with that share of iterations at r <= tau. Tied values can make the
+    split impossible, most often many r = 0 (batches whose positives hold no small object):
+    tau is still the quantile, the nearest split there is, and a warning gives the split it
+    makes, as it does for every tau = 0."""
     values = np.array([r for r in shares if r is not None and math.isfinite(r)], np.float64)
     if not len(values):
         raise ValueError("no iteration measured r (no positive proposals): cannot calibrate "
                          "tau; lengthen the warm-up or set tau")
-    return float(np.quantile(values, quantile))
+    tau = float(np.quantile(values, quantile))
+    split = float(np.mean(values <= tau))
+    if tau == 0.0 or abs(split - quantile) > max(0.05, 1.0 / len(values)):
+        logger.warning("tau = %.6g, the %g quantile of %d r values, of which %.0f%% are 0: "
+                       "r <= tau after %.0f%% of them, not %.0f%% (tied values), so collages "
+                       "follow that share of iterations", tau, quantile, len(values),
+                       100 * np.mean(values == 0), 100 * split, 100 * quantile)
+    return tau
 
 
 STATIC_MODES = ("random", "always_collage", "never")

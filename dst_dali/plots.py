@@ -54,7 +54,9 @@ def _per_iteration(histories: dict, key: str):
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Moving average over `window` iterations, unmeasured ones left out."""
+    """Moving average over `window` iterations (at most the run's), unmeasured ones left
+    out."""
+    window = max(1, min(window, len(values)))
     ok = ~np.isnan(values)
     kernel = np.ones(window)
     total = np.convolve(np.where(ok, values, 0.0), kernel, mode="same")

@@ -1,5 +1,6 @@
 """FeedbackController: decisions over scripted loss shares (across ranks: test_distributed.py)."""
 import math
+import os
 
 import pytest
 
@@ -118,3 +119,54 @@ def test_calibration_needs_a_warm_up_with_evidence():
     c.observe(0.0, 0.0)
     with pytest.raises(ValueError, match="no iteration measured r"):
         c.observe(0.0, 0.0)
+
+
+def test_tau_from_zero_inflated_r_is_said_with_the_split_it_makes(caplog):
+    """Most batches without a small object: r = 0 in 60% of them, so the median is 0 and no
+    tau splits the iterations in half. tau is still the quantile (the nearest split), and a
+    warning says the split; a continuous r gets its quantile without a word."""
+    import logging
+
+    import numpy as np
+
+    from dst_dali.controller import calibrate_tau
+    shares = [0.0] * 60 + np.linspace(0.05, 0.9, 40).tolist()
+    with caplog.at_level(logging.WARNING, logger="dst_dali.controller"):
+        assert calibrate_tau(shares, 0.5) == 0.0
+    assert "of which 60% are 0: r <= tau after 60% of them, not 50%" in caplog.text
+    caplog.clear()
+    spread = np.linspace(0.0, 0.5, 101).tolist()
+    with caplog.at_level(logging.WARNING, logger="dst_dali.controller"):
+        assert calibrate_tau(spread, 0.5) == pytest.approx(np.quantile(spread, 0.5))
+    assert not caplog.text
+    # the warm-up calibration says it too, and r = 0 then still decides a collage (r <= tau)
+    c = FeedbackController(None, warmup=10)
+    with caplog.at_level(logging.WARNING, logger="dst_dali.controller"):
+        for r in [0.0] * 7 + [0.3, 0.4, 0.5]:
+            c.observe(r, 1.0)
+    assert c.tau == 0.0 and "70% are 0" in caplog.text
+    c.observe(0.0, 1.0)
+    assert c.wants_collage()
+
+
+def test_the_paper_figures_from_a_ten_iteration_run(tmp_path):
+    """python -m dst_dali.plots with its default 50-iteration smoothing on runs of 10: both
+    figures, the smoothed curves as long as the runs."""
+    import numpy as np
+
+    from dst_dali import plots
+    from dst_dali.history import write_history
+    rng = np.random.default_rng(0)
+    for name in ("baseline", "dst"):
+        parts = rng.dirichlet(np.ones(3), 10)
+        write_history(str(tmp_path / name), 0, {
+            "decision": "per_rank", "signal": "reg", "tau": 0.1,
+            "history": [{"iteration": i, "share": float(p[0]), "small": float(p[0]),
+                         "medium": float(p[1]), "large": float(p[2])}
+                        for i, p in enumerate(parts)]})
+    paths = plots.main(["--baseline", str(tmp_path / "baseline"), "--dst", str(tmp_path / "dst"),
+                        "--out", str(tmp_path / "figs")])
+    assert all(os.path.getsize(p) > 10_000 for p in paths)
+    constant = np.full(10, 0.3)
+    constant[[2, 5]] = np.nan  # unmeasured iterations are left out of the average
+    assert plots.smooth(constant, 50) == pytest.approx(np.full(10, 0.3))

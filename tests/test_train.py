@@ -2,6 +2,7 @@
 config checks that must fail before any training starts."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -139,11 +140,46 @@ def test_tau_from_a_finished_baseline_and_the_paper_figures(baseline_run, dst_ru
     assert float(r.stdout.split()[2].rstrip(":")) == pytest.approx(np.quantile(shares, 0.25),
                                                                   rel=1e-5)
     cmd = [sys.executable, "-m", "dst_dali.plots", "--baseline", str(baseline_run), "--dst",
-           str(dst_run), "--out", str(tmp_path), "--window", "2"]
+           str(dst_run), "--out", str(tmp_path)]  # the default window, 50: over 6 iterations
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     for name in ("fig5_loss_shares.png", "fig6_share_distribution.png"):
         assert (tmp_path / name).stat().st_size > 10_000
+
+
+def test_voc_sets_are_scored_with_the_voc07_metric(tmp_path):
+    """A PASCAL VOC set (tools/make_voc_sample.py, registered as detectron2's builtin VOC sets
+    are) gets detectron2's VOC evaluator, with the 11-point VOC07 metric for 2007; it scores the
+    set's own boxes as perfect detections 100 AP50. A COCO set keeps COCO's evaluator."""
+    import torch
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets.pascal_voc import register_pascal_voc
+    from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+    from detectron2.structures import Boxes, Instances
+
+    from dst_dali.trainer import DSTTrainer
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from make_voc_sample import VOC_CLASSES, make_voc_sample
+    make_voc_sample(str(tmp_path), 2007, "test")
+    name = f"voc_sample_2007_test_{os.getpid()}"
+    register_pascal_voc(name, str(tmp_path / "VOC2007"), "test", 2007, VOC_CLASSES)
+    MetadataCatalog.get(name).evaluator_type = "pascal_voc"  # as builtin.py's VOC sets
+    cfg = check_setup()
+    evaluator = DSTTrainer.build_evaluator(cfg, name)
+    assert isinstance(evaluator, PascalVOCDetectionEvaluator) and evaluator._is_2007
+    evaluator.reset()
+    for d in DatasetCatalog.get(name):
+        boxes = [a["bbox"] for a in d["annotations"]]
+        found = Instances((d["height"], d["width"]), pred_boxes=Boxes(torch.tensor(boxes)),
+                          scores=torch.ones(len(boxes)),
+                          pred_classes=torch.tensor([a["category_id"]
+                                                     for a in d["annotations"]]))
+        evaluator.process([d], [{"instances": found}])
+    classes = {a["category_id"] for d in DatasetCatalog.get(name) for a in d["annotations"]}
+    ap50 = evaluator.evaluate()["bbox"]["AP50"]
+    # the classes without an instance in the sample score 0 in detectron2's mean
+    assert ap50 == pytest.approx(100 * len(classes) / len(VOC_CLASSES))
+    assert isinstance(DSTTrainer.build_evaluator(cfg, "coco128"), COCOEvaluator)
 
 
 def check_setup(*opts, config=DEMO):
@@ -267,7 +303,8 @@ def test_every_config_loads_and_passes_the_checks(name):
         assert cfg == twin  # nothing else differs
     elif name.endswith("_mstrain.yaml"):
         base = load_config(os.path.join(CONFIGS, name.replace("_mstrain", "_baseline")))
-        assert not cfg.DST.ENABLED and len(cfg.INPUT.MIN_SIZE_TRAIN) > 1
+        assert not cfg.DST.ENABLED  # the paper's MS-train_m
+        assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == (600, 700, 800, 900, 1000)
         base.defrost()
         base.INPUT.MIN_SIZE_TRAIN, base.OUTPUT_DIR = cfg.INPUT.MIN_SIZE_TRAIN, cfg.OUTPUT_DIR
         assert cfg == base
@@ -398,8 +435,10 @@ train_dali.main(train_dali.parse_args(sys.argv[1:]))
     assert all(str(i).startswith("img-") for i in ids)
     bad = {p.stem[len("not_an_image_"):] for p in tmp_path.glob("not_an_image_*.jpg")}
     assert len(bad) == 5 and not bad & set(ids)
-    skipped = (tmp_path / "out" / "log.txt").read_text().count("DSTLoader: skipping")
-    assert skipped >= 1 and skipped == metrics(tmp_path / "out")[-1]["dst/images_set_aside"]
+    log = (tmp_path / "out" / "log.txt").read_text().splitlines()
+    named = {name for line in log if "DSTLoader: skipping" in line  # a line names each file
+             for name in re.findall(r"not_an_image_[^ ]+\.jpg", line)}
+    assert named and len(named) == metrics(tmp_path / "out")[-1]["dst/images_set_aside"]
 
 
 def test_lazyconfig_trains_with_dst(tmp_path):

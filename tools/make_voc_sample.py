@@ -49,12 +49,16 @@ def make_voc_sample(out_root: str, year: int = 2007, split: str = "trainval") ->
             x, y, w, h = a["bbox"]
             obj = ET.SubElement(root, "object")
             ET.SubElement(obj, "name").text = names[a["category_id"]]
-            ET.SubElement(obj, "difficult").text = "0"
+            for key, value in (("pose", "Unspecified"), ("truncated", "0"), ("difficult", "0")):
+                ET.SubElement(obj, key).text = value
             box = ET.SubElement(obj, "bndbox")
-            # VOC's 1-based pixel indices (detectron2 subtracts 1 from xmin, ymin)
-            for key, value in (("xmin", x + 1), ("ymin", y + 1), ("xmax", x + w),
-                               ("ymax", y + h)):
-                ET.SubElement(box, key).text = f"{value:.1f}"
+            # VOC's integer, 1-based pixel indices (detectron2 subtracts 1 from xmin, ymin; the
+            # VOC devkit's evaluation reads integers)
+            x0, y0 = round(x), round(y)
+            for key, value in (("xmin", x0 + 1), ("ymin", y0 + 1),
+                               ("xmax", max(round(x + w), x0 + 1)),
+                               ("ymax", max(round(y + h), y0 + 1))):
+                ET.SubElement(box, key).text = str(value)
         ET.ElementTree(root).write(os.path.join(voc, "Annotations", stem + ".xml"))
         written.append(stem)
     with open(os.path.join(voc, "ImageSets", "Main", split + ".txt"), "w") as f:
