@@ -12,8 +12,8 @@ images, so the components of a collage share an orientation and no batch repeats
 A group that straddles two epochs could meet an image twice; that image waits for the next
 group of its orientation. Since a rank gets at least a group's worth of each orientation it
 uses every epoch, an image waits only within its epoch, and each orientation fills the same
-number of groups over the same epochs whatever the draws: resuming at any position costs two
-epochs' work (`seek`).
+number of groups over the same epochs whatever the draws: resuming at any position costs about
+an epoch's work (`seek`).
 """
 from typing import List, Optional
 
