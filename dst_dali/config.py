@@ -22,8 +22,9 @@
 from detectron2.config import CfgNode, get_cfg
 
 from .device import DEVICES
+from .feedback import DECISIONS
 from .image_files import MAX_PIXELS
-from .loader import BAD_IMAGES, DECISIONS
+from .loader import BAD_IMAGES
 from .ops import check_k
 from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
 

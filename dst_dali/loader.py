@@ -23,9 +23,8 @@ from dst_dali.pipelines.stitch import component_inputs, stitched_batch
 from .bad_images import BadImages
 from .checkpoint import SEQUENCE_KEYS, STATE_VERSION, check_loader_state
 from .controller import COLLAGE, KINDS, REGULAR, FeedbackController
-from .distributed import shard_of_rank, shared_random_seed, sum_over_ranks
-from .signals import (FEEDBACK_SIGNALS, INPUT_SIGNAL, box_count_parts, probe_for,
-                      signal_parts)
+from .distributed import shard_of_rank, shared_random_seed
+from .feedback import UNFED_WARNING_AFTER, ControllerFeed, check_watch_args
 from .catalog import detectron2_dataset_index
 from .check_dataset import dali_cause
 from .coco_index import load_coco_index
@@ -41,9 +40,7 @@ from .stock_loops import ModelFinder, put_scalars, storage_iteration
 logger = logging.getLogger(__name__)
 OUTPUTS = ("detectron2", "torchvision")
 LABELS = ("contiguous", "coco")
-DECISIONS = ("per_rank", "global")
 BAD_IMAGES = ("stop", "skip")
-UNFED_WARNING_AFTER = 10  # controller-driven batches without feedback before the warning
 # The padding of a collage's cells: the pixel mean, which normalization turns into the zeros
 # detectron2 and torchvision pad batches with. In RGB order, 0-255 (detectron2's default
 # PIXEL_MEAN is this in BGR; torchvision's image_mean is this / 255).
@@ -53,13 +50,6 @@ PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
 def _integer(value) -> bool:
     """An int, not a bool (True is an int to Python, never a batch size to a user)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_watch_args(signal: str, decision: str) -> None:
-    if signal not in FEEDBACK_SIGNALS + (INPUT_SIGNAL,):
-        raise ValueError(f"signal={signal!r}: must be one of {FEEDBACK_SIGNALS + (INPUT_SIGNAL,)}")
-    if decision not in DECISIONS:
-        raise ValueError(f"decision={decision!r}: must be one of {DECISIONS}")
 
 
 class _Group(NamedTuple):
@@ -206,7 +196,7 @@ class DSTLoader:
             raise ValueError(f"labels={labels!r}: must be one of {LABELS}")
         if bad_images not in BAD_IMAGES:
             raise ValueError(f"bad_images={bad_images!r}: must be one of {BAD_IMAGES}")
-        _check_watch_args(signal, decision)
+        check_watch_args(signal, decision)
         for name, value in (("num_threads", num_threads), ("pipelines", pipelines),
                             ("prefetch", prefetch), ("max_pixels", max_pixels)):
             if value is not None and (not _integer(value) or value < 1):
@@ -277,10 +267,7 @@ class DSTLoader:
         self.last_kind: Optional[str] = None
         self.last_boxes: list = []
         self.last_image_ids: list = []
-        self.last_feedback: Optional[dict] = None
-        self.signal = self._probe = self.decision = None
-        self._observed, self._unfed, self._warned = True, 0, False
-        self._carried: Optional[List[float]] = None  # a resumed state's unobserved row
+        self.feed = ControllerFeed()  # r of each delivered batch to the controller
         self.endless_iteration, self._watch_args = endless, (signal, decision)
         self._finder: Optional[ModelFinder] = None
         self.log_scalars = True  # dst/* into detectron2's EventStorage; DSTHook does its own
@@ -491,24 +478,31 @@ class DSTLoader:
         """
         signal = signal or self._watch_args[0]
         decision = decision or self._watch_args[1]
-        _check_watch_args(signal, decision)
-        if signal in FEEDBACK_SIGNALS and model is None:
-            raise ValueError(f"signal={signal!r} is measured from a model's loss: give model")
+        check_watch_args(signal, decision)
+        self.feed.watch(model, signal, decision)
         self.controller = controller or self.controller or FeedbackController(0.1)
-        self.unwatch()
         if self._finder is not None:
             self._finder.remove()
-        self._probe = probe_for(model) if model is not None else None
-        self.signal, self.decision = signal, decision
-        self._observed = self._carried is None  # nothing to observe, unless a state carried it
         return self
 
     def unwatch(self) -> None:
         """Stops the feedback and gives the watched model its own methods back; the
         controller's last decision stands."""
-        if self._probe is not None:
-            self._probe.remove()
-        self._probe = self.signal = self.decision = None
+        self.feed.unwatch()
+
+    @property
+    def signal(self) -> Optional[str]:
+        """What watch() measures r from; None when nothing is watched."""
+        return self.feed.signal
+
+    @property
+    def decision(self) -> Optional[str]:
+        return self.feed.decision
+
+    @property
+    def last_feedback(self) -> Optional[dict]:
+        """The last batch's {"local": its loss parts on this rank, "share": r as fed}."""
+        return self.feed.last_feedback
 
     def close(self) -> None:
         """Shuts the pipelines and their threads down now, not when the garbage collector
@@ -533,54 +527,18 @@ class DSTLoader:
         forward; `next_batch()` calls it, and so may a trainer right after its step. Returns
         {"local": (small, medium, large, total) of this rank, "share": r as fed} or None
         when nothing is watched."""
-        if self.signal is None:
-            return None
-        if self._observed:
-            return self.last_feedback
-        self._observed = True
-        row = self._last_row(pop=True)
-        self._unfed = 0 if row is not None else self._unfed + 1
-        local = row if row is not None else [0.0] * 4
-        fed = sum_over_ranks(local) if self.decision == "global" else local
-        share = self.controller.observe(fed[0], fed[3])
-        self.last_feedback = {"local": local, "share": share}
-        return self.last_feedback
-
-    def _last_row(self, pop: bool) -> Optional[List[float]]:
-        """(small, medium, large, total) of the last delivered batch's training forward, None
-        when it left nothing (one host read); pop: taken from the probe, else left there. A
-        resumed loader first gives the row its saved state carried."""
-        if self._carried is not None:
-            row = self._carried
-            self._carried = None if pop else row
-            return row
-        if self.signal == INPUT_SIGNAL:
-            return box_count_parts(self.last_boxes).tolist()
-        if self._probe is None:
-            return None
-        parts = self._probe.pop() if pop else self._probe.peek()
-        return signal_parts(parts, self.signal).tolist() if parts is not None else None
+        return self.feed.observe(self.controller, self.last_boxes)
 
     def _warn_if_unfed(self) -> None:
         """DST silently off is the costliest failure: say so once, naming the fix."""
-        if self._warned or sum(self._run_kinds.values()) < UNFED_WARNING_AFTER or \
+        if sum(self._run_kinds.values()) < UNFED_WARNING_AFTER or \
                 (self._finder is not None and self._finder.active):  # still looking
             return
-        if self.signal is None and isinstance(self.controller, FeedbackController) \
-                and not self.controller.decisions:
-            reason = ("a FeedbackController is attached but nothing has fed it; call "
-                      "loader.watch(model) once (or controller.observe(small, total) each "
-                      "iteration)")
-        elif self.signal in FEEDBACK_SIGNALS and self._unfed >= UNFED_WARNING_AFTER:
-            reason = ("the watched model has left no loss parts for the last "
-                      f"{self._unfed} batches; is it in training mode, and does each batch go "
-                      "through model(...)?")
-        else:
-            return
-        self._warned = True
-        warnings.warn(f"DSTLoader: {reason} Until then DST is off: only regular batches.",
-                      stacklevel=3)
-        logger.warning("DSTLoader: %s", reason)
+        reason = self.feed.unfed_reason(self.controller)
+        if reason is not None:
+            warnings.warn(f"DSTLoader: {reason} Until then DST is off: only regular batches.",
+                          stacklevel=3)
+            logger.warning("DSTLoader: %s", reason)
 
     def next_batch(self, kind: Optional[str] = None):
         """The next batch; its kind from the controller unless forced ("regular"/"collage")."""
@@ -601,7 +559,7 @@ class DSTLoader:
         self.last_kind = kind
         self.last_boxes = [s.boxes for s in samples]  # for the "input" signal
         self.last_image_ids = [list(s.image_ids) for s in samples]
-        self._observed = False
+        self.feed.observed = False
         if self.output == "detectron2":
             return [to_detectron2(s, self.masks) for s in samples]
         pairs = [to_torchvision(s, self.masks, self._label_ids) for s in samples]
@@ -615,7 +573,7 @@ class DSTLoader:
         scalars = {"dst/collage": float(kind == COLLAGE),
                    "dst/collage_rate": self._run_kinds[COLLAGE] / sum(self._run_kinds.values()),
                    "dst/images_set_aside": len(self.set_aside)}
-        share = (self.last_feedback or {}).get("share")
+        share = (self.feed.last_feedback or {}).get("share")
         if share is not None:
             scalars["dst/small_share"] = share
         if getattr(self.controller, "tau", None) is not None:
@@ -631,7 +589,7 @@ class DSTLoader:
             self.start_after(start)
             logger.info("DSTLoader: the trainer starts at iteration %d: both streams continue "
                         "past what the run can have read", start)
-        if self.signal is None and isinstance(self.controller, FeedbackController) and \
+        if self.feed.signal is None and isinstance(self.controller, FeedbackController) and \
                 (self._finder is None or self._finder.active):
             self._finder = self._finder or ModelFinder(self._found_model)
         for _ in (itertools.count() if self.endless_iteration else range(len(self))):
@@ -643,7 +601,7 @@ class DSTLoader:
     def _found_model(self, model) -> None:
         """The loop's model, called with the last batch: watched from this forward on."""
         self.watch(model)
-        self._observed = False  # this very forward feeds the next decision
+        self.feed.observed = False  # this very forward feeds the next decision
         logger.info("DSTLoader: watching %s, the module the loop trains on its batches",
                     type(model).__name__)
 
@@ -668,7 +626,7 @@ class DSTLoader:
         are read, not observed, so the running loader still feeds them to the controller at its
         next batch, and a loader resumed from this state does the same. Plain numbers and
         lists."""
-        due = None if self._observed or self.signal is None else self._last_row(pop=False)
+        due = self.feed.due(self.last_boxes)
         return {"version": STATE_VERSION,
                 "feedback_due": due,
                 "config": {key: self._config[key] for key in SEQUENCE_KEYS},
@@ -724,7 +682,6 @@ class DSTLoader:
         self._restart(state["delivered"])
         self.iteration = state["iteration"]
         self.last_kind = state["last_kind"]
-        self._carried = state.get("feedback_due")
-        self._observed = self._carried is None
+        self.feed.resume(state.get("feedback_due"))
         if self.controller is not None and state["controller"] is not None:
             self.controller.load_state_dict(state["controller"])

@@ -78,10 +78,10 @@ def test_detectron2_plain_train_net_loop(coco128):
         check_decisions_follow_r(loader, kinds, 0.5)
         # watching again replaces the probe rather than wrapping the model twice; unwatch
         # gives the model its own losses() back
-        first = loader._probe
+        first = loader.feed.probe
         loader.watch(model)
         model(data)
-        assert first.pop() is None and loader._probe.pop() is not None
+        assert first.pop() is None and loader.feed.probe.pop() is not None
     loader.unwatch()
     assert "losses" not in vars(model.roi_heads.box_predictor)
 
