@@ -117,9 +117,10 @@ def machine_info():
 
 
 def write_results(name, rows, columns, meta, notes=(), results_dir=RESULTS, script=None,
-                  argv=None):
+                  argv=None, extra=None):
     """results_dir/NAME.json and NAME.md: the rows, the machine and the exact command
-    (`script` run with `argv`; by default this process's own command line)."""
+    (`script` run with `argv`; by default this process's own command line); `extra`: more
+    top-level keys of the JSON."""
     os.makedirs(results_dir, exist_ok=True)
     script = os.path.relpath(script or sys.argv[0], ROOT)
     argv = sys.argv[1:] if argv is None else argv
@@ -127,7 +128,8 @@ def write_results(name, rows, columns, meta, notes=(), results_dir=RESULTS, scri
             "command": " ".join(["python", script, *argv]),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with open(os.path.join(results_dir, name + ".json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows, "notes": list(notes)}, f, indent=2)
+        json.dump({"meta": meta, "rows": rows, "notes": list(notes), **(extra or {})}, f,
+                  indent=2)
     m = meta["machine"]
     lines = [f"# {name}", "",
              f"`{meta['command']}` on {m['cpu']} ({m['cores']} cores), GPU: {m['gpu']}, "

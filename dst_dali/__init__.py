@@ -6,7 +6,8 @@ needs is imported on first use, with torch (and detectron2 for the trainer parts
 
     DSTLoader                      the loader (dst_dali.loader): .watch(model), .endless(),
                                    .state_dict() / .load_state_dict() for resume
-    FeedbackController, StaticController, calibrate_tau      the policy (dst_dali.controller)
+    FeedbackController, StaticController, ReplayController, calibrate_tau
+                                   the policy (dst_dali.controller)
     LossShareProbe, TorchvisionLossShareProbe, TorchvisionDenseProbe, probe_for
                                    the loss split (dst_dali.signals)
     DSTTrainer, DSTHook            detectron2's trainer and hook (dst_dali.trainer)
@@ -22,7 +23,7 @@ from .ops import collage_stitch  # noqa: E402  (needs the registered operator)
 
 _ON_FIRST_USE = {
     "DSTLoader": "loader", "FeedbackController": "controller", "StaticController": "controller",
-    "calibrate_tau": "controller", "LossShareProbe": "signals",
+    "ReplayController": "controller", "calibrate_tau": "controller", "LossShareProbe": "signals",
     "TorchvisionLossShareProbe": "signals", "TorchvisionDenseProbe": "signals",
     "probe_for": "signals", "DSTTrainer": "trainer",
     "DSTHook": "trainer", "add_dst_config": "config", "load_config": "config",

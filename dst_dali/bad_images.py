@@ -32,8 +32,9 @@ class BadImages:
         """The group with each set-aside image replaced by another of the dataset (of the same
         orientation where the stream groups by it) that is neither set aside nor in the group:
         the first acceptable one of a sequence drawn from `key` (the seed, then the group's
-        place: stream, rank, number), so a resumed run, which knows of at least as many bad images, replaces
-        alike. A few draws find one unless nearly all are set aside (then one pass over all)."""
+        place: stream, rank, number), so a resumed run, which knows of at least as many bad
+        images, replaces alike. A few draws find one unless nearly all are set aside (then one
+        pass over all)."""
         if not self.set_aside or not self.set_aside.keys() & set(positions):
             return positions
         out = list(positions)

@@ -8,7 +8,9 @@
       TAU_WARMUP: 0        # > 0: that many regular-only iterations, then TAU is set to the
       TAU_QUANTILE: 0.5    #   TAU_QUANTILE of their r (pooled over ranks); TAU is unused
       K: 4                 # images a collage: 1, 4, 9 or 16
-      SIGNAL: "reg"        # reg | cls | joint | input | random | always_collage | never
+      SIGNAL: "reg"        # reg | cls | joint | input | random | always_collage | never |
+                           # replay (REPLAY_FROM's decisions, iteration by iteration)
+      REPLAY_FROM: ""      # OUTPUT_DIR of a finished run (its dst_history, this rank's)
       DEVICE: "auto"       # where DALI runs: auto | cpu | gpu
       RANDOM_PROB: 0.5     # collage probability of SIGNAL "random"
       NUM_THREADS: 2       # DALI CPU threads of each kind (regular, collage)
@@ -26,15 +28,15 @@ from .feedback import DECISIONS
 from .image_files import MAX_PIXELS
 from .loader import BAD_IMAGES
 from .ops import check_k
-from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, SIGNALS, STATIC_SIGNALS
+from .signals import FEEDBACK_SIGNALS, INPUT_SIGNAL, REPLAY_SIGNAL, SIGNALS, STATIC_SIGNALS
 
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,
                 "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
-                "RANDOM_PROB": 0.5, "NUM_THREADS": 2, "PIPELINES": 0,
+                "RANDOM_PROB": 0.5, "REPLAY_FROM": "", "NUM_THREADS": 2, "PIPELINES": 0,
                 "BAD_IMAGES": "stop", "MAX_PIXELS": MAX_PIXELS}
 # What each meta-architecture can feed back: the loss-based signals need its box loss probe.
 SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS, "FCOS": SIGNALS}
-MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS
+MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS + (REPLAY_SIGNAL,)
 
 
 def add_dst_config(cfg: CfgNode) -> None:
@@ -69,6 +71,10 @@ def check_dst_config(cfg: CfgNode) -> None:
         raise ValueError(f"DST.K: {e}") from None
     if dst.SIGNAL not in SIGNALS:
         raise ValueError(f"DST.SIGNAL={dst.SIGNAL!r}: must be one of {SIGNALS}")
+    if (dst.SIGNAL == REPLAY_SIGNAL) != bool(dst.REPLAY_FROM):
+        raise ValueError(f"DST.SIGNAL={dst.SIGNAL!r}, DST.REPLAY_FROM={dst.REPLAY_FROM!r}: "
+                         f"SIGNAL {REPLAY_SIGNAL!r} replays the run in REPLAY_FROM, which no "
+                         "other signal reads; give both or neither")
     arch = cfg.MODEL.META_ARCHITECTURE
     possible = SIGNALS_OF.get(arch, MODEL_FREE_SIGNALS)
     if dst.ENABLED and dst.SIGNAL not in possible:

@@ -175,3 +175,29 @@ class StaticController(_Controller):
                              f"mode={self.mode}")
         super().load_state_dict(state)
         self._rng.setstate(state["rng"])
+
+
+class ReplayController(_Controller):
+    """A yoked control: replays another run's decisions (its controller's `decisions`, the kind
+    chosen after each iteration), so this run trains collages at the same rate and the same
+    iterations while its choice owes nothing to its own model. `decisions` is read as the run
+    goes, so it may be a list another run is still filling."""
+
+    def __init__(self, decisions: Sequence[str], source: str = "the replayed run"):
+        super().__init__()
+        self.source = decisions
+        self.source_name = source
+
+    def observe(self, small=None, total=None) -> Optional[float]:
+        share = None
+        if small is not None and total is not None:
+            share = float(small) / float(total) if float(total) > 0 else None
+        i = len(self.decisions)
+        if i >= len(self.source):
+            raise ValueError(f"{self.source_name} has {len(self.source)} decisions; this run "
+                             f"needs the one after iteration {i}")
+        if self.source[i] not in KINDS:
+            raise ValueError(f"{self.source_name}: decision {i} is {self.source[i]!r}, not one "
+                             f"of {KINDS}")
+        self._record(share, self.source[i] == COLLAGE)
+        return share

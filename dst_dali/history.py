@@ -1,11 +1,14 @@
 """A run's feedback record: per rank and iteration, r (the small-object share the controller
-saw), the shares of small, medium and large objects, the kind trained and the next one, and the
-images read. DSTHook writes it as JSON beside the run's checkpoints; the plots and the tau
-calibration read it."""
+saw), the shares of small, medium and large objects, the kind trained and the next one, the
+images read and the losses (on the main process). DSTHook writes it as JSON beside the run's
+checkpoints; the plots and the tau calibration read it, or a compact CSV of it (no image ids;
+e.g. a bench's committed runs)."""
+import csv
 import glob
+import gzip
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 
 def history_path(output_dir: str, rank: int = 0) -> str:
@@ -21,6 +24,48 @@ def write_history(output_dir: str, rank: int, record: dict) -> str:
     return path
 
 
+def write_history_csv(path: str, rows: Sequence[dict]) -> str:
+    """rows (dicts of numbers, strings or None; "r" is the share) as a CSV, gzipped if path
+    ends in .gz; None is an empty cell."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path + ".tmp", "wt", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(columns)
+        for row in rows:
+            out.writerow(["" if row.get(k) is None else
+                          f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]
+                          for k in columns])
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def read_history_csv(path: str) -> dict:
+    """A history CSV as read_histories gives one rank's record (no tau, decision or signal)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    history = []
+    for row in rows:
+        h = {k: (None if v == "" else v if k in ("kind", "next") else float(v))
+             for k, v in row.items()}
+        h["iteration"] = int(h["iteration"])
+        h["share"] = h.pop("r", None)
+        history.append(h)
+    return {"decision": None, "signal": None, "tau": None, "history": history}
+
+
+def read_runs(paths: Sequence[str]) -> Dict[int, dict]:
+    """Output folders and history CSVs (e.g. one run at several seeds), every rank of each, as
+    one read_histories-like dict."""
+    out = {}
+    for path in paths:
+        runs = (read_histories(path) if os.path.isdir(path) else {0: read_history_csv(path)})
+        for run in runs.values():
+            out[len(out)] = run
+    return out
+
+
 def read_histories(output_dir: str) -> Dict[int, dict]:
     """rank -> {"decision", "signal", "tau", "history": [...]} of a run's output folder."""
     paths = sorted(glob.glob(os.path.join(output_dir, "dst_history", "rank*.json")))
@@ -32,6 +77,20 @@ def read_histories(output_dir: str) -> Dict[int, dict]:
         with open(path) as f:
             out[int(os.path.basename(path)[4:-5])] = json.load(f)
     return out
+
+
+def decisions_of(output_dir: str, rank: int, needed: int) -> List[str]:
+    """The kinds a finished run chose after each of its iterations on `rank` (at least
+    `needed` of them), for a ReplayController."""
+    runs = read_histories(output_dir)
+    if rank not in runs:
+        raise ValueError(f"{output_dir}: no feedback record of rank {rank} (it has ranks "
+                         f"{sorted(runs)}): replay a run of as many processes")
+    decisions = [h["next"] for h in runs[rank]["history"]]
+    if len(decisions) < needed:
+        raise ValueError(f"{history_path(output_dir, rank)}: {len(decisions)} iterations "
+                         f"recorded; replaying needs {needed} (SOLVER.MAX_ITER)")
+    return decisions
 
 
 def shares_of(histories: Dict[int, dict]) -> List[float]:

@@ -1,6 +1,7 @@
 """A run's feedback in pictures: r per iteration against tau with the collage decisions and the
 loss shares by object size (written at the end of each run), and the paper's Fig. 5 and Fig. 6
-from two finished runs (python -m dst_dali.plots --baseline OUT_A --dst OUT_B)."""
+from finished runs: python -m dst_dali.plots --baseline OUT_A --dst OUT_B, each an output folder
+or history CSVs (several: e.g. seeds, averaged)."""
 import os
 
 import numpy as np
@@ -118,20 +119,22 @@ def main(argv=None):
     """python -m dst_dali.plots --baseline OUT_A --dst OUT_B [--out DIR] [--tau T]"""
     import argparse
 
-    from .history import read_histories
-    ap = argparse.ArgumentParser(description="The paper's Fig. 5 and 6 from two finished runs")
-    ap.add_argument("--baseline", required=True, help="OUTPUT_DIR of the baseline run")
-    ap.add_argument("--dst", required=True, help="OUTPUT_DIR of the DST run")
+    from .history import read_runs
+    ap = argparse.ArgumentParser(description="The paper's Fig. 5 and 6 from finished runs")
+    ap.add_argument("--baseline", required=True, nargs="+",
+                    help="OUTPUT_DIR of the baseline run, or its history CSVs")
+    ap.add_argument("--dst", required=True, nargs="+",
+                    help="OUTPUT_DIR of the DST run, or its history CSVs")
     ap.add_argument("--out", default=".", help="folder for fig5_loss_shares.png, "
                                                "fig6_share_distribution.png")
     ap.add_argument("--tau", type=float, default=None,
                     help="default: the DST run's (calibrated) tau")
     ap.add_argument("--window", type=int, default=50)
     args = ap.parse_args(argv)
-    runs = {"baseline": read_histories(args.baseline), "DST": read_histories(args.dst)}
+    runs = {"baseline": read_runs(args.baseline), "DST": read_runs(args.dst)}
     tau = args.tau if args.tau is not None else next(iter(runs["DST"].values()))["tau"]
     if tau is None:
-        raise SystemExit(f"{args.dst}: its controller has no tau; give --tau")
+        raise SystemExit(f"{' '.join(args.dst)}: no tau recorded; give --tau")
     os.makedirs(args.out, exist_ok=True)
     paths = [plot_loss_shares(runs, os.path.join(args.out, "fig5_loss_shares.png"), args.window),
              plot_share_distribution(runs, tau, os.path.join(args.out,

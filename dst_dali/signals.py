@@ -16,7 +16,8 @@ GROUPS = ("small", "medium", "large")
 FEEDBACK_SIGNALS = ("reg", "cls", "joint")         # from the model's losses
 INPUT_SIGNAL = "input"                             # from the batch's boxes
 STATIC_SIGNALS = STATIC_MODES                      # the controls: no measurement
-SIGNALS = FEEDBACK_SIGNALS + (INPUT_SIGNAL,) + STATIC_SIGNALS
+REPLAY_SIGNAL = "replay"                           # another run's decisions (a yoked control)
+SIGNALS = FEEDBACK_SIGNALS + (INPUT_SIGNAL,) + STATIC_SIGNALS + (REPLAY_SIGNAL,)
 
 
 def area_groups(areas: torch.Tensor) -> torch.Tensor:

@@ -19,11 +19,11 @@ from detectron2.utils import comm
 
 from .checkpoint import rng_states, set_rng_states
 from .config import SIGNALS_OF
-from .controller import COLLAGE, FeedbackController, StaticController
+from .controller import COLLAGE, FeedbackController, ReplayController, StaticController
 from .distributed import gather_over_ranks, shared_random_seed, sum_over_ranks
-from .history import write_history
+from .history import decisions_of, history_path, write_history
 from .loader import DSTLoader
-from .signals import FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL
+from .signals import FEEDBACK_SIGNALS, GROUPS, INPUT_SIGNAL, REPLAY_SIGNAL
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ def build_controller(cfg):
             quantile=cfg.DST.TAU_QUANTILE,
             # every rank's warm-up r, so all ranks calibrate the same tau
             pool=gather_over_ranks if cfg.DST.DECISION == "per_rank" else None)
+    if cfg.DST.SIGNAL == REPLAY_SIGNAL:  # a yoked control: another run's kinds, in its order
+        rank = comm.get_rank()
+        return ReplayController(decisions_of(cfg.DST.REPLAY_FROM, rank, cfg.SOLVER.MAX_ITER),
+                                history_path(cfg.DST.REPLAY_FROM, rank))
     seed = cfg.SEED if cfg.SEED >= 0 else shared_random_seed(comm.get_world_size())
     return StaticController(cfg.DST.SIGNAL, prob=cfg.DST.RANDOM_PROB, seed=seed)
 
@@ -102,6 +106,9 @@ class DSTHook(HookBase):
         if local[3] > 0:
             for name, v in zip(GROUPS, local[:3]):
                 record[name] = v / local[3]
+        # the step's losses as detectron2 logs them (averaged over ranks, on the main process)
+        record.update({k: v for k, (v, it) in self.trainer.storage.latest().items()
+                       if it == self.trainer.iter and ("loss_" in k or k == "total_loss")})
         if summed[3] > 0:
             for name, v in zip(GROUPS, summed[:3]):
                 scalars[f"dst/share_{name}"] = v / summed[3]
@@ -177,7 +184,8 @@ class DSTTrainer(DefaultTrainer):
     with DSTLoader as its train loader and DSTHook feeding the controller."""
 
     def __init__(self, cfg):
-        self._dst_loader = build_dst_loader(cfg, build_controller(cfg))  # fails before the model
+        # fails before the model
+        self._dst_loader = build_dst_loader(cfg, self.build_controller(cfg))
         if cfg.MODEL.DEVICE != "cpu" or comm.get_world_size() == 1:
             super().__init__(cfg)
             return
@@ -186,6 +194,12 @@ class DSTTrainer(DefaultTrainer):
         # no extension point for that wrapper, so it is swapped for the call in this case only.
         with mock.patch.object(d2_defaults, "create_ddp_model", create_ddp_model_on_any_device):
             super().__init__(cfg)
+
+    @classmethod
+    def build_controller(cls, cfg):
+        """The policy choosing each batch's kind, from cfg.DST (a subclass may give its own,
+        e.g. a ReplayController for a yoked control)."""
+        return build_controller(cfg)
 
     def build_train_loader(self, cfg):  # DefaultTrainer calls it on the instance
         return self._dst_loader.endless()

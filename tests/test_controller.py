@@ -1,11 +1,12 @@
 """FeedbackController: decisions over scripted loss shares (across ranks: test_distributed.py)."""
 import math
 import os
+import shutil
 
 import pytest
 
 from dst_dali import FeedbackController
-from dst_dali.controller import StaticController
+from dst_dali.controller import ReplayController, StaticController
 
 
 def decisions(tau, shares):
@@ -70,7 +71,8 @@ def test_static_controls():
 
 
 def test_random_control_is_seeded_and_resumes():
-    a, b = StaticController("random", prob=0.3, seed=7), StaticController("random", prob=0.3, seed=7)
+    a, b = (StaticController("random", prob=0.3, seed=7),
+            StaticController("random", prob=0.3, seed=7))
     for _ in range(50):
         a.observe(), b.observe()
     assert a.decisions == b.decisions
@@ -83,6 +85,29 @@ def test_random_control_is_seeded_and_resumes():
     assert a.decisions == c.decisions
     with pytest.raises(ValueError, match="mode="):
         StaticController("sometimes")
+
+
+def test_replay_control_follows_its_source_as_it_grows():
+    """The yoked control: decision i is the source's decision i, read when it is taken (the
+    source may be another run still training); its own r is only recorded."""
+    source = FeedbackController(0.1)
+    yoked = ReplayController(source.decisions, "feedback_s1")
+    rs = [0.5, 0.05, 0.0, 0.3, 0.08, 0.9]
+    for i, r in enumerate(rs):
+        source.observe(r, 1.0)
+        assert yoked.wants_collage() == (i > 0 and source.decisions[i - 1] == "collage")
+        yoked.observe(1.0 - r, 1.0)
+    assert yoked.decisions == source.decisions == [
+        "collage" if r <= 0.1 else "regular" for r in rs]
+    assert yoked.shares == [pytest.approx(1.0 - r) for r in rs]
+    state = yoked.state_dict()
+    resumed = ReplayController(source.decisions, "feedback_s1")
+    resumed.load_state_dict(state)
+    assert resumed.decisions == yoked.decisions and resumed.wants_collage() == (rs[-1] <= 0.1)
+    with pytest.raises(ValueError, match="feedback_s1 has 6 decisions"):
+        yoked.observe(0.1, 1.0)  # ahead of its source
+    with pytest.raises(ValueError, match="decision 0 is 'maybe'"):
+        ReplayController(["maybe"]).observe()
 
 
 @pytest.mark.parametrize("quantile", [0.5, 0.25, 0.9])
@@ -155,7 +180,8 @@ def test_the_paper_figures_from_a_ten_iteration_run(tmp_path):
     import numpy as np
 
     from dst_dali import plots
-    from dst_dali.history import write_history
+    from dst_dali.history import (read_histories, read_history_csv, write_history,
+                                  write_history_csv)
     rng = np.random.default_rng(0)
     for name in ("baseline", "dst"):
         parts = rng.dirichlet(np.ones(3), 10)
@@ -166,6 +192,24 @@ def test_the_paper_figures_from_a_ten_iteration_run(tmp_path):
                         for i, p in enumerate(parts)]})
     paths = plots.main(["--baseline", str(tmp_path / "baseline"), "--dst", str(tmp_path / "dst"),
                         "--out", str(tmp_path / "figs")])
+    assert all(os.path.getsize(p) > 10_000 for p in paths)
+    # the same from compact CSVs, seeds of a run averaged: its records read back as written
+    runs = {name: read_histories(str(tmp_path / name))[0]["history"]
+            for name in ("baseline", "dst")}
+    for name, rows in runs.items():
+        csv_rows = [{**{k: v for k, v in h.items() if k != "share"}, "r": h["share"],
+                     "kind": "regular", "next": None} for h in rows]
+        write_history_csv(str(tmp_path / f"{name}_s0.csv.gz"), csv_rows)
+        back = read_history_csv(str(tmp_path / f"{name}_s0.csv.gz"))["history"]
+        assert [h["iteration"] for h in back] == list(range(10))
+        for h, b in zip(rows, back):
+            assert b["kind"] == "regular" and b["next"] is None
+            for key in ("share", "small", "medium", "large"):
+                assert b[key] == pytest.approx(h[key], rel=1e-5)
+    shutil.copy(tmp_path / "dst_s0.csv.gz", tmp_path / "dst_s1.csv.gz")
+    paths = plots.main(["--baseline", str(tmp_path / "baseline_s0.csv.gz"), "--dst",
+                        str(tmp_path / "dst_s0.csv.gz"), str(tmp_path / "dst_s1.csv.gz"),
+                        "--tau", "0.1", "--out", str(tmp_path / "csv_figs")])
     assert all(os.path.getsize(p) > 10_000 for p in paths)
     constant = np.full(10, 0.3)
     constant[[2, 5]] = np.nan  # unmeasured iterations are left out of the average

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +57,9 @@ def test_dst_run_writes_metrics_checkpoints_eval_and_plot(dst_run):
     # the decisions follow r <= tau, one iteration later
     hist = history(dst_run / "dst_state" / "rank0_iter0000006.pth")
     assert [h["iteration"] for h in hist] == list(range(6))
+    # the step's losses, whose medians detectron2 writes to metrics.json (window 20)
+    for key in ("loss_box_reg", "loss_cls", "total_loss"):
+        assert last[key] == pytest.approx(float(np.median([h[key] for h in hist])))
     for before, after in zip(hist, hist[1:]):
         expected = before["share"] is not None and before["share"] <= 0.3
         assert (after["kind"] == "collage") == expected
@@ -198,6 +202,9 @@ def check_setup(*opts, config=DEMO):
     (["DST.TAU_QUANTILE", "2.0"], ValueError, r"DST.TAU_QUANTILE=2.0"),
     (["DST.TAU_WARMUP", "10", "DST.SIGNAL", "random"], ValueError, r"DST.TAU_WARMUP=10"),
     (["DST.SIGNAL", "mask"], ValueError, r"DST.SIGNAL='mask': must be one of"),
+    (["DST.SIGNAL", "replay"], ValueError,
+     r"DST.SIGNAL='replay', DST.REPLAY_FROM='': SIGNAL 'replay' replays the run in REPLAY_FROM"),
+    (["DST.REPLAY_FROM", "output/x"], ValueError, r"DST.REPLAY_FROM='output/x': SIGNAL 'replay"),
     (["DST.BAD_IMAGES", "ignore"], ValueError, r"DST.BAD_IMAGES='ignore': must be one of"),
     (["INPUT.RANDOM_FLIP", "vertical"], ValueError,
      r"INPUT.RANDOM_FLIP='vertical': DSTLoader flips horizontally"),
@@ -207,6 +214,26 @@ def check_setup(*opts, config=DEMO):
 def test_bad_config_fails_before_training(opts, error, message):
     with pytest.raises(error, match=message):
         check_setup(*opts)
+
+
+def test_replay_control_from_a_finished_run(dst_run, tmp_path):
+    """DST.SIGNAL replay (a yoked control): the kinds the run in DST.REPLAY_FROM chose, in its
+    order, whatever this run's r; a record too short, or none, is refused before training."""
+    from dst_dali.trainer import DSTTrainer
+    recorded = [h["next"] for h in history(dst_run / "dst_state" / "rank0_iter0000006.pth")]
+    cfg = check_setup("DST.SIGNAL", "replay", "DST.REPLAY_FROM", str(dst_run),
+                      "SOLVER.MAX_ITER", "6")
+    replay = DSTTrainer.build_controller(cfg)
+    for r in (0.0, 1.0, 0.5, 0.0, 1.0, 0.2):
+        replay.observe(r, 1.0)
+    assert replay.decisions == recorded
+    cfg = check_setup("DST.SIGNAL", "replay", "DST.REPLAY_FROM", str(dst_run),
+                      "SOLVER.MAX_ITER", "7")
+    with pytest.raises(ValueError, match=r"rank0.json: 6 iterations recorded; replaying needs 7"):
+        DSTTrainer.build_controller(cfg)
+    cfg = check_setup("DST.SIGNAL", "replay", "DST.REPLAY_FROM", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no dst_history"):
+        DSTTrainer.build_controller(cfg)
 
 
 def test_unknown_dst_key_in_the_file(tmp_path):
