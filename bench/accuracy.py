@@ -143,7 +143,8 @@ class Arm:
 
     def history_rows(self) -> list:
         """Per iteration: kind, next, r, images, the small/medium/large loss shares, losses."""
-        hook = next(h for h in self.trainer._hooks if type(h).__name__ == "DSTHook")
+        from dst_dali.trainer import DSTHook
+        hook = next(h for h in self.trainer._hooks if isinstance(h, DSTHook))
         return [{"iteration": h["iteration"], "kind": h["kind"], "next": h["next"],
                  "r": h["share"], "images": sum(len(ids) for ids in h["image_ids"]),
                  **{k: v for k, v in h.items()

@@ -137,6 +137,13 @@ def calibrate_tau(shares: Sequence[float], quantile: float = 0.5) -> float:
     return tau
 
 
+def _share_or_none(small, total) -> Optional[float]:
+    """r of an iteration a control observes, for its record: None if not measured."""
+    if small is None or total is None or float(total) <= 0:
+        return None
+    return float(small) / float(total)
+
+
 STATIC_MODES = ("random", "always_collage", "never")
 
 
@@ -156,9 +163,7 @@ class StaticController(_Controller):
         self._collage_next = mode == "always_collage"
 
     def observe(self, small=None, total=None) -> Optional[float]:
-        share = None
-        if small is not None and total is not None:
-            share = float(small) / float(total) if float(total) > 0 else None
+        share = _share_or_none(small, total)
         if self.mode == "random":
             collage = self._rng.random() < self.prob
         else:
@@ -189,9 +194,7 @@ class ReplayController(_Controller):
         self.source_name = source
 
     def observe(self, small=None, total=None) -> Optional[float]:
-        share = None
-        if small is not None and total is not None:
-            share = float(small) / float(total) if float(total) > 0 else None
+        share = _share_or_none(small, total)
         i = len(self.decisions)
         if i >= len(self.source):
             raise ValueError(f"{self.source_name} has {len(self.source)} decisions; this run "
