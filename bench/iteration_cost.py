@@ -27,7 +27,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.accuracy import CONFIG, make_dataset  # noqa: E402
+from bench.accuracy import CONFIG, register  # noqa: E402
+from bench.accuracy_set import make_dataset  # noqa: E402
 from bench.common import RESULTS, ROOT, threads_cpu, write_results  # noqa: E402
 
 PHASES = ("data", "backbone", "proposals", "roi_heads", "backward", "step", "feedback")
@@ -60,16 +61,14 @@ def build(data: str, threads: int):
     """The accuracy bench's model, optimizer and a watched DSTLoader over its train split."""
     import torch
     from detectron2.data import DatasetCatalog
-    from detectron2.data.datasets import register_coco_instances
     from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
 
     from dst_dali.config import load_config
     from dst_dali.controller import StaticController
     from dst_dali.trainer import build_dst_loader
-    if "dst_skew_train" not in DatasetCatalog.list():
-        register_coco_instances("dst_skew_train", {}, os.path.join(data, "train.json"),
-                                os.path.join(data, "train"))
+    if "dst_scale_train" not in DatasetCatalog.list():
+        register(data)
     cfg = load_config(CONFIG, ["DST.NUM_THREADS", str(threads)])
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -202,7 +201,7 @@ def main(argv=None):
     if args.quick:
         args.rounds, args.warmup, args.block, args.settle, n_train = 2, 2, 2, 1, 24
     data = os.path.join(args.work_dir, "data")
-    shares = make_dataset(data, 0, n_train, 4)
+    shares = make_dataset(data, 0, n_train, 4, 4)
     import torch
     torch.set_num_threads(2)
     rows = run(*build(data, args.threads), rounds=args.rounds, warmup=args.warmup,
