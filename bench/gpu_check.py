@@ -16,7 +16,8 @@ Prints one report (and writes bench/results/gpu_check.md), a line per check:
   loader      DSTLoader(device="gpu"): regular and collage batches, images on the GPU, the
               same boxes as the CPU loader for the same seed
   train       train/train_dali.py, the demo config on the GPU with AMP, 20 iterations
-  throughput  bench/throughput.py --variants dst_gpu decode_only: samples/s
+  throughput  bench/throughput.py --variants dst_gpu builtins_gpu decode_only: samples/s,
+              and DSTLoader's over the same batches from DALI's own GPU operators
   kernel      make gpu-kernel-check: the kernel alone (its matrix, sanitizers and GB/s timed
               with CUDA events against a device-to-device copy in the same run)
 Without a CUDA GPU it says so and exits 0; a failed check exits 1. `--emulate` runs the
@@ -240,15 +241,26 @@ def check_train(quick: bool):
 def check_throughput(quick: bool):
     out = tempfile.mkdtemp(prefix="dst_gpu_throughput_")
     cmd = [sys.executable, os.path.join(ROOT, "bench", "throughput.py"), "--variants",
-           "dst_gpu", "decode_only", "--results-dir", out, "--name", "gpu_throughput"]
+           "dst_gpu", "builtins_gpu", "decode_only", "--results-dir", out,
+           "--name", "gpu_throughput"]
     r = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True,
                        timeout=1800, cwd=ROOT)
     if r.returncode != 0:
         return FAIL, "throughput.py failed: " + r.stderr[-400:].replace("\n", " ")
     rows = json.load(open(os.path.join(out, "gpu_throughput.json")))["rows"]
-    figures = [f"{x['variant']} at collage fraction {x['fraction']:g}: "
-               f"{x['samples_per_s']:.0f} samples/s" for x in rows if "samples_per_s" in x]
-    return PASS, "; ".join(figures)
+    return PASS, "; ".join(throughput_figures(rows))
+
+
+def throughput_figures(rows) -> list:
+    """Samples/s of each variant at each collage fraction, and DSTLoader's over the DALI
+    built-ins' on the same device in the same run (the peer a DALI user would pick)."""
+    rate = {(x["variant"], x["fraction"]): x["samples_per_s"] for x in rows
+            if "samples_per_s" in x}
+    figures = [f"{v} at collage fraction {f:g}: {s:.0f} samples/s" for (v, f), s in rate.items()]
+    figures += [f"{v} / {peer} at collage fraction {f:g}: {s / rate[peer, f]:.2f}x"
+                for (v, f), s in rate.items() if v.startswith("dst_")
+                for peer in [v.replace("dst_", "builtins_")] if (peer, f) in rate]
+    return figures
 
 
 def check_kernel(quick: bool):

@@ -10,6 +10,9 @@ process of its own, the variants taking turns at every fraction:
   dst_cpu      DSTLoader on DALI's CPU backend (CollageStitch), same collage iterations
   dst_gpu      DSTLoader with mixed decode + the CUDA kernel: only where a GPU exists,
                otherwise reported as "not run" (never estimated)
+  builtins_cpu the same batches from DALI's own operators (decode, fn.resize, fn.flip,
+  builtins_gpu fn.multi_paste; sizes, anchors and boxes on the host): the peer a DALI user
+               would pick; the _gpu one only where a GPU exists (make gpu-check runs it)
   decode_only  DALI reading + decoding alone (the reference for a collage sample's CPU cost)
 Collage iterations: a fixed fraction (--fractions, spread evenly) or the decisions a
 FeedbackController makes over a recorded r sequence (--controller FILE). The CPU cost of a
@@ -35,6 +38,8 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see collage_op.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "tests"))  # collage_reference: the method's definition
 from common import (COCO128, PIXEL_MEAN, PIXEL_STD, RESULTS, stitcher_collage,  # noqa: E402
                     threads_cpu, write_results)
 
@@ -243,16 +248,134 @@ class DecodeOnlyVariant:
         return len(shapes), len(shapes), None
 
 
+class BuiltinsVariant:
+    """The same batches from DALI's own operators, the peer a DALI user would pick instead:
+    decode, fn.resize to each image's size (bilinear for a regular image, nearest without
+    antialiasing for a collage component), fn.flip, and for collages fn.multi_paste into the
+    canvases; sizes, anchors and boxes worked out on the host by the method's definition
+    (tests/collage_reference.py). DALI keeps one batch size through a pipeline, so a collage
+    pipeline runs k*B images and pastes B canvases plus k*B - B spare 1x1 ones. On the GPU the
+    decode is "mixed" and the canvases are handed to torch as DSTLoader hands its images."""
+
+    def __init__(self, args, device):
+        import itertools
+
+        import nvidia.dali.fn as fn
+        import nvidia.dali.types as types
+        from nvidia.dali import pipeline_def
+
+        from collage_reference import layout, map_boxes, regular_size
+        from dst_dali.coco_index import load_coco_index
+        from dst_dali.device import dali_device_id
+        from dst_dali.loader import default_pipelines
+        self.layout, self.map_boxes, self.regular_size = layout, map_boxes, regular_size
+        self.args, self.k, self.gpu = args, args.k, device == "gpu"
+        self.index = load_coco_index(args.images, args.annotations)
+        self.order = itertools.cycle(np.random.default_rng(0).permutation(len(self.index)))
+        self.rng = np.random.default_rng(1)
+        self.plans = {}  # pipeline -> the plans of the batches it was fed and has not given
+        threads, pipelines = args.threads, args.pipelines or default_pipelines(device, args.threads)
+
+        def graph(kind):
+            kb = self.k * args.batch if kind == "collage" else args.batch
+            plans = []
+
+            @pipeline_def(batch_size=kb, num_threads=max(1, threads // pipelines),
+                          device_id=dali_device_id(device), exec_dynamic=True)
+            def pipe():
+                names = ("encoded", "size", "flip") + (
+                    ("ids", "anchors", "out_size") if kind == "collage" else ())
+                given = dict(zip(names, fn.external_source(
+                    source=lambda: self._feed(kind, plans), num_outputs=len(names),
+                    batch=True)))
+                images = fn.decoders.image(given["encoded"], output_type=types.RGB,
+                                           device="mixed" if self.gpu else "cpu")
+                images = fn.flip(fn.resize(
+                    images, size=given["size"], antialias=False,
+                    interp_type=types.INTERP_NN if kind == "collage" else types.INTERP_LINEAR),
+                    horizontal=given["flip"])
+                if kind == "collage":
+                    images = fn.multi_paste(images, in_ids=given["ids"],
+                                            out_anchors=given["anchors"],
+                                            output_size=given["out_size"])
+                return images
+
+            built = pipe()
+            self.plans[built] = plans
+            return built
+
+        self.pipes = {kind: itertools.cycle([graph(kind) for _ in range(pipelines)])
+                      for kind in ("regular", "collage")}
+
+    def _feed(self, kind, plans):
+        """One batch's inputs; its plan (positions, short sides, flips, placements) is queued for
+        batch() in the order the pipeline runs them."""
+        k = self.k if kind == "collage" else 1
+        positions = [int(next(self.order)) for _ in range(k * self.args.batch)]
+        short = self.rng.choice(self.args.min_size, len(positions))
+        flips = self.rng.random(len(positions)) < 0.5
+        plan = {"positions": positions, "short": short, "flips": flips, "places": [],
+                "canvases": []}
+        for b in range(self.args.batch):
+            mine = slice(b * k, (b + 1) * k)
+            sizes = [tuple(self.index.sizes[p]) for p in positions[mine]]
+            if kind == "collage":
+                canvas, places = self.layout(sizes, short[mine], self.args.max_size)
+            else:
+                canvas = self.regular_size(*sizes[0], short[b], self.args.max_size)
+                places = [(0, 0, *canvas)]
+            plan["places"] += places
+            plan["canvases"].append(canvas)
+        plans.append(plan)
+        inputs = [[np.fromfile(self.index.file_paths[p], np.uint8) for p in positions],
+                  [np.array(p[2:], np.float32) for p in plan["places"]],
+                  [np.array(f, np.int32) for f in flips]]
+        if kind == "collage":
+            spare = len(positions) - self.args.batch
+            inputs += [[np.arange(b * k, (b + 1) * k, dtype=np.int32)
+                        for b in range(self.args.batch)] + [np.zeros(0, np.int32)] * spare,
+                       [np.array([p[:2] for p in plan["places"][b * k:(b + 1) * k]], np.int32)
+                        for b in range(self.args.batch)] + [np.zeros((0, 2), np.int32)] * spare,
+                       [np.array(c, np.int32) for c in plan["canvases"]]
+                       + [np.ones(2, np.int32)] * spare]
+        return inputs
+
+    def batch(self, kind):
+        """[(image as a torch tensor, boxes in its pixels)] of one batch, and its plan."""
+        import torch
+
+        from dst_dali.loader import _gpu_to_torch
+        pipe = next(self.pipes[kind])
+        (images,) = pipe.run()
+        plan = self.plans[pipe].pop(0)
+        k = self.k if kind == "collage" else 1
+        out = []
+        for b in range(self.args.batch):
+            boxes = [self.map_boxes(self.index.boxes[p], self.index.sizes[p], place, flip)
+                     for p, place, flip in list(zip(plan["positions"], plan["places"],
+                                                    plan["flips"]))[b * k:(b + 1) * k]]
+            image = (_gpu_to_torch(images[b]) if self.gpu
+                     else torch.from_numpy(np.asarray(images[b])))
+            out.append((image, np.concatenate(boxes)))
+        return out, plan
+
+    def next_batch(self, kind):
+        out, _ = self.batch(kind)
+        return len(out), len(out) * (self.k if kind == "collage" else 1), None
+
+
 def variant_builders(args) -> dict:
-    """name -> constructor of the variants this machine can run (dst_gpu needs a GPU)."""
+    """name -> constructor of the variants this machine can run (the _gpu ones need a GPU)."""
     from dst_dali.device import resolve_device
     builders = {"detectron2": lambda: Detectron2Variant(args, collage=False),
                 "stitcher": lambda: Detectron2Variant(args, collage=True),
                 "dst_cpu": lambda: DSTVariant(args, "cpu"),
+                "builtins_cpu": lambda: BuiltinsVariant(args, "cpu"),
                 "decode_only": lambda: DecodeOnlyVariant(args)}
     try:
         resolve_device("gpu")
         builders["dst_gpu"] = lambda: DSTVariant(args, "gpu")
+        builders["builtins_gpu"] = lambda: BuiltinsVariant(args, "gpu")
     except ValueError:
         pass  # reported as "not run"
     return builders

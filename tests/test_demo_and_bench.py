@@ -99,17 +99,58 @@ def test_collage_op_bench_counts_instructions(tmp_path):
     assert counts["opencv"]["total"] >= out / 32
 
 
+def test_builtins_peer_makes_the_methods_batches():
+    """bench/throughput.py's peer from DALI's own operators (decode, fn.resize, fn.flip,
+    fn.multi_paste) makes the batches DSTLoader makes: each collage is the method's collage of
+    its images (tests/collage_reference.py on OpenCV's decode) within a grey level on average,
+    the pad at 0; each regular image its file resized and flipped; boxes in their cells."""
+    import cv2
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import collage_reference as reference
+    from throughput import BuiltinsVariant, parse_args
+    args = parse_args(["--batch", "2", "--threads", "1", "--pipelines", "2"])
+    peer = BuiltinsVariant(args, "cpu")
+    for kind in ("collage", "regular", "collage", "collage", "regular"):  # both pipelines
+        out, plan = peer.batch(kind)
+        k = args.k if kind == "collage" else 1
+        for b, (image, boxes) in enumerate(out):
+            mine = slice(b * k, (b + 1) * k)
+            files = [peer.index.file_paths[p] for p in plan["positions"][mine]]
+            decoded = [cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB) for f in files]
+            got = image.numpy().astype(np.float64)
+            if kind == "collage":
+                want, places = reference.collage(decoded, plan["short"][mine],
+                                                 plan["flips"][mine], args.max_size)
+                filled = np.zeros(got.shape[:2], bool)
+                for y0, x0, h, w in places:
+                    filled[y0:y0 + h, x0:x0 + w] = True
+                assert (got[~filled] == 0).all()
+            else:
+                (y0, x0, h, w), = places = plan["places"][mine]
+                want = cv2.resize(decoded[0], (w, h), interpolation=cv2.INTER_LINEAR)
+                want = want[:, ::-1] if plan["flips"][b] else want
+            assert got.shape == want.shape, (kind, files)
+            assert np.abs(got - want).mean() < 1.0, (kind, files, np.abs(got - want).mean())
+            cells = np.array([[x0, y0, x0 + w, y0 + h] for y0, x0, h, w in places])
+            owner = np.repeat(np.arange(k), [len(peer.index.boxes[p])
+                                             for p in plan["positions"][mine]])
+            assert len(boxes) == len(owner)
+            assert (boxes[:, :2] >= cells[owner, :2] - 1e-6).all()
+            assert (boxes[:, 2:] <= cells[owner, 2:] + 1e-6).all()
+
+
 def test_throughput_bench_quick(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "bench"))
     from throughput import collage_pattern, main
     assert collage_pattern(0.5, 6) == ["regular", "collage"] * 3
     assert collage_pattern(0.0, 3) == ["regular"] * 3 and collage_pattern(1.0, 2) == ["collage"] * 2
-    main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke"])
+    variants = ["detectron2", "stitcher", "dst_cpu", "builtins_cpu", "dst_gpu", "decode_only"]
+    main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke", "--variants", *variants])
     with open(tmp_path / "smoke.json") as f:
         data = json.load(f)
     rows = {r["variant"]: r for r in data["rows"]}
-    assert {"detectron2", "stitcher", "dst_cpu", "decode_only", "dst_gpu"} <= set(rows)
-    for name in ("detectron2", "stitcher", "dst_cpu", "decode_only"):
+    assert set(variants) <= set(rows)
+    for name in ("detectron2", "stitcher", "dst_cpu", "builtins_cpu", "decode_only"):
         r = rows[name]
         for key in ("samples_per_s", "images_per_s", "cpu_s_per_sample", "data_ms_p50",
                     "data_ms_p95", "data_ms_max", "peak_rss_mb", "main_thread_cpu_share"):
@@ -137,6 +178,11 @@ def test_throughput_bench_quick(tmp_path):
     assert len(speedups) == 1 and speedups[0] > 0
     assert any(n.startswith("goal DSTLoader regular >= 4x") for n in data["notes"])
     assert "not run" in rows["dst_gpu"].get("note", "") or "samples_per_s" in rows["dst_gpu"]
+    # make gpu-check's line: DSTLoader over the built-ins on the same device, in the same run
+    from gpu_check import throughput_figures
+    ratio = rows["dst_cpu"]["samples_per_s"] / rows["builtins_cpu"]["samples_per_s"]
+    assert f"dst_cpu / builtins_cpu at collage fraction 0.5: {ratio:.2f}x" in throughput_figures(
+        data["rows"])
     assert (tmp_path / "smoke.png").stat().st_size > 5000
     assert data["meta"]["command"].startswith("python bench/throughput.py")
 
