@@ -8,7 +8,7 @@ arm trains the same detector (bench/accuracy.yaml) for the same N iterations and
     baseline        regular batches only (DST.ENABLED False)
     feedback        DST: r <= tau = 0.1 on the box-regression loss (the paper's)
     random          the yoked control: replays, iteration by iteration, the collage/regular
-                    sequence of the feedback arm of another seed (the seed's pair), so its
+                    sequence of the feedback arm of another seed (its mate, below), so its
                     collages come at the same rate and times, decided by another model
     always_collage  collages only
     feedback_tau    DST with tau calibrated from the pilot baseline's r (not run by default)
@@ -16,9 +16,13 @@ arm trains the same detector (bench/accuracy.yaml) for the same N iterations and
 Protocol, declared before the runs:
 - Pilot: the baseline alone (seed 1000), evaluated on val every 500 iterations; N is the first
   evaluation within 0.5 AP of the one before (at most 4000). val serves nothing else.
-- Seeds come in pairs trained in one process (the unit a stopped bench resumes at): the arms of
-  both seeds take turns in blocks of iterations, the yoked arms after the feedback arms they
-  replay. Every arm at the first --all-arms seeds; baseline, feedback and random at all --seeds.
+- Seeds 0 and 1 train in one process, each random arm replaying the other seed's feedback arm;
+  every later seed trains in a process of its own, its random arm replaying the feedback arm
+  of the seed before it as that seed's history recorded it. A process (a unit) is what a
+  stopped bench resumes from its last checkpoint and skips once done; a unit of one seed is
+  under 2 h on 2 cores. In a process the arms take turns in blocks of iterations, a yoked arm
+  after the arm it replays. Every arm at the first --all-arms seeds; baseline, feedback and
+  random at all --seeds.
 - PRIMARY ENDPOINT: the paired difference feedback - random in test APs, its mean and 95%
   t-interval over seeds. Secondary: feedback - baseline and feedback - random in AP, APs, APm,
   APl; DST's time per iteration over the baseline's (round by round in one process, then a
@@ -27,8 +31,8 @@ Protocol, declared before the runs:
     python bench/accuracy.py [--seeds 6 --all-arms 3]     # hours on 2 cores; resumable
     python bench/accuracy.py --quick --results-dir DIR     # a tiny run: the output's form
 
-Writes bench/results/accuracy.{json,md}, the pilot and the finished pairs to accuracy_runs/
-(what a later call resumes from), each run's per-iteration record to accuracy_histories/ and
+Writes bench/results/accuracy.{json,md}, the pilot and the finished units to accuracy_runs/
+(what a later call skips), each run's per-iteration record to accuracy_histories/ and
 the paper's Fig. 5 and 6 (--results-dir).
 """
 import argparse
@@ -51,7 +55,7 @@ CONFIG = os.path.join(ROOT, "bench", "accuracy.yaml")
 ARMS = {
     "baseline": ["DST.ENABLED", "False"],
     "feedback": ["DST.SIGNAL", "reg", "DST.TAU", "0.1"],
-    "random": ["DST.SIGNAL", "never"],  # its controller replays its pair's feedback arm
+    "random": ["DST.SIGNAL", "never"],  # its controller replays its mate's feedback arm
     "always_collage": ["DST.SIGNAL", "always_collage"],
     "feedback_tau": ["DST.SIGNAL", "reg", "DST.TAU", "{tau}"],
 }
@@ -62,7 +66,7 @@ METRICS = ("AP", "AP50", "APs", "APm", "APl")
 PAIRED_METRICS = ("AP", "APs", "APm", "APl")
 LOSSES = ("loss_box_reg", "loss_cls", "loss_rpn_cls", "loss_rpn_loc", "total_loss")
 PILOT_SEED = 1000
-STOPPED = 3  # a pair's process stopped at a checkpoint as asked, to be continued
+STOPPED = 3  # a unit's process stopped at a checkpoint as asked, to be continued
 
 
 def register(data: str) -> None:
@@ -152,6 +156,30 @@ class Arm:
                 for h in hook.history]
 
 
+def units(seeds: int) -> list:
+    """The seeds each process trains: 0 and 1 together (their random arms replay each other's
+    feedback arm), then one seed a process."""
+    return [(0, 1)] + [(seed,) for seed in range(2, seeds)]
+
+
+def mate(seed: int) -> int:
+    """The seed whose feedback arm this seed's random arm replays."""
+    return 1 if seed == 0 else seed - 1
+
+
+def recorded_decisions(path: str, iters: int) -> list:
+    """The kinds a finished run chose after each of its iterations, from its history CSV."""
+    from dst_dali.history import read_history_csv
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: the history a yoked arm replays; its seed's unit "
+                                "runs first")
+    decisions = [h["next"] for h in read_history_csv(path)["history"]]
+    if len(decisions) != iters:
+        raise ValueError(f"{path}: {len(decisions)} iterations recorded, the schedule has "
+                         f"{iters}")
+    return decisions
+
+
 class DecisionsOf:
     """An arm's controller's decisions as they are now (a resume replaces the list)."""
 
@@ -203,7 +231,8 @@ def resume_point(spec: dict) -> int:
 def child(spec: dict) -> None:
     """Trains the arms of spec in this process, in blocks of spec["block"] iterations; writes
     each arm's iteration times and history rows to its output folder. The arms with a "yoke"
-    replay that arm's decisions and so take their turn after it in every round. A stopped
+    replay that arm's decisions: live, taking their turn after it in every round, if it is one
+    of spec's arms, else as its history in spec["histories"] recorded them. A stopped
     process is continued from the last checkpoint all arms have (every spec["period"]); one
     stops itself at a checkpoint from spec["stop_at"] (iterations) or spec["stop_by"] (time)."""
     from dst_dali.controller import ReplayController
@@ -220,7 +249,10 @@ def child(spec: dict) -> None:
             arms[key] = Arm(key, arm["opts"], resume=start > 0)
     for key, arm in spec["arms"].items():
         if arm.get("yoke"):
-            replay = ReplayController(DecisionsOf(arms[arm["yoke"]]), arm["yoke"])
+            source = (DecisionsOf(arms[arm["yoke"]]) if arm["yoke"] in arms else
+                      recorded_decisions(os.path.join(spec["histories"], f"{arm['yoke']}.csv.gz"),
+                                         spec["iters"]))
+            replay = ReplayController(source, arm["yoke"])
             arms[key] = Arm(key, arm["opts"], replay, resume=start > 0)
     free = [a for key, a in arms.items() if not spec["arms"][key].get("yoke")]
     yoked = [a for key, a in arms.items() if spec["arms"][key].get("yoke")]
@@ -320,12 +352,13 @@ def pilot(args, data, runs_dir) -> dict:
     return result
 
 
-def run_pair(args, data, seeds, arms, tau) -> list:
-    """The arms of two seeds ({seed: [arm]}), side by side in a process of its own; each random
-    arm replays the other seed's feedback arm. Returns the runs' results, or None if the
+def run_unit(args, data, seeds, arms, tau, histories) -> list:
+    """The arms of a unit's seeds ({seed: [arm]}), side by side in a process of its own; each
+    random arm replays the feedback arm of its seed's mate, live if the mate is in the unit,
+    else from the mate's history file in histories. Returns the runs' results, or None if the
     process stopped as asked (args.stop_at, args.stop_by) before the end."""
     keys, spec_arms = {}, {}
-    for seed, mate in (seeds, seeds[::-1]):
+    for seed in seeds:
         for arm in arms[seed]:
             key = f"{arm}_s{seed}"
             out_dir = os.path.join(args.work_dir, key)
@@ -334,25 +367,30 @@ def run_pair(args, data, seeds, arms, tau) -> list:
                 "opts": [o.format(tau=tau) for o in ARMS[arm]] + solver_opts(args.iters) + [
                     "SEED", str(seed), "OUTPUT_DIR", out_dir,
                     "SOLVER.CHECKPOINT_PERIOD", str(args.period)],
-                "yoke": f"{YOKED_TO[arm]}_s{mate}" if arm in YOKED_TO else None}
+                "yoke": f"{YOKED_TO[arm]}_s{mate(seed)}" if arm in YOKED_TO else None}
             keys[key] = (arm, seed)
-    wall_file = os.path.join(args.work_dir, f"wall_seeds_{seeds[0]}_{seeds[1]}")
+    wall_file = os.path.join(args.work_dir, f"wall_{unit_name(seeds)}")
     stops = {"stop_at": args.stop_at, "stop_by": args.stop_by}
     if not _child_process("child", {"data": data, "iters": args.iters, "block": args.block,
                                     "settle": args.settle, "period": args.period,
                                     "arms": spec_arms, "wall_file": wall_file,
+                                    "histories": histories,
                                     **{k: v for k, v in stops.items() if v is not None}}):
         return None
     with open(wall_file) as f:
-        wall = float(f.read())  # of every process the pair took
+        wall = float(f.read())  # of every process the unit took
     runs = []
     for key, (arm, seed) in keys.items():
         run = arm_result(arm, seed, spec_arms[key]["out_dir"], wall)
         run["yoked_to"] = spec_arms[key]["yoke"]
         runs.append(run)
         for f in glob.glob(os.path.join(spec_arms[key]["out_dir"], "model_*.pth")):
-            os.remove(f)  # the pair is done: its checkpoints are not needed to resume it
+            os.remove(f)  # the unit is done: its checkpoints are not needed to resume it
     return runs
+
+
+def unit_name(seeds) -> str:
+    return "seeds_" + "_".join(map(str, seeds))
 
 
 def arm_result(arm, seed, out_dir, wall_s) -> dict:
@@ -455,7 +493,7 @@ def draw_figures(results_dir, histories, tau) -> list:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a tiny run: checks the output's form")
-    ap.add_argument("--seeds", type=int, default=6, help="seeds of the primary arms (even)")
+    ap.add_argument("--seeds", type=int, default=6, help="seeds of the primary arms (>= 2)")
     ap.add_argument("--all-arms", type=int, default=3, help="seeds every arm runs at")
     ap.add_argument("--arms", nargs="+", default=list(ARMS)[:4], choices=list(ARMS))
     ap.add_argument("--iters", type=int, default=None, help="default: the pilot's N")
@@ -466,7 +504,7 @@ def main(argv=None):
     ap.add_argument("--test-images", type=int, default=500)
     ap.add_argument("--block", type=int, default=10, help="iterations an arm trains a turn")
     ap.add_argument("--period", type=int, default=250,
-                    help="iterations between checkpoints a stopped pair continues from")
+                    help="iterations between checkpoints a stopped unit continues from")
     ap.add_argument("--settle", type=int, default=3,
                     help="iterations at the start of a turn not timed (see arm_result)")
     ap.add_argument("--work-dir", default=os.path.join(ROOT, "output", "accuracy"))
@@ -484,11 +522,12 @@ def main(argv=None):
     if args.pilot:
         return pilot_child(json.loads(args.pilot))
     if args.quick:
-        args.seeds, args.all_arms, args.block, args.settle, args.period = 2, 2, 2, 1, 4
+        args.seeds, args.all_arms, args.block, args.settle, args.period = 3, 2, 2, 1, 4
         args.pilot_every, args.pilot_cap = 3, 6
         args.train_images, args.val_images, args.test_images = 24, 8, 8
-    if args.seeds % 2 or args.all_arms > args.seeds:
-        ap.error("--seeds: even (seeds run in pairs); --all-arms: at most --seeds")
+    if args.seeds < 2 or args.all_arms > args.seeds:
+        ap.error("--seeds: at least 2 (the first two replay each other); --all-arms: at most "
+                 "--seeds")
     if args.period % args.block:
         ap.error("--period: a multiple of --block (the arms checkpoint between turns)")
     if args.quick and os.path.abspath(args.results_dir) == os.path.abspath(RESULTS):
@@ -507,21 +546,21 @@ def main(argv=None):
     if args.pilot_only:
         return pilot_result
     args.iters = args.iters or pilot_result["N"]
-    runs = []
-    for first in range(0, args.seeds, 2):
-        seeds = (first, first + 1)
+    runs, walls = [], {}
+    for seeds in units(args.seeds):
         arms = {seed: [a for a in args.arms if seed < args.all_arms or a in PRIMARY_ARMS]
                 for seed in seeds}
-        path = os.path.join(runs_dir, f"seeds_{seeds[0]}_{seeds[1]}.json")
+        path = os.path.join(runs_dir, f"{unit_name(seeds)}.json")
         if os.path.exists(path):
             with open(path) as f:
                 done = json.load(f)
             if done["iters"] == args.iters and done["arms"] == {
                     str(seed): names for seed, names in arms.items()}:
                 runs += done["runs"]
+                walls[seeds] = done["runs"][0]["wall_s"]
                 print(f"seeds {seeds}: done before ({path})", flush=True)
                 continue
-        mine = run_pair(args, data, seeds, arms, pilot_result["tau_calibrated"])
+        mine = run_unit(args, data, seeds, arms, pilot_result["tau_calibrated"], histories)
         if mine is None:
             print(f"seeds {seeds}: stopped at a checkpoint as asked; run again to go on")
             return None
@@ -531,6 +570,7 @@ def main(argv=None):
             json.dump({"iters": args.iters, "arms": arms, "runs": mine}, f)
         os.replace(path + ".tmp", path)
         runs += mine
+        walls[seeds] = mine[0]["wall_s"]
         for run in mine:
             print(f"{run['arm']:15s} seed {run['seed']}: AP {run['AP']:.2f} APs {run['APs']:.2f} "
                   f"collage {run['collage_rate']:.0%} {run['iter_s']:.3f} s/iter", flush=True)
@@ -542,7 +582,6 @@ def main(argv=None):
     cost = overhead(runs)
     commands = draw_figures(args.results_dir, histories, 0.1) if {
         "baseline", "feedback"} <= arms_run else []
-    pair_walls = {r["seed"] // 2: r["wall_s"] for r in runs}
     primary = next((p for p in pairs if (p["a"], p["b"], p["metric"]) == tuple(
         PRIMARY.values())), None)
     notes = [
@@ -553,15 +592,17 @@ def main(argv=None):
         f"tau from the pilot's r (python -m dst_dali.calibrate_tau's rule, the median): "
         f"{pilot_result['tau_calibrated']:.4g}, r <= tau in {pilot_result['tau_split']:.0%}",
         f"{args.iters} iterations of 4 images in every arm, LR steps at 75% and 90%; "
-        f"seeds run in pairs, one process a pair, arms taking turns in blocks of {args.block}",
+        f"seeds 0 and 1 in one process, each later seed in its own, arms taking turns in "
+        f"blocks of {args.block}; random replays the feedback arm of seed 1 (seed 0) or of the "
+        "seed before",
         "primary endpoint (declared before the runs): feedback - random in test APs: "
         + (f"{primary['mean_diff']:+.2f}, 95% CI {_ci(primary['ci95'])} over "
            f"{primary['seeds']} seeds" if primary else "not run"),
         f"DST time per iteration over the baseline's: {_pct(cost['mean'])}, 95% CI "
         f"[{_pct(cost['ci95'][0])}, {_pct(cost['ci95'][1])}] over {cost['seeds']} seeds",
-        f"wall time: {time.perf_counter() - t0:.0f} s this call; the pairs of seeds took "
-        + ", ".join(f"{w / 3600:.2f} h" for w in pair_walls.values())
-        + " (a pair done before is read back)",
+        f"wall time: {time.perf_counter() - t0:.0f} s this call; the units took "
+        + ", ".join(f"{'+'.join(map(str, u))}: {w / 3600:.2f} h" for u, w in walls.items())
+        + " (a unit done before is read back)",
     ] + [f"figures: `{c}`" for c in commands]
     columns = [("arm", "arm"), ("seeds", "seeds")] + [
         (k, k) for m in METRICS for k in (m, f"{m}_std")] + [

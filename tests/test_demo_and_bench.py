@@ -228,29 +228,33 @@ def test_accuracy_set_splits_by_source_with_one_scale_mix(tmp_path):
     assert make_dataset(str(tmp_path), 0, 160, 160, 160) == figures  # made once
 
 
-def test_accuracy_pair_yoked_turn_independent_and_resumable(tmp_path):
-    """A pair of seeds in one process: each random arm replays, iteration by iteration, the
-    kinds of the other seed's feedback arm; a pair stopped at a checkpoint and continued by a
+def test_accuracy_units_yoked_turn_independent_and_resumable(tmp_path):
+    """Seeds 0 and 1 in one process: each random arm replays, iteration by iteration, the
+    kinds of the other seed's feedback arm; the unit stopped at a checkpoint and continued by a
     new process trains as one that ran straight through with other turns (blocks of 2 against
-    4): every arm's kinds, r and losses, bit for bit."""
+    4): every arm's kinds, r and losses, bit for bit. Seed 2 alone replays seed 1's feedback
+    arm from its history file, which must hold the schedule's iterations."""
     import argparse
     sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from accuracy import run_pair
+    from accuracy import run_unit, write_history_files
     from accuracy_set import make_dataset
+    from dst_dali.history import read_history_csv, write_history_csv
     data = str(tmp_path / "data")
     make_dataset(data, 0, 16, 4, 4)
-    arms = {0: ["baseline", "feedback", "random"], 1: ["feedback", "random"]}
+    arms = {0: ["baseline", "feedback", "random"], 1: ["feedback", "random"],
+            2: ["feedback", "random"]}
+    histories = str(tmp_path / "histories")
 
-    def pair(name, block, stop_at=None):
+    def unit(name, block, seeds=(0, 1), stop_at=None):
         args = argparse.Namespace(iters=8, block=block, settle=0, period=4, stop_at=stop_at,
                                   stop_by=None, work_dir=str(tmp_path / name))
-        return run_pair(args, data, (0, 1), arms, 0.1)
-    assert pair("stopped", 2, stop_at=4) is None
+        return run_unit(args, data, seeds, arms, 0.1, histories)
+    assert unit("stopped", 2, stop_at=4) is None
     assert not (tmp_path / "stopped" / "baseline_s0" / "model_final.pth").exists()
     states = sorted((tmp_path / "stopped").glob("*/dst_state/rank0_iter0000004.pth"))
     assert len(states) == 5
     saved = [p.stat().st_mtime_ns for p in states]
-    runs = {name: {(r["arm"], r["seed"]): r["history"] for r in pair(name, block)}
+    runs = {name: {(r["arm"], r["seed"]): r["history"] for r in unit(name, block)}
             for name, block in (("stopped", 2), ("straight", 4))}
     assert [p.stat().st_mtime_ns for p in states] == saved  # continued from there, not redone
     assert runs["stopped"] == runs["straight"]
@@ -263,6 +267,18 @@ def test_accuracy_pair_yoked_turn_independent_and_resumable(tmp_path):
     assert history["random", 0] != history["feedback", 1]  # its own model and r
     assert [h["kind"] for h in history["baseline", 0]] == ["regular"] * 8
     assert ("baseline", 1) not in history
+
+    write_history_files([{"arm": a, "seed": s, "history": h} for (a, s), h in history.items()],
+                        histories)
+    alone = {(r["arm"], r["seed"]): r["history"] for r in unit("alone", 4, seeds=(2,))}
+    kinds = [h["kind"] for h in alone["random", 2]]
+    assert kinds == [h["kind"] for h in history["feedback", 1]]
+    assert kinds[1:] == [h["next"] for h in history["feedback", 1]][:-1]
+    assert alone["random", 2] != history["feedback", 1]
+    recorded = os.path.join(histories, "feedback_s1.csv.gz")
+    write_history_csv(recorded, read_history_csv(recorded)["history"][:7])  # a run cut short
+    with pytest.raises(RuntimeError, match="feedback_s1.csv.gz: 7 iterations recorded"):
+        unit("short", 4, seeds=(2,))
 
 
 def test_accuracy_statistics_are_paired_by_seed():
@@ -329,24 +345,30 @@ def test_accuracy_bench_quick(tmp_path):
     assert pilot["N"] == data["meta"]["iters"] and "tau_calibrated" in pilot
     rows = {r["arm"]: r for r in data["rows"]}
     assert set(rows) == {"baseline", "feedback", "random", "always_collage"}
-    for row in rows.values():
-        assert row["seeds"] == 2 and {"AP", "APs", "APm", "APl", "AP_std", "APs_std"} <= set(row)
+    for arm, row in rows.items():
+        assert row["seeds"] == (2 if arm == "always_collage" else 3)
+        assert {"AP", "APs", "APm", "APl", "AP_std", "APs_std"} <= set(row)
     n = pilot["N"]
     assert rows["baseline"]["images_seen"] == 4 * n  # a batch of 4 images
     assert rows["always_collage"]["images_seen"] == 16 * n  # 4 collages of 4
-    assert rows["random"]["collage_rate"] == rows["feedback"]["collage_rate"]  # yoked
+    of = {f"{r['arm']}_s{r['seed']}": r for r in data["meta"]["runs"]}
+    assert [(k, r["yoked_to"]) for k, r in of.items() if r["yoked_to"]] == [
+        ("random_s0", "feedback_s1"), ("random_s1", "feedback_s0"), ("random_s2", "feedback_s1")]
+    for run in of.values():
+        if run["yoked_to"]:
+            assert run["collage_rate"] == of[run["yoked_to"]]["collage_rate"]
     assert {(p["b"], p["metric"]) for p in data["paired"]} == {
         (b, m) for b in ("baseline", "random") for m in PAIRED_METRICS}
-    assert all(p["seeds"] == 2 and len(p["ci95"]) == 2 for p in data["paired"])
+    assert all(p["seeds"] == 3 and len(p["ci95"]) == 2 for p in data["paired"])
     assert data["primary"] == {"a": "feedback", "b": "random", "metric": "APs"}
-    assert data["overhead"]["seeds"] == 2 and data["overhead"]["ci95"][0] is not None
+    assert data["overhead"]["seeds"] == 3 and data["overhead"]["ci95"][0] is not None
     histories = tmp_path / data["histories"]
-    assert len(list(histories.glob("*.csv.gz"))) == 8
+    assert len(list(histories.glob("*.csv.gz"))) == 4 + 4 + 3
     for name in ("fig5_loss_shares.png", "fig6_share_distribution.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     assert data["meta"]["figures"][0].startswith("python -m dst_dali.plots --baseline")
     assert data["meta"]["command"].startswith("python bench/accuracy.py")
-    # a second call reads the finished pair back
+    # a second call reads the finished units back
     assert main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke",
                  "--work-dir", str(tmp_path / "work")]) == data["rows"]
 
