@@ -39,9 +39,9 @@ void AddRowTasks(dali::ThreadPool &tp, const std::vector<CollageSample> &samples
 
 }  // namespace
 
+/** The batch's pixels, in the thread pool's tasks. */
 template <>
-void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
-  const uint64_t start = ThreadCpuNs();
+void CollageStitch<dali::CPUBackend>::Stitch(dali::Workspace &ws) {
   BindPointers(ws);
   const int B = samples_.size();
   auto &tp = ws.GetThreadPool();
@@ -78,7 +78,16 @@ void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
       tp.RunAll();
     });
   }
+}
 
+template <>
+void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
+  const uint64_t start = ThreadCpuNs();
+  const int B = samples_.size();
+  if (plan_only_)
+    ws.Output<dali::CPUBackend>(0).SetLayout(chw_ ? "CHW" : "HWC");
+  else
+    Stitch(ws);
   ForEachAnnotationOutput([&](int idx, auto member) {
     auto &out = ws.Output<dali::CPUBackend>(idx);
     for (int s = 0; s < B; s++) {
@@ -86,7 +95,8 @@ void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
       if (!v.empty()) std::memcpy(out.raw_mutable_tensor(s), v.data(), v.size() * sizeof(v[0]));
     }
   });
-  RecordHostCpu(k_, ThreadCpuNs() - start, 1, B);
+  // a plan's batch is counted by the GPU operator that stitches it; its CPU time is the batch's
+  RecordHostCpu(k_, ThreadCpuNs() - start, plan_only_ ? 0 : 1, plan_only_ ? 0 : B);
 }
 
 }  // namespace dst_dali
@@ -138,6 +148,12 @@ each output box, placement (y0, x0, h, w) of each component.)")
                     "are clipped); farther out is an error.", 1.f)
     .AddOptionalArg("min_box_size", "Boxes whose width or height after mapping is not larger "
                     "are dropped (see the origin output).", 0.f)
+    .AddOptionalArg("plan_only", "CPU only: everything but the pixels. The k image inputs are "
+                    "then the images' shapes, (H, W, C) integers a sample as "
+                    "fn.peek_image_shape gives them; output 0 is empty (no rows, no columns) and "
+                    "outputs 1-6 are those of the same arguments on images of these shapes. A GPU "
+                    "graph plans with it on the host, so its annotations need no copy back.",
+                    false)
     .AddOptionalArg("_portable_cpu", "CPU only, for tests: no SIMD, the code CPUs other than "
                     "x86-64 run.", false)
     .AddOptionalArg("_emulate_gpu_launch", "CPU only, for tests: compute pixels by replaying "

@@ -8,7 +8,8 @@
 //   polygons[k] (P, 3) int32 [box index, first vertex, one past last vertex]  (CPU; optional)
 //   vertices[k] (V, 2) float (x, y), source pixels        (CPU; with polygons)
 // i.e. k, 3k or 5k inputs, the layout of DALI's COCO reader with ltrb=True, polygon_masks=True.
-// Sample b of the output is the collage of sample b of every component input.
+// Sample b of the output is the collage of sample b of every component input. With plan_only
+// (CPU), each image input is the image's shape instead, (H, W, C), and no pixel is made.
 //
 // Outputs:
 //   0 collage   HWC uint8, or CHW/HWC float normalized with mean/std
@@ -147,7 +148,12 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
     min_box_size_ = spec.template GetArgument<float>("min_box_size");
     emulate_gpu_launch_ = spec.template GetArgument<bool>("_emulate_gpu_launch");
     portable_cpu_ = spec.template GetArgument<bool>("_portable_cpu");
-    if constexpr (std::is_same_v<Backend, dali::GPUBackend>) CheckCudaDriver();
+    plan_only_ = spec.template GetArgument<bool>("plan_only");
+    if constexpr (std::is_same_v<Backend, dali::GPUBackend>) {
+      DALI_ENFORCE(!plan_only_, "CollageStitch: plan_only is for the CPU backend (it plans on "
+                                "the host, for a GPU graph's annotations)");
+      CheckCudaDriver();
+    }
   }
 
  protected:
@@ -160,10 +166,11 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
         origin(B, 2), placement(B, 2);
     for (int s = 0; s < B; s++) {
       const CollageSample &c = samples_[s];
+      const int64_t h = plan_only_ ? 0 : c.out_h, w = plan_only_ ? 0 : c.out_w;
       if (chw_)
-        img.set_tensor_shape(s, {params_.channels, c.out_h, c.out_w});
+        img.set_tensor_shape(s, {params_.channels, h, w});
       else
-        img.set_tensor_shape(s, {c.out_h, c.out_w, params_.channels});
+        img.set_tensor_shape(s, {h, w, params_.channels});
       const SampleAnnotations &a = annotations_[s];
       int64_t nbox = a.labels.size();
       boxes.set_tensor_shape(s, {nbox, 4});
@@ -185,6 +192,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
   }
 
   void RunImpl(dali::Workspace &ws) override;
+  void Stitch(dali::Workspace &ws);  // the CPU backend's pixels
 
   /** Points every component at its input sample and every collage at its output sample. */
   void BindPointers(dali::Workspace &ws) {
@@ -222,6 +230,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
   float box_tolerance_, min_box_size_;
   bool emulate_gpu_launch_;
   bool portable_cpu_;  // the CPU backend without SIMD, as on CPUs other than x86-64
+  bool plan_only_;     // image inputs are shapes; no pixels
 
   PixelParams params_{};
   std::vector<CollageSample> samples_;
@@ -242,6 +251,7 @@ class CollageStitch : public dali::StatelessOperator<Backend> {
 
   void Plan(const dali::Workspace &ws);
   void CheckInputs(const dali::Workspace &ws) const;
+  dali::TensorShape<3> ImageShape(const dali::Workspace &ws, int j, int s) const;
   void PlanPixelParams(int channels);
   void PlanSample(const dali::Workspace &ws, int s, const float *short_side, const int *flip);
   void PlanAnnotations(const dali::Workspace &ws, int s);
@@ -263,7 +273,7 @@ template <typename Backend>
 void CollageStitch<Backend>::Plan(const dali::Workspace &ws) {
   CheckInputs(ws);
   const int B = ws.GetInputBatchSize(0);
-  const int C = ws.template Input<Backend>(0).shape()[0][2];
+  const int C = ImageShape(ws, 0, 0)[2];
   DALI_ENFORCE(C >= 1 && C <= kMaxChannels,
                dali::make_string("CollageStitch: images have ", C, " channels; 1 to ",
                                  kMaxChannels, " are supported"));
@@ -293,6 +303,15 @@ void CollageStitch<Backend>::CheckInputs(const dali::Workspace &ws) const {
                  dali::make_string("CollageStitch: image input ", j, " is on the wrong device ",
                                    "(the GPU operator takes GPU images, the CPU one CPU images)"));
     const auto &in = ws.template Input<Backend>(j);
+    if (plan_only_) {
+      DALI_ENFORCE((in.type() == ::DALI_INT64 || in.type() == ::DALI_INT32) &&
+                   in.sample_dim() == 1,
+                   dali::make_string("CollageStitch: with plan_only, image input ", j,
+                                     " must be the images' shapes, (H, W, C) int64 or int32 a "
+                                     "sample as fn.peek_image_shape gives them; got type ",
+                                     in.type(), " with ", in.sample_dim(), " dimensions"));
+      continue;
+    }
     DALI_ENFORCE(in.type() == ::DALI_UINT8,
                  dali::make_string("CollageStitch: image input ", j, " has type ", in.type(),
                                    "; decoded uint8 images are expected"));
@@ -308,6 +327,28 @@ void CollageStitch<Backend>::CheckInputs(const dali::Workspace &ws) const {
     DALI_ENFORCE(ws.template InputIsType<dali::CPUBackend>(j),
                  dali::make_string("CollageStitch: annotation input ", j,
                                    " must be on the CPU (boxes, labels, polygons, vertices)"));
+}
+
+/** (H, W, C) of component j's image in sample s: its shape, or with plan_only its values. */
+template <typename Backend>
+dali::TensorShape<3> CollageStitch<Backend>::ImageShape(const dali::Workspace &ws, int j,
+                                                        int s) const {
+  const auto &in = ws.template Input<Backend>(j);
+  if constexpr (std::is_same_v<Backend, dali::CPUBackend>) {
+    if (plan_only_) {
+      DALI_ENFORCE(in.shape()[s].num_elements() == 3,
+                   dali::make_string("CollageStitch: image input ", j, ", ", SampleName(in, s),
+                                     " holds ", in.shape()[s].num_elements(),
+                                     " values; plan_only takes (H, W, C)"));
+      dali::TensorShape<3> shape;
+      TYPE_SWITCH(in.type(), dali::type2id, T, (int32_t, int64_t), (
+        const T *v = in.template tensor<T>(s);
+        shape = {v[0], v[1], v[2]};
+      ), (DALI_FAIL("CollageStitch: plan_only takes int32 or int64 shapes")));  // NOLINT
+      return shape;
+    }
+  }
+  return in.shape()[s].template to_static<3>();
 }
 
 /** Channel count, pad value and normalization, 1 or C values each. */
@@ -334,7 +375,7 @@ void CollageStitch<Backend>::PlanSample(const dali::Workspace &ws, int s,
   const int C = params_.channels;
   Size2 src[kMaxComponents];
   for (int j = 0; j < k_; j++) {
-    auto shape = ws.template Input<Backend>(j).shape()[s];
+    auto shape = ImageShape(ws, j, s);
     const std::string name = SampleName(ws.template Input<Backend>(j), s);
     DALI_ENFORCE(shape[0] > 0 && shape[1] > 0,
                  dali::make_string("CollageStitch: image input ", j, ", ", name, " has size ",

@@ -44,7 +44,8 @@ def stitched_batch(feed: Callable, *, k: int, max_size: float, interp: str = "ne
 
     Images are decoded to RGB: DALI's CPU decoder makes BGR with an extra conversion pass that
     doubles its cost, while CollageStitch reverses the channels for free (reverse_channels).
-    device="gpu" decodes on the GPU ("mixed") and stitches there.
+    device="gpu" decodes on the GPU ("mixed") and stitches there; the annotations come from
+    CollageStitch(plan_only) on the CPU.
     """
     check_k(k)
     names = component_inputs(polygons)
@@ -54,10 +55,19 @@ def stitched_batch(feed: Callable, *, k: int, max_size: float, interp: str = "ne
     short_side, flip = inputs[-2:]
     images = [fn.decoders.image(e, device="mixed" if device == "gpu" else "cpu",
                                 output_type=types.RGB) for e in given["encoded"]]
-    out = collage_stitch(images, given["boxes"], given["labels"], given.get("polygons"),
-                         given.get("vertices"), short_side=short_side,
-                         flip=flip, max_size=max_size, interp=interp, pad_value=list(pad_value),
-                         min_box_size=min_box_size, reverse_channels=image_format == "BGR")
+    annotations = (given["boxes"], given["labels"], given.get("polygons"), given.get("vertices"))
+    args = dict(short_side=short_side, flip=flip, max_size=max_size, interp=interp,
+                pad_value=list(pad_value), min_box_size=min_box_size,
+                reverse_channels=image_format == "BGR")
+    if device == "gpu":
+        # The plan again on the host, from the encoded images' headers (EXIF orientation
+        # applied, as the decoder applies it): the annotations are made on the CPU and never
+        # copied back from the GPU, which stitches the pixels alone.
+        plan = collage_stitch([fn.peek_image_shape(e) for e in given["encoded"]], *annotations,
+                              plan_only=True, **args)
+        out = plan._replace(image=collage_stitch(images, **args).image)
+    else:
+        out = collage_stitch(images, *annotations, **args)
     # the decoded sizes, against the annotations' (boxes are in the annotations' pixels), as
     # one output: a pipeline output costs the caller time every run
     return StitchedBatch(out, fn.stack(*[image.shape() for image in images]))

@@ -38,6 +38,21 @@ def test_non_uint8_images():
                  r"image input 0 has type float; decoded uint8 images are expected")
 
 
+def test_plan_only_takes_shapes():
+    """plan_only reads each image input as (H, W, C): images, or shapes of another length, are
+    named as such."""
+    shape = np.array(IMG.shape, np.int64)
+    assert_error(lambda: run_collage([[IMG]] * 4, short_side=10, plan_only=True),
+                 r"with plan_only, image input 0 must be the images' shapes, \(H, W, C\)",
+                 r"got type uint8 with 3 dimensions")
+    assert_error(lambda: run_collage([[shape[:2]]] * 4, short_side=10, plan_only=True,
+                                     image_layout=None),
+                 r"image input 0, sample 0 holds 2 values; plan_only takes \(H, W, C\)")
+    assert_error(lambda: run_collage([[shape * [1, 0, 1]]] * 4, short_side=10,
+                                     plan_only=True, image_layout=None),
+                 r"has size 10x0; zero-size images cannot be resized")
+
+
 def test_not_hwc():
     gray2d = np.zeros((10, 12), np.uint8)
     assert_error(lambda: run_collage([[gray2d]] * 4, short_side=10, image_layout=None),

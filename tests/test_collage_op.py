@@ -315,6 +315,82 @@ def test_coco128_collages_match_reference(coco128):
     assert n_small > 0  # the collage makes small objects, the point of the method
 
 
+def exif_rotated_jpeg(h, w, orientation, seed):
+    """A JPEG stored h x w with an EXIF orientation tag (6: shown rotated by 90 degrees)."""
+    import io
+
+    from PIL import Image
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", exif=exif.tobytes())
+    return np.frombuffer(buf.getvalue(), np.uint8)
+
+
+def test_plan_only_gives_the_operators_annotations(coco128):
+    """CollageStitch(plan_only) on the encoded images' peeked shapes, as a GPU graph plans on
+    the host: outputs 1-6 bit for bit those of the operator on the decoded images (coco128
+    through DALI's COCO reader, k = 4 and 1, and images whose EXIF orientation turns them);
+    the stored, unturned shapes would plan another collage."""
+    import nvidia.dali.fn as fn
+    from nvidia.dali import pipeline_def
+
+    import dst_dali
+
+    def both(k, B, parts, args, turned=True):
+        """parts: k (encoded, boxes, labels[, polygons, vertices]) DataNode tuples."""
+        encoded, annotations = [p[0] for p in parts], [list(x) for x in zip(*[p[1:] for p in parts])]
+        full = dst_dali.collage_stitch([fn.decoders.image(e) for e in encoded], *annotations,
+                                       **args)
+        plan = dst_dali.collage_stitch(
+            [fn.peek_image_shape(e, adjust_orientation=turned) for e in encoded], *annotations,
+            plan_only=True, **args)
+        return tuple(full) + tuple(plan)
+
+    def outputs(pipe, B):
+        pipe.build()
+        outs = [[np.array(o[b]) for b in range(B)] for o in pipe.run()]
+        return outs[:7], outs[7:]
+
+    for k, B in ((4, 3), (1, 4)):
+        args = dict(short_side=[160.0, 200.0, 240.0, 280.0][:k], flip=[0, 1, 1, 0][:k],
+                    max_size=400, min_box_size=1e-5)
+
+        @pipeline_def(batch_size=B, num_threads=2, device_id=None, prefetch_queue_depth=1)
+        def readers():
+            return both(k, B, [fn.readers.coco(
+                file_root=coco128.images, annotations_file=coco128.annotations, ltrb=True,
+                polygon_masks=True, shard_id=j, num_shards=k, skip_empty=True)
+                for j in range(k)], args)
+        full, plan = outputs(readers(), B)
+        for b in range(B):
+            assert plan[0][b].shape == (0, 0, 3) and full[0][b].shape[0] > 0
+            for i in range(1, 7):
+                np.testing.assert_array_equal(plan[i][b], full[i][b])
+                assert plan[i][b].dtype == full[i][b].dtype
+        assert sum(len(full[1][b]) for b in range(B)) > 10 and len(full[3][0]) > 0
+
+    # stored 40 x 64 and 50 x 30, shown turned: the decoder and the peek both turn them
+    files = [exif_rotated_jpeg(40, 64, 6, 0), exif_rotated_jpeg(50, 30, 8, 1),
+             exif_rotated_jpeg(36, 36, 1, 2), exif_rotated_jpeg(20, 70, 6, 3)]
+    boxes = [np.array([[1, 2, 30, 35]], np.float32)] * 4  # inside every turned image
+    labels = [np.array([7], np.int32)] * 4
+    args = dict(short_side=[32.0, 48.0, 64.0, 40.0], flip=[1, 0, 0, 1], max_size=200)
+    for turned in (True, False):
+        @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1)
+        def exif():
+            return both(4, 1, [(fn.external_source(lambda j=j: [files[j]], batch=True),
+                                fn.external_source(lambda: [boxes[0]], batch=True),
+                                fn.external_source(lambda: [labels[0]], batch=True))
+                               for j in range(4)], args, turned)
+        full, plan = outputs(exif(), 1)
+        h, w = full[6][0][0, 2:]
+        assert h > w  # the first image, stored wide, is decoded turned: tall
+        same = all(np.array_equal(plan[i][0], full[i][0]) for i in range(1, 7))
+        assert same == turned
+
+
 @pytest.mark.parametrize("channels", [1, 3, 4])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_nearest_rows_over_widths_and_scales(channels, reverse):

@@ -63,7 +63,8 @@ def test_cpu_only_build_switch(tmp_path):
 
 def test_host_cpu_stats_count_each_k_apart():
     """The totals benchmarks read: a k = 4 run of 3 collages adds 1 batch and 3 samples to
-    k = 4 only, a k = 1 run to k = 1 only, each with the CPU its pixel tasks took."""
+    k = 4 only, a k = 1 run to k = 1 only, each with the CPU its pixel tasks took; a plan_only
+    run adds its CPU alone."""
     import numpy as np
 
     import dst_dali
@@ -83,3 +84,9 @@ def test_host_cpu_stats_count_each_k_apart():
     assert list(d1) == [1] and d1[1]["batches"] == 1 and d1[1]["samples"] == 3
     # a 600x800 output per sample is far more than a microsecond of CPU
     assert d4[4]["cpu_s"] > 3e-6 * 3 and d1[1]["cpu_s"] > 3e-6 * 3
+    # a GPU graph's host plan: its CPU is the batch's, the batch is the GPU operator's to count
+    shapes = [[np.array(i.shape, np.int64) for i in comp] for comp in images]
+    plan = delta(lambda: run_collage(shapes, short_side=600, max_size=1000, plan_only=True,
+                                     image_layout=None))
+    assert list(plan) == [4] and plan[4]["batches"] == plan[4]["samples"] == 0
+    assert 0 < plan[4]["cpu_s"] < d4[4]["cpu_s"]
