@@ -373,6 +373,29 @@ def test_accuracy_bench_quick(tmp_path):
                  "--work-dir", str(tmp_path / "work")]) == data["rows"]
 
 
+def test_decoder_batching_bench_quick(tmp_path):
+    """bench/decoder_batching.py --quick: one decoder over k·B images gives the k decoders'
+    images in feed order (files read one image off would not), and both graphs' CPU and
+    instructions a batch."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from decoder_batching import build, decoded_images, main
+    counted = callgrind_available()
+    rows = {r["graph"]: r for r in main(["--quick", "--results-dir", str(tmp_path)]
+                                        + ([] if counted else ["--no-callgrind"]))}
+    assert rows["k_decoders"]["decoders"] == 4 and rows["one_decoder"]["decoders"] == 1
+    assert all(r["cpu_ms"] > 0 and (not counted or r["instructions"] > 1e6)
+               for r in rows.values())
+    with open(tmp_path / "decoder_batching.json") as f:
+        assert json.load(f)["meta"]["same_images"] is True
+    folder = os.path.join(ROOT, "data", "coco128", "images")
+    files = [os.path.join(folder, f) for f in sorted(os.listdir(folder))]
+    split = decoded_images(build("k_decoders", files, 4, 2, images=True))
+    one = decoded_images(build("one_decoder", files, 4, 2, images=True))
+    off = decoded_images(build("one_decoder", files[1:], 4, 2, images=True))
+    assert all(np.array_equal(a, b) for a, b in zip(split, one)) and len(one) == 8
+    assert not any(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(split, off))
+
+
 def test_soak_bench_quick(tmp_path):
     """bench/soak.py over 300 iterations (its faults and kills scaled): every planted file set
     aside by both runs, the killed-and-resumed stream equal to the straight one, and every
