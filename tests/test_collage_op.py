@@ -338,7 +338,7 @@ def test_plan_only_gives_the_operators_annotations(coco128):
 
     import dst_dali
 
-    def both(k, B, parts, args, turned=True):
+    def both(parts, args, turned=True):
         """parts: k (encoded, boxes, labels[, polygons, vertices]) DataNode tuples."""
         encoded, annotations = [p[0] for p in parts], [list(x) for x in zip(*[p[1:] for p in parts])]
         full = dst_dali.collage_stitch([fn.decoders.image(e) for e in encoded], *annotations,
@@ -359,7 +359,7 @@ def test_plan_only_gives_the_operators_annotations(coco128):
 
         @pipeline_def(batch_size=B, num_threads=2, device_id=None, prefetch_queue_depth=1)
         def readers():
-            return both(k, B, [fn.readers.coco(
+            return both([fn.readers.coco(
                 file_root=coco128.images, annotations_file=coco128.annotations, ltrb=True,
                 polygon_masks=True, shard_id=j, num_shards=k, skip_empty=True)
                 for j in range(k)], args)
@@ -374,16 +374,16 @@ def test_plan_only_gives_the_operators_annotations(coco128):
     # stored 40 x 64 and 50 x 30, shown turned: the decoder and the peek both turn them
     files = [exif_rotated_jpeg(40, 64, 6, 0), exif_rotated_jpeg(50, 30, 8, 1),
              exif_rotated_jpeg(36, 36, 1, 2), exif_rotated_jpeg(20, 70, 6, 3)]
-    boxes = [np.array([[1, 2, 30, 35]], np.float32)] * 4  # inside every turned image
-    labels = [np.array([7], np.int32)] * 4
+    box = np.array([[1, 2, 30, 35]], np.float32)  # inside every turned image
+    label = np.array([7], np.int32)
     args = dict(short_side=[32.0, 48.0, 64.0, 40.0], flip=[1, 0, 0, 1], max_size=200)
     for turned in (True, False):
         @pipeline_def(batch_size=1, num_threads=1, device_id=None, prefetch_queue_depth=1)
         def exif():
-            return both(4, 1, [(fn.external_source(lambda j=j: [files[j]], batch=True),
-                                fn.external_source(lambda: [boxes[0]], batch=True),
-                                fn.external_source(lambda: [labels[0]], batch=True))
-                               for j in range(4)], args, turned)
+            return both([(fn.external_source(lambda j=j: [files[j]], batch=True),
+                          fn.external_source(lambda: [box], batch=True),
+                          fn.external_source(lambda: [label], batch=True))
+                         for j in range(4)], args, turned)
         full, plan = outputs(exif(), 1)
         h, w = full[6][0][0, 2:]
         assert h > w  # the first image, stored wide, is decoded turned: tall
