@@ -206,11 +206,11 @@ def dealt(ranks: list) -> list:
     epoch's deal, over all ranks."""
     out = [{} for _ in ranks]
     for kind in ("regular", "collage"):
-        samplers = [loader._sampler(kind) for loader in ranks]
+        samplers = [loader.streams[kind].new_sampler() for loader in ranks]
         for loader, sampler, part in zip(ranks, samplers, out):
             ids = loader.index.image_ids
             part[kind] = {"groups": [[ids[p] for p in next(sampler)]
-                                     for _ in range(loader._delivered[kind])],
+                                     for _ in range(loader.streams[kind].delivered)],
                           "epochs": sampler._next_epoch}
         usable = set(np.concatenate(list(samplers[0]._members.values())).tolist())
         epochs = min(part[kind]["epochs"] for part in out)

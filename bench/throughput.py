@@ -344,7 +344,7 @@ class BuiltinsVariant:
         """[(image as a torch tensor, boxes in its pixels)] of one batch, and its plan."""
         import torch
 
-        from dst_dali.loader import _gpu_to_torch
+        from dst_dali.batch_stream import gpu_to_torch
         pipe = next(self.pipes[kind])
         (images,) = pipe.run()
         plan = self.plans[pipe].pop(0)
@@ -354,7 +354,7 @@ class BuiltinsVariant:
             boxes = [self.map_boxes(self.index.boxes[p], self.index.sizes[p], place, flip)
                      for p, place, flip in list(zip(plan["positions"], plan["places"],
                                                     plan["flips"]))[b * k:(b + 1) * k]]
-            image = (_gpu_to_torch(images[b]) if self.gpu
+            image = (gpu_to_torch(images[b]) if self.gpu
                      else torch.from_numpy(np.asarray(images[b])))
             out.append((image, np.concatenate(boxes)))
         return out, plan

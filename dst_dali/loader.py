@@ -1,16 +1,12 @@
 """DSTLoader: regular and collage batches from two prefetching DALI pipelines, the kind of each
 iteration chosen by the feedback controller, in detectron2's or torchvision's format."""
-import ctypes
 import itertools
 import logging
 import math
 import warnings
-from collections import deque
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
-from nvidia.dali import pipeline_def
-
 try:
     import torch
 except ModuleNotFoundError as e:  # the operator needs DALI alone; the loader needs torch too
@@ -18,23 +14,19 @@ except ModuleNotFoundError as e:  # the operator needs DALI alone; the loader ne
                               "'dst_dali[loader]' (in a checkout: pip install '.[loader]')",
                               name=e.name) from e
 
-from dst_dali.pipelines.stitch import component_inputs, stitched_batch
-
 from .bad_images import BadImages
+from .batch_stream import BatchStream
 from .checkpoint import SEQUENCE_KEYS, STATE_VERSION, check_loader_state
 from .controller import COLLAGE, KINDS, REGULAR, FeedbackController
 from .distributed import shard_of_rank, shared_random_seed
 from .feedback import UNFED_WARNING_AFTER, ControllerFeed, check_watch_args
 from .catalog import detectron2_dataset_index
-from .check_dataset import dali_cause
 from .coco_index import load_coco_index
 from .dataset import DatasetError, DatasetIndex
-from .device import dali_device_id, resolve_device
-from .formats import Sample, to_detectron2, to_torchvision
-from .image_files import MAX_PIXELS, NO_ANNOTATIONS, STAND_IN, read_image_file
+from .device import resolve_device
+from .formats import to_detectron2, to_torchvision
+from .image_files import MAX_PIXELS
 from .ops import check_k
-from .sampler import GroupSampler
-from .streams import DRAW, generator
 from .stock_loops import ModelFinder, put_scalars, storage_iteration
 
 logger = logging.getLogger(__name__)
@@ -52,38 +44,9 @@ def _integer(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-class _Group(NamedTuple):
-    """What the feed gave a pipeline for one batch: dataset positions (sample b, component j
-    at b * k + j), the draws for each, and the images it could not give ({position: why}:
-    their stand-ins make the batch decode, which is then made again without them)."""
-    positions: List[int]
-    short_side: np.ndarray
-    flip: np.ndarray
-    flagged: dict
-
-
-def _return_freed_heap() -> None:
-    """Hands the C heap's free pages back to the system (glibc's malloc_trim): pipelines rebuilt
-    after each bad image otherwise leave the process's memory a little higher every time."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 def default_pipelines(device: str, num_threads: int) -> int:
     """DALI pipelines of a kind unless given: 2 on the CPU (at most num_threads), 1 on a GPU."""
     return min(2, num_threads) if device == "cpu" else 1
-
-
-def _gpu_to_torch(tensor):
-    """A copy of one DALI GPU sample as a CUDA tensor (DALI reuses its buffers), on the GPU
-    the pipeline ran on, whichever device is torch's current one."""
-    from nvidia.dali.plugin.pytorch import feed_ndarray
-    device = torch.device("cuda", tensor.device_id())
-    out = torch.empty(tensor.shape(), dtype=torch.uint8, device=device)
-    feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(device))
-    return out
 
 
 class DSTLoader:
@@ -252,15 +215,10 @@ class DSTLoader:
                 f"batch_size={batch_size}: a collage batch needs k*batch_size={k * batch_size} "
                 f"distinct images, but shard {shard_id} of {num_shards} holds "
                 f"{self.shard_size} (of {n} usable images in {self.index.source})")
-        self._samplers = {kind: self._sampler(kind) for kind in KINDS}
-        # Pipeline w of P makes the groups at places first + w, first + w + P, ... of its
-        # stream, delivered in turn, so `delivered` is always a prefix of the stream.
-        self._first = dict.fromkeys(KINDS, 0)
-        self._delivered = dict.fromkeys(KINDS, 0)
-        self._drawn = {kind: {} for kind in KINDS}  # place -> group, drawn for a later pipeline
-        self._next_fed: dict = {}
-        self._pending: dict = {}  # per pipeline: groups fed to DALI, not yet delivered
-        self._pipes: dict = {}
+        self.streams = {kind: BatchStream(kind, self.index, self.bad, self._config, k=k,
+                                          grouped=self.aspect_ratio_grouping,
+                                          device=self.device, masks=masks,
+                                          bad_images=bad_images) for kind in KINDS}
         self.closed = False
         self._restart(dict.fromkeys(KINDS, 0))
         self.iteration = 0
@@ -285,174 +243,6 @@ class DSTLoader:
         of dicts); kwargs as for DSTLoader."""
         return cls(index=detectron2_dataset_index(datasets, kwargs.get("cache_dir"),
                                                   polygons=kwargs.get("masks", False)), **kwargs)
-
-    # -- what each batch reads ---------------------------------------------------------------
-    def _k_of(self, kind: str) -> int:
-        return 1 if kind == REGULAR else self.k
-
-    def _sampler(self, kind: str) -> GroupSampler:
-        """Collage components always share an orientation; regular batches do with grouping."""
-        c = self._config
-        size = self._k_of(kind) * self.batch_size
-        by_orientation = kind == COLLAGE or self.aspect_ratio_grouping
-        try:
-            sampler = GroupSampler(self.index.landscape if by_orientation else None,
-                                   len(self.index), size, seed=c["seed"],
-                                   stream=KINDS.index(kind), shard_id=c["shard_id"],
-                                   num_shards=c["num_shards"])
-        except ValueError as e:
-            raise ValueError(f"batch_size={self.batch_size}: {kind} batches of {size} images: "
-                             f"{e} ({c['dataset']})") from None
-        if sampler.left_out:
-            logger.warning("%s: %d image(s) of an orientation with fewer than %d images are "
-                           "left out of %s batches", c["dataset"], sampler.left_out, size,
-                           kind)
-        return sampler
-
-    def _draws(self, kind: str, number: int, size: int):
-        """The short side and flip of each image of a group, drawn as detectron2 draws them per
-        image, from the seed, the rank and the group's place in the stream alone."""
-        c = self._config
-        rng = generator(c["seed"], DRAW, KINDS.index(kind), c["shard_id"], number)
-        short = rng.choice(np.asarray(c["min_size"], np.float32), size=size)
-        flip = (rng.random(size) < c["flip_prob"]).astype(np.int32)
-        return short, flip
-
-    def _group_at(self, kind: str, place: int) -> List[int]:
-        """The dataset positions of the stream's group at `place` (from 0); the sampler draws
-        in order, so groups drawn on the way wait for their pipeline."""
-        sampler, drawn = self._samplers[kind], self._drawn[kind]
-        while sampler.position <= place:
-            at = sampler.position
-            drawn[at] = next(sampler)
-        return drawn.pop(place)
-
-    def _feed(self, kind: str, w: int):
-        """The inputs of pipeline w's next batch (component_inputs per component, then
-        short_side and flip): called by DALI, in order, as it prefetches."""
-        k, B = self._k_of(kind), self.batch_size
-        place = self._next_fed[kind][w]
-        self._next_fed[kind][w] += len(self._pipes[kind])
-        number = place + 1  # the random draws are keyed by the group's number from 1
-        c = self._config
-        positions = self.bad.replaced(
-            self._group_at(kind, place), kind == COLLAGE or self.aspect_ratio_grouping,
-            [c["seed"], KINDS.index(kind), c["shard_id"], number], kind)
-        short, flip = self._draws(kind, number, len(positions))
-        ix, encoded, flagged = self.index, [], {}
-        for p in positions:  # a file that fails here is flagged, never raised out of DALI
-            data, why = read_image_file(ix.file_paths[p], ix.sizes[p], self._config["max_pixels"])
-            if why is not None:
-                flagged[p] = why
-            encoded.append(STAND_IN if why is not None else data)
-
-        def field(name: str, slot: int):
-            p = positions[slot]
-            if name == "encoded":
-                return encoded[slot]
-            return NO_ANNOTATIONS[name] if p in flagged else getattr(ix, name)[p]
-        inputs = [[field(name, b * k + j) for b in range(B)]
-                  for name in component_inputs(self.masks) for j in range(k)]
-        inputs.append([short[b * k:(b + 1) * k] for b in range(B)])
-        inputs.append([flip[b * k:(b + 1) * k] for b in range(B)])
-        self._pending[kind][w].append(_Group(positions, short, flip, flagged))
-        return inputs
-
-    def _set_aside(self, kind: str, bad: dict) -> str:
-        """Sets the group's bad images aside and restarts the kind's pipelines at the failed
-        group, which the feed now gives with replacements. Returns the message."""
-        message = self.bad.record(bad)
-        self._restart({kind: self._delivered[kind]}, kinds=(kind,))
-        return message
-
-    # -- pipelines ---------------------------------------------------------------------------
-    def _build(self, kind: str, w: int):
-        c = self._config
-        k = self._k_of(kind)
-        local = c["device_id"] if c["device_id"] is not None else (
-            torch.cuda.current_device() if self.device == "gpu" else 0)
-
-        @pipeline_def(batch_size=c["batch_size"], num_threads=c["threads_per_pipeline"],
-                      device_id=dali_device_id(self.device, local),
-                      prefetch_queue_depth=c["prefetch"],
-                      exec_dynamic=True)  # outputs outlive run(): see _samples
-        def graph():
-            sb = stitched_batch(lambda: self._feed(kind, w), k=k, max_size=c["max_size"],
-                                interp="linear" if k == 1 else "nearest", device=self.device,
-                                image_format=c["image_format"], pad_value=c["pad_value"],
-                                polygons=self.masks)
-            o = sb.out
-            return (sb.decoded_shapes, o.image, o.boxes, o.labels, o.origin, o.placement,
-                    *((o.polygons, o.vertices) if self.masks else ()))
-
-        pipe = graph()
-        pipe.build()
-        return pipe
-
-    def _run(self, kind: str):
-        """The kind's next batch from the pipeline whose turn it is: (its group, its outputs).
-        A bad image is set aside and named, in an error ("stop") or in the log ("skip": then
-        the batch is made again)."""
-        while True:
-            w = (self._delivered[kind] - self._first[kind]) % len(self._pipes[kind])
-            pending = self._pending[kind][w]
-            try:
-                shapes, *outputs = self._pipes[kind][w].run()
-            except RuntimeError as e:
-                # a file that does not decode, or one smaller than its entry (whose boxes then
-                # lie outside it): found by decoding the group's files again, one by one
-                group = pending[0] if pending else None
-                bad = self.bad.diagnose(group.positions, group.flagged) if group else {}
-                if not bad:  # not an image's fault; rebuilt for a caller who retries
-                    files = [self.index.file_paths[p] for p in group.positions] if group else []
-                    self._restart({kind: self._delivered[kind]}, kinds=(kind,))
-                    raise RuntimeError(f"DSTLoader: the {kind} pipeline stopped reading "
-                                       f"{', '.join(files)} ({dali_cause(e)})") from e
-                message = self._set_aside(kind, bad)
-                error = RuntimeError(f"DSTLoader: the {kind} pipeline stopped: {message}; "
-                                     "bad_images='skip' goes on")
-            else:
-                group = pending[0]
-                decoded = np.array(shapes.as_tensor())[..., :2].reshape(-1, 2)  # group order
-                bad = dict(group.flagged) or self.bad.size_mismatches(group.positions, decoded)
-                if not bad:
-                    self._delivered[kind] += 1
-                    return pending.popleft(), outputs
-                message = self._set_aside(kind, bad)
-                error = (RuntimeError if group.flagged else ValueError)(
-                    f"DSTLoader: {message}; fix the entry or the file (python -m "
-                    "dst_dali.check_dataset finds them all), or bad_images='skip'")
-            if self.bad_images == "stop":
-                raise error
-            logger.warning("DSTLoader: skipping %s", message)
-
-    def _samples(self, kind: str) -> List[Sample]:
-        """Runs the kind's pipeline once: its batch as Samples. CPU images are views of DALI's
-        output buffers: DALI's dynamic executor hands each run's outputs over to the caller
-        and never reuses a buffer something still refers to (a collage is about 3 MB, and
-        copying it costs about two thirds of stitching it: bench/collage_op.py)."""
-        group, (image, *annotations) = self._run(kind)
-        gpu = self.device == "gpu"  # the image only: annotations are planned on the CPU
-        boxes, labels, origin, place, *polygon_outputs = annotations
-        k = self._k_of(kind)
-        samples = []
-        for i in range(len(image)):
-            positions = group.positions[i * k:(i + 1) * k]
-            samples.append(Sample(
-                image=_gpu_to_torch(image[i]) if gpu else torch.from_numpy(np.asarray(image[i])),
-                boxes=np.array(boxes[i]).reshape(-1, 4), labels=np.array(labels[i]).reshape(-1),
-                polygons=(np.array(polygon_outputs[0][i]).reshape(-1, 3) if self.masks
-                          else np.zeros((0, 3), np.int32)),
-                vertices=(np.array(polygon_outputs[1][i]).reshape(-1, 2) if self.masks
-                          else np.zeros((0, 2), np.float32)),
-                image_ids=[self.index.image_ids[p] for p in positions],
-                short_side=group.short_side[i * k:(i + 1) * k],
-                placement=np.array(place[i]).reshape(-1, 4),
-                box_component=np.array(origin[i]).reshape(-1, 2)[:, 0],
-                flip=group.flip[i * k:(i + 1) * k], kind=kind,
-                original_size=tuple(self.index.sizes[positions[0]]) if kind == REGULAR
-                else None))
-        return samples
 
     # -- iteration ---------------------------------------------------------------------------
     def watch(self, model=None, signal: Optional[str] = None, decision: Optional[str] = None,
@@ -509,9 +299,8 @@ class DSTLoader:
         batch after it; the batches it gave stay valid."""
         if self._finder is not None:
             self._finder.remove()
-        for kind in list(self._pipes):
-            self._shut_down(kind)
-        self._pending = {}
+        for stream in self.streams.values():
+            stream.shut_down()
         self.closed = True
 
     def __enter__(self) -> "DSTLoader":
@@ -549,7 +338,7 @@ class DSTLoader:
             raise ValueError(f"kind={kind!r}: must be one of {KINDS}")
         if self.closed:
             raise RuntimeError("DSTLoader: closed; it serves no more batches")
-        samples = self._samples(kind)
+        samples = self.streams[kind].samples()
         self.iteration += 1
         self._run_kinds[kind] += 1
         if self.log_scalars:
@@ -612,8 +401,8 @@ class DSTLoader:
     def epochs_read(self) -> dict:
         """Passes over this rank's share of the dataset each stream has delivered (prefetch
         not counted)."""
-        return {kind: self._delivered[kind] * self._k_of(kind) * self.batch_size / self.shard_size
-                for kind in KINDS}
+        return {kind: s.delivered * s.k * self.batch_size / self.shard_size
+                for kind, s in self.streams.items()}
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -629,30 +418,15 @@ class DSTLoader:
                 "feedback_due": due,
                 "config": {key: self._config[key] for key in SEQUENCE_KEYS},
                 "iteration": self.iteration, "last_kind": self.last_kind,
-                "delivered": {kind: self._delivered[kind] for kind in KINDS},
+                "delivered": {kind: s.delivered for kind, s in self.streams.items()},
                 "set_aside": [[self.index.image_ids[p], why]
                               for p, why in sorted(self.set_aside.items())],
                 "controller": self.controller.state_dict() if self.controller else None}
 
-    def _shut_down(self, kind: str) -> None:
-        """Ends the kind's pipelines and their threads now, not whenever the garbage collector
-        frees them (their feed refers back to the loader)."""
-        for pipe in self._pipes.pop(kind, []):
-            pipe._shutdown()  # DALI's own teardown (what Pipeline.__del__ calls)
-        _return_freed_heap()
-
-    def _restart(self, delivered: dict, kinds: Sequence[str] = KINDS) -> None:
+    def _restart(self, delivered: dict) -> None:
         """New pipelines, each stream fed from `delivered[kind]` batches on."""
-        P = self._config["pipelines"]
-        for kind in kinds:
-            self._shut_down(kind)
-            first = delivered[kind]
-            self._first[kind] = self._delivered[kind] = first
-            self._samplers[kind].seek(first)
-            self._drawn[kind].clear()
-            self._next_fed[kind] = [first + w for w in range(P)]
-            self._pending[kind] = [deque() for _ in range(P)]
-            self._pipes[kind] = [self._build(kind, w) for w in range(P)]
+        for kind, first in delivered.items():
+            self.streams[kind].restart(first)
 
     def start_after(self, iterations: int) -> None:
         """Continues both streams past all that `iterations` iterations can have read (for a
@@ -673,7 +447,8 @@ class DSTLoader:
         if adopt_seed:  # the run drew its seed once; a resume reads on with that one
             logger.info("DSTLoader: resuming with the state's seed %d", saved_seed)
             self._config["seed"] = saved_seed
-            self._samplers = {kind: self._sampler(kind) for kind in KINDS}
+            for stream in self.streams.values():
+                stream.sampler = stream.new_sampler()
         position_of = {image_id: p for p, image_id in enumerate(self.index.image_ids)}
         self.bad.set_aside = {position_of[image_id]: why for image_id, why in
                               state.get("set_aside", [])}

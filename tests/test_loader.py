@@ -300,7 +300,7 @@ def test_batches_do_not_depend_on_the_pipelines(coco128):
     expected = [one.next_batch(kind) for kind in kinds * 2]
     for pipelines in (2, 3):
         many = make_loader(coco128, aspect_ratio_grouping=True, pipelines=pipelines)
-        assert len(many._pipes["collage"]) == pipelines
+        assert len(many.streams["collage"].pipes) == pipelines
         for kind, batch in zip(kinds, expected):
             batches_equal(many.next_batch(kind), batch)
         resumed = make_loader(coco128, aspect_ratio_grouping=True, pipelines=5 - pipelines)
