@@ -373,6 +373,43 @@ def test_accuracy_bench_quick(tmp_path):
                  "--work-dir", str(tmp_path / "work")]) == data["rows"]
 
 
+def test_committed_accuracy_results_hold_together():
+    """The committed protocol's results: its paired statistics recomputed from its own runs
+    (scipy's t quantile), each yoked arm's kinds those of the feedback run it replays (read from
+    the histories), every arm's full schedule recorded, and the README stating the primary
+    endpoint as the results do."""
+    from scipy import stats
+    results = os.path.join(ROOT, "bench", "results")
+    with open(os.path.join(results, "accuracy.json")) as f:
+        data = json.load(f)
+    runs = {(r["arm"], r["seed"]): r for r in data["meta"]["runs"]}
+    iters = data["meta"]["iters"]
+    for p in data["paired"]:
+        diffs = [runs[p["a"], s][p["metric"]] - runs[p["b"], s][p["metric"]]
+                 for arm, s in sorted(runs) if arm == p["a"] and (p["b"], s) in runs]
+        half = stats.t.ppf(0.975, len(diffs) - 1) * np.std(diffs, ddof=1) / np.sqrt(len(diffs))
+        assert p["seeds"] == len(diffs) == data["meta"]["seeds"]
+        assert p["mean_diff"] == pytest.approx(np.mean(diffs))
+        assert p["ci95"] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half])
+    for row in data["rows"]:
+        seeds = [s for arm, s in runs if arm == row["arm"]]
+        assert row["AP"] == pytest.approx(np.mean([runs[row["arm"], s]["AP"] for s in seeds]))
+
+    def kinds(name):
+        path = os.path.join(results, data["histories"], f"{name}.csv.gz")
+        return np.loadtxt(path, dtype=str, delimiter=",", skiprows=1, usecols=1)
+    for (arm, seed), run in runs.items():
+        assert len(kinds(f"{arm}_s{seed}")) == iters
+        if run["yoked_to"]:
+            assert np.array_equal(kinds(f"{arm}_s{seed}"), kinds(run["yoked_to"]))
+    primary = next(p for p in data["paired"] if (p["a"], p["b"], p["metric"]) == tuple(
+        data["primary"].values()))
+    lo, hi = primary["ci95"]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read().replace("−", "-")
+    assert f"{primary['mean_diff']:+.2f} APs, 95% CI [{lo:+.2f}, {hi:+.2f}]".lstrip("+") in readme
+
+
 def test_decoder_batching_bench_quick(tmp_path):
     """bench/decoder_batching.py --quick: one decoder over k·B images gives the k decoders'
     images in feed order (files read one image off would not), and both graphs' CPU and
