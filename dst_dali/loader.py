@@ -7,6 +7,7 @@ import warnings
 from typing import Optional, Sequence
 
 import numpy as np
+
 try:
     import torch
 except ModuleNotFoundError as e:  # the operator needs DALI alone; the loader needs torch too
