@@ -33,9 +33,12 @@ def _rank(rank, world, init_file, out):
                            batch_size=2, device="cpu", aspect_ratio_grouping=False)
         assert (loader._config["shard_id"], loader._config["num_shards"]) == (rank, world)
         ids = [d["image_id"] for _ in range(len(loader)) for d in loader.next_batch("regular")]
+        # no grouping: the first len(drawn) batches are this rank's share of one epoch exactly
+        # (grouped, an orientation's last images can go to the next epoch's batches)
         drawn = DSTLoader(os.path.join(ROOT, "data", "coco128", "images"),
                           os.path.join(ROOT, "data", "coco128", "instances.json"),
-                          batch_size=2, device="cpu", seed=None)
+                          batch_size=2, device="cpu", seed=None,
+                          aspect_ratio_grouping=False)
         drawn_ids = [d["image_id"] for _ in range(len(drawn))
                      for d in drawn.next_batch("regular")]
         out[rank] = dict(per_rank=list(per_rank.decisions), global_=list(global_.decisions),
