@@ -23,27 +23,27 @@ demo: install
 	$(PY) train/train_dali.py --config train/configs/demo_coco128_cpu.yaml
 
 test: install
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q --durations=15
 
 bench: install
-	$(PY) bench/collage_op.py --repeats 11 --callgrind
-	$(PY) bench/collage_op.py --k 1 --name resize_op --repeats 9 --callgrind
-	$(PY) bench/throughput.py --callgrind
+	$(PY) -m bench.collage_op --repeats 11 --callgrind
+	$(PY) -m bench.collage_op --k 1 --name resize_op --repeats 9 --callgrind
+	$(PY) -m bench.throughput --callgrind
 
 accuracy: install
-	$(PY) bench/accuracy.py
-	$(PY) bench/iteration_cost.py
+	$(PY) -m bench.evidence.accuracy
+	$(PY) -m bench.iteration_cost
 
 # The first thing to run on a GPU node, even a bare one: the CUDA kernel alone, built by nvcc
 # and driven by $(PYTHON) with numpy (no .venv, no DALI, no network). EMULATE=1: no GPU, the
 # CPU replay of the kernel's launch. The report and gpu_kernel_check.json go to $(OUT).
 OUT ?= output
 gpu-kernel-check:
-	$(PYTHON) bench/gpu_kernel_check.py $(if $(EMULATE),--emulate) --out $(OUT)
+	$(PYTHON) -m bench.gpu.kernel_check $(if $(EMULATE),--emulate) --out $(OUT)
 
 # Then the whole GPU path through DALI: one report, a line per check (exits 0 without a GPU).
 gpu-check: install
-	$(PY) bench/gpu_check.py
+	$(PY) -m bench.gpu.loader_check
 
 clean:
 	rm -rf build output dst_dali/_collage_stitch*.so *.egg-info

@@ -104,6 +104,7 @@ setup(
     version="0.1.0",
     description="Dynamic Scale Training (Stitcher) for object detection as an NVIDIA DALI "
                 "pipeline with a fused CPU/CUDA collage operator",
+    license="Apache-2.0",  # LICENSE; data/coco128 keeps its own terms (its README)
     # pipelines/ (the DALI graph) installs as dst_dali.pipelines: no generic top-level name;
     # it imports dst_dali.* absolutely, which holds in the source tree and installed alike.
     packages=find_packages(include=["dst_dali", "dst_dali.*"]) + ["dst_dali.pipelines"],

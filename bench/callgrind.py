@@ -35,10 +35,13 @@ def _helper() -> ctypes.CDLL:
     path = os.path.join(folder, "counting.so")
     if not os.path.exists(path):
         os.makedirs(folder, exist_ok=True)
-        source = os.path.join(folder, "counting.c")
+        source = os.path.join(folder, f"counting.{os.getpid()}.c")
         with open(source, "w") as f:
             f.write(_HELPER_SOURCE)
-        subprocess.run(["cc", "-O1", "-shared", "-fPIC", source, "-o", path], check=True)
+        # built beside and renamed into place, as another process may be building it too
+        partial = f"{path}.{os.getpid()}.tmp"
+        subprocess.run(["cc", "-O1", "-shared", "-fPIC", source, "-o", partial], check=True)
+        os.replace(partial, path)
     return ctypes.CDLL(path)
 
 
@@ -55,14 +58,15 @@ def counted():
 
 
 def run(argv, env=None) -> dict:
-    """Runs `python argv...` under callgrind; returns {"total": Ir, "by_object": {basename: Ir}}
+    """Runs `python argv...` under callgrind, from the repository root (so `-m bench.X`
+    works); returns {"total": Ir, "by_object": {basename: Ir}}
     of the counted regions, summed over all the child's threads and dumps."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                f"--callgrind-out-file={out}.%p", sys.executable] + list(argv)
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, cwd=ROOT)
         if proc.returncode:
             raise RuntimeError(f"callgrind run failed ({proc.returncode}): {' '.join(cmd)}\n"
                                f"{proc.stderr[-3000:]}")

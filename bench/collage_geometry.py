@@ -7,17 +7,15 @@ that is padding, each component's scale over 1/sqrt(k) of its regular scale, and
 components share an orientation. Goals: mean area ratio <= 1.05, mean padding <= 10%, every
 component's scale in [0.85, 1.0], orientation never mixed.
 
-    python bench/collage_geometry.py [--collages 128] [--short-side 800]
+    python -m bench.collage_geometry [--collages 128] [--short-side 800]
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from bench.common import COCO128, RESULTS, write_results  # noqa: E402
+from .common import COCO128, RESULTS, write_results
 
 GOALS = {"area_ratio_mean": 1.05, "padding_mean": 0.10, "scale_min": 0.85, "scale_max": 1.0,
          "mixed_orientation": 0}

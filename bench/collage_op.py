@@ -11,9 +11,9 @@ and long side cap 1333 (detectron2's defaults), so each component lands at half 
   memcpy      copying the collage's bytes: the floor for anything that writes them
 Each at 1 thread, then 2; methods interleaved in every repeat to share the machine's noise.
 
-    python bench/collage_op.py            # ~1 min on 2 cores
-    python bench/collage_op.py --k 1 --name resize_op   # the regular path: bilinear + flip
-    python bench/collage_op.py --quick    # smoke run (tests)
+    python -m bench.collage_op            # ~1 min on 2 cores
+    python -m bench.collage_op --k 1 --name resize_op   # the regular path: bilinear + flip
+    python -m bench.collage_op --quick    # smoke run (tests)
 """
 import argparse
 import os
@@ -26,9 +26,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (COCO128, PIXEL_MEAN, PIXEL_STD, RESULTS, load_images, median,  # noqa: E402
-                    stitcher_collage, time_call, write_results)
+from .common import (  # noqa: E402
+    COCO128,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    RESULTS,
+    load_images,
+    median,
+    stitcher_collage,
+    time_call,
+    write_results,
+)
 
 
 def build_ours(groups, batch, threads, short_side, max_size):
@@ -203,7 +211,7 @@ def build_methods(args, groups, threads, only=None):
 
 def count_child(args, groups):
     """Under callgrind: method args.count_method at 1 thread, warmed up, then counted once."""
-    import callgrind
+    from . import callgrind
     methods, _, _ = build_methods(args, groups, 1, only=args.count_method)
     run = methods[(args.count_method, 1)]
     run()
@@ -214,13 +222,14 @@ def count_child(args, groups):
 def instruction_counts(argv, groups, methods=("ours", "opencv", "memcpy")):
     """{method: {"total": Ir a collage, "plugin": Ir a collage in CollageStitch's own code}}
     at 1 thread, each from a child of this bench under callgrind."""
-    import callgrind
-    from dst_dali._plugin import plugin_path
+    from dst_dali.op.plugin import plugin_path
+
+    from . import callgrind
     plugin = os.path.basename(plugin_path())
     counts = {}
     for m in methods:
         print(f"callgrind: {m} ...", flush=True)
-        c = callgrind.run([os.path.abspath(__file__)] + argv + ["--count-method", m])
+        c = callgrind.run(["-m", __spec__.name] + argv + ["--count-method", m])
         counts[m] = {"total": c["total"] / len(groups),
                      "plugin": c["by_object"].get(plugin, 0) / len(groups)}
     return counts
@@ -247,7 +256,7 @@ def main(argv=None):
         args.repeats, limit = 1, 4 * args.k
     else:
         limit = None
-    from dst_dali.ops import check_k
+    from dst_dali.op.collage import check_k
     n = check_k(args.k)
 
     images = load_images(args.data, limit)

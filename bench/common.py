@@ -123,9 +123,10 @@ def write_results(name, rows, columns, meta, notes=(), results_dir=RESULTS, scri
     top-level keys of the JSON."""
     os.makedirs(results_dir, exist_ok=True)
     script = os.path.relpath(script or sys.argv[0], ROOT)
+    module = script[:-len(".py")].replace(os.sep, ".")
     argv = sys.argv[1:] if argv is None else argv
     meta = {**meta, "machine": machine_info(),
-            "command": " ".join(["python", script, *argv]),
+            "command": " ".join(["python", "-m", module, *argv]),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with open(os.path.join(results_dir, name + ".json"), "w") as f:
         json.dump({"meta": meta, "rows": rows, "notes": list(notes), **(extra or {})}, f,

@@ -1,7 +1,7 @@
 """Datasets of any size: the dataset index's cold build, warm start and memory, beside
 detectron2's load_coco_json, at COCO-train size and at Objects365 size.
 
-    python bench/dataset_scale.py [--work DIR] [--sizes coco,objects365] [--ranks 8]
+    python -m bench.dataset_scale [--work DIR] [--sizes coco,objects365] [--ranks 8]
 
 The annotation files are generated from data/coco128's entries, streamed to disk (never built
 in memory): COCO-train size (118,287 images, polygons) and Objects365 size (1.7 M images,
@@ -20,8 +20,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import COCO128, ROOT, write_results  # noqa: E402
+from .common import COCO128, ROOT, write_results
 
 SIZES = {"coco": dict(images=118_287, boxes=None),          # coco128's annotations, repeated
          "objects365": dict(images=1_700_000, boxes=25_000_000)}
@@ -99,7 +98,7 @@ def measure(what: str, annotations: str, cache: str, extra: str = "") -> dict:
         return {"seconds": time.perf_counter() - start, "images": len(dicts),
                 "peak_gb": _peak_gb(), "imports_gb": before}
     if what in ("dstloader", "build"):
-        from dst_dali.coco_index import load_coco_index
+        from dst_dali.data.coco_index import load_coco_index
         from dst_dali.loader import DSTLoader
         before = _rss_gb()
         start = time.perf_counter()
@@ -130,7 +129,7 @@ def measure(what: str, annotations: str, cache: str, extra: str = "") -> dict:
         return {"seconds": seconds, "built": loader.index.built,
                 "index_gb": sum(a.nbytes for a in arrays) / GB, **memory}
     if what == "same":  # the typed (streaming) build against the entry-by-entry one
-        from dst_dali.coco_index import build_coco_index
+        from dst_dali.data.coco_index import build_coco_index
         typed = build_coco_index(images, annotations, progress=False).arrays()
         loose = build_coco_index(images, annotations, force_loose=True, progress=False).arrays()
         import numpy as np
@@ -167,8 +166,8 @@ def run_measure(what: str, annotations: str, cache: str, extra: str = "",
         if limit_gb:
             resource.setrlimit(resource.RLIMIT_AS, (int(limit_gb * GB), int(limit_gb * GB)))
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "_measure", what, annotations, cache,
-                           extra], capture_output=True, text=True, preexec_fn=limit,
+    proc = subprocess.run([sys.executable, "-m", __spec__.name, "_measure", what, annotations,
+                           cache, extra], capture_output=True, text=True, preexec_fn=limit,
                           timeout=timeout, cwd=ROOT)
     if proc.returncode:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -183,8 +182,9 @@ def ranks_together(annotations: str, cache: str, work: str, ranks: int) -> dict:
     barrier = os.path.join(work, "barrier")
     shutil.rmtree(barrier, ignore_errors=True)
     os.makedirs(barrier)
-    procs = [subprocess.Popen([sys.executable, __file__, "_measure", "rank", annotations, cache,
-                               f"{barrier}:{ranks}"], stdout=subprocess.PIPE, text=True,
+    procs = [subprocess.Popen([sys.executable, "-m", __spec__.name, "_measure", "rank",
+                               annotations, cache, f"{barrier}:{ranks}"],
+                              stdout=subprocess.PIPE, text=True,
                               cwd=ROOT) for _ in range(ranks)]
     rows = []
     for proc in procs:
@@ -316,7 +316,6 @@ def report(steps: dict) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_measure"]:
-        sys.path.insert(0, ROOT)
         print(json.dumps(measure(*sys.argv[2:6])))
     else:
         main()

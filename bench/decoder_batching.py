@@ -8,8 +8,8 @@ images: instructions from callgrind (repeatable under any load), and CPU seconds
 process, the two graphs alternating run by run, each round's ratio kept. Before timing, the
 first batch's images are compared: one decoder gives the k decoders' images, pixel for pixel.
 
-    python bench/decoder_batching.py                          # about 4 minutes on 2 cores
-    python bench/decoder_batching.py --quick --results-dir DIR
+    python -m bench.decoder_batching                          # about 4 minutes on 2 cores
+    python -m bench.decoder_batching --quick --results-dir DIR
 """
 import argparse
 import itertools
@@ -19,9 +19,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import COCO128, RESULTS, write_results  # noqa: E402
+from .common import COCO128, RESULTS, write_results
 
 GRAPHS = ("k_decoders", "one_decoder")
 
@@ -59,7 +57,7 @@ def decoded_images(pipe) -> list:
 
 def count_child(args, files):
     """Under callgrind: graph args.count, warmed up, then args.counted batches counted."""
-    import callgrind
+    from . import callgrind
     pipe = build(args.count, files, args.k, args.batch)
     pipe.run()
     with callgrind.counted():
@@ -110,12 +108,12 @@ def main(argv=None):
 
     counts = {}
     if not args.no_callgrind:
-        import callgrind
+        from . import callgrind
         if not callgrind.available():
             raise RuntimeError("valgrind and its callgrind.h are needed (or --no-callgrind)")
         for g in GRAPHS:
             print(f"callgrind: {g} ...", flush=True)
-            c = callgrind.run([os.path.abspath(__file__), "--count", g, "--k", str(args.k),
+            c = callgrind.run(["-m", __spec__.name, "--count", g, "--k", str(args.k),
                                "--batch", str(args.batch), "--counted", str(args.counted)])
             counts[g] = c["total"] / args.counted
 

@@ -1,6 +1,6 @@
-"""Where a collage iteration's time goes, against a regular one: bench/accuracy.py's detector and
-data, trained in one process with blocks of regular and of collage iterations alternating, each
-iteration timed by phase.
+"""Where a collage iteration's time goes, against a regular one: bench/evidence/accuracy.py's
+detector and data, trained in one process with blocks of regular and of collage iterations
+alternating, each iteration timed by phase.
 
     data       DSTLoader.next_batch (the wait detectron2 logs as data_time)
     backbone, proposals (RPN, its anchor matching and losses), roi_heads (sampling, box head,
@@ -16,8 +16,8 @@ switching between the two pipelines costs beyond the two kinds' own costs. The f
 work also scales with the ground truth a batch holds, so the boxes, RPN positive anchors and
 ROI foreground samples are counted too.
 
-    python bench/iteration_cost.py [--rounds 16]      # ~3 minutes on 2 cores
-    python bench/iteration_cost.py --quick            # smoke run (tests)
+    python -m bench.iteration_cost [--rounds 16]      # ~3 minutes on 2 cores
+    python -m bench.iteration_cost --quick            # smoke run (tests)
 """
 import argparse
 import os
@@ -26,10 +26,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.accuracy import CONFIG, register  # noqa: E402
-from bench.accuracy_set import make_dataset  # noqa: E402
-from bench.common import RESULTS, ROOT, threads_cpu, write_results  # noqa: E402
+from .common import RESULTS, ROOT, threads_cpu, write_results
+from .evidence.accuracy import CONFIG, register
+from .evidence.accuracy_set import make_dataset
 
 PHASES = ("data", "backbone", "proposals", "roi_heads", "backward", "step", "feedback")
 MODULES = ("backbone", "proposal_generator", "roi_heads")
@@ -65,7 +64,7 @@ def build(data: str, threads: int):
     from detectron2.solver import build_optimizer
 
     from dst_dali.config import load_config
-    from dst_dali.controller import StaticController
+    from dst_dali.feedback.controller import StaticController
     from dst_dali.trainer import build_dst_loader
     if "dst_scale_train" not in DatasetCatalog.list():
         register(data)
@@ -215,7 +214,8 @@ def main(argv=None):
         f"{args.rounds} rounds of a block of {args.block} regular, {args.block} collage and "
         f"{args.block} mixed iterations (the first {args.settle} of a block not kept), "
         "4 images a batch, "
-        f"192 px, bench/accuracy.yaml's detector trained from scratch, after {args.warmup} "
+        f"192 px, bench/evidence/accuracy.yaml's detector trained from scratch, after "
+        f"{args.warmup} "
         f"iterations; train data: {shares['train']}",
         f"a collage iteration takes {np.median(ratios):.3f}x a regular one (median over rounds; "
         f"quartiles {np.percentile(ratios, 25):.3f}-{np.percentile(ratios, 75):.3f}): "

@@ -23,8 +23,8 @@ Where each variant's CPU goes: DSTLoader's steps from CollageStitch's own CPU ac
 Stitcher's collage step timed around it, detectron2's mapper steps from a profile of the
 mapper in a process of its own (profile_detectron2_mapper), decode from decode_only.
 
-    python bench/throughput.py                 # ~2.5 min on 2 cores
-    python bench/throughput.py --quick         # smoke run (tests)
+    python -m bench.throughput                 # ~2.5 min on 2 cores
+    python -m bench.throughput --quick         # smoke run (tests)
 """
 import argparse
 import contextlib
@@ -36,12 +36,16 @@ import time
 import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see collage_op.py
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "tests"))  # collage_reference: the method's definition
-from common import (COCO128, PIXEL_MEAN, PIXEL_STD, RESULTS, stitcher_collage,  # noqa: E402
-                    threads_cpu, write_results)
+from .common import (
+    COCO128,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    RESULTS,
+    ROOT,
+    stitcher_collage,
+    threads_cpu,
+    write_results,
+)
 
 
 class ProcessTree:
@@ -227,8 +231,8 @@ class DecodeOnlyVariant:
         import nvidia.dali.types as types
         from nvidia.dali import pipeline_def
 
-        from dst_dali.coco_index import load_coco_index
-        from dst_dali.loader import default_pipelines
+        from dst_dali.data.coco_index import load_coco_index
+        from dst_dali.settings import default_pipelines
         files = itertools.cycle(load_coco_index(args.images, args.annotations).file_paths)
         pipelines = args.pipelines or default_pipelines("cpu", args.threads)
 
@@ -253,7 +257,7 @@ class BuiltinsVariant:
     decode, fn.resize to each image's size (bilinear for a regular image, nearest without
     antialiasing for a collage component), fn.flip, and for collages fn.multi_paste into the
     canvases; sizes, anchors and boxes worked out on the host by the method's definition
-    (tests/collage_reference.py). DALI keeps one batch size through a pipeline, so a collage
+    (bench/oracle.py). DALI keeps one batch size through a pipeline, so a collage
     pipeline runs k*B images and pastes B canvases plus k*B - B spare 1x1 ones. On the GPU the
     decode is "mixed" and the canvases are handed to torch as DSTLoader hands its images."""
 
@@ -264,10 +268,11 @@ class BuiltinsVariant:
         import nvidia.dali.types as types
         from nvidia.dali import pipeline_def
 
-        from collage_reference import layout, map_boxes, regular_size
-        from dst_dali.coco_index import load_coco_index
-        from dst_dali.device import dali_device_id
-        from dst_dali.loader import default_pipelines
+        from dst_dali.data.coco_index import load_coco_index
+        from dst_dali.op.device import dali_device_id
+        from dst_dali.settings import default_pipelines
+
+        from .oracle import layout, map_boxes, regular_size
         self.layout, self.map_boxes, self.regular_size = layout, map_boxes, regular_size
         self.args, self.k, self.gpu = args, args.k, device == "gpu"
         self.index = load_coco_index(args.images, args.annotations)
@@ -344,7 +349,7 @@ class BuiltinsVariant:
         """[(image as a torch tensor, boxes in its pixels)] of one batch, and its plan."""
         import torch
 
-        from dst_dali.batch_stream import gpu_to_torch
+        from dst_dali.stream.batch_stream import gpu_to_torch
         pipe = next(self.pipes[kind])
         (images,) = pipe.run()
         plan = self.plans[pipe].pop(0)
@@ -366,7 +371,7 @@ class BuiltinsVariant:
 
 def variant_builders(args) -> dict:
     """name -> constructor of the variants this machine can run (the _gpu ones need a GPU)."""
-    from dst_dali.device import resolve_device
+    from dst_dali.op.device import resolve_device
     builders = {"detectron2": lambda: Detectron2Variant(args, collage=False),
                 "stitcher": lambda: Detectron2Variant(args, collage=True),
                 "dst_cpu": lambda: DSTVariant(args, "cpu"),
@@ -411,9 +416,9 @@ def run_one(args, variant: str, kinds, warmup: int, counted=contextlib.nullconte
 def run_in_child(argv, variant, fraction, kinds) -> dict:
     """One (variant, fraction) in a fresh process: nothing else's threads or workers run."""
     import subprocess
-    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--child", variant,
+    cmd = [sys.executable, "-m", __spec__.name, *argv, "--child", variant,
            "--child-kinds", ",".join(k[0] for k in kinds)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         raise RuntimeError(f"{variant} at fraction {fraction} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -426,8 +431,9 @@ def instruction_counts(argv, args) -> dict:
     """Instructions a regular sample, a collage sample and a decoded image (the loops of
     COUNTED_RUNS, each in a child under callgrind, summed over all its threads), and the two
     ratios the CPU goals are about; repeatable where CPU times drift."""
-    import callgrind
-    from dst_dali._plugin import plugin_path
+    from dst_dali.op.plugin import plugin_path
+
+    from . import callgrind
     plugin = os.path.basename(plugin_path())
     with open(args.annotations) as f:
         n_images = len(json.load(f)["images"])
@@ -438,7 +444,7 @@ def instruction_counts(argv, args) -> dict:
     for variant, fraction in COUNTED_RUNS:
         kinds = collage_pattern(fraction, iterations)
         print(f"callgrind: {variant} at fraction {fraction:g} ...", flush=True)
-        c = callgrind.run([os.path.abspath(__file__), *argv, "--child", variant,
+        c = callgrind.run(["-m", __spec__.name, *argv, "--child", variant,
                            "--child-kinds", ",".join(k[0] for k in kinds), "--child-counted"])
         samples = len(kinds) * args.batch
         counts["decoded_image" if variant == "decode_only" else f"{kinds[0]}_sample"] = {
@@ -578,7 +584,7 @@ def main(argv=None):
     if args.child:
         kinds = ["collage" if c == "c" else "regular" for c in args.child_kinds.split(",")]
         if args.child_counted:
-            import callgrind
+            from . import callgrind
             run_one(args, args.child, kinds, warmup, counted=callgrind.counted)
         else:
             print(json.dumps(run_one(args, args.child, kinds, warmup)))

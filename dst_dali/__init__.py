@@ -7,26 +7,32 @@ needs is imported on first use, with torch (and detectron2 for the trainer parts
     DSTLoader                      the loader (dst_dali.loader): .watch(model), .endless(),
                                    .state_dict() / .load_state_dict() for resume
     FeedbackController, StaticController, ReplayController, calibrate_tau
-                                   the policy (dst_dali.controller)
+                                   the policy (dst_dali.feedback.controller)
     LossShareProbe, TorchvisionLossShareProbe, TorchvisionDenseProbe, probe_for
-                                   the loss split (dst_dali.signals)
-    DSTTrainer, DSTHook            detectron2's trainer and hook (dst_dali.trainer)
-    add_dst_config, load_config    the DST config section (dst_dali.config)
+                                   the loss split (dst_dali.feedback.signals)
+    DSTTrainer, DSTHook            detectron2's trainer and hook (dst_dali.integrations.detectron2)
+    add_dst_config, load_config    the DST config section (dst_dali.integrations.detectron2)
+
+The rooms, in the data's order (docs/design.md): dst_dali.op (the operator), dst_dali.data (the
+dataset index), dst_dali.stream (batches of one kind), dst_dali.loader with dst_dali.feedback
+beside it, dst_dali.integrations. Names not listed here are internal and may change.
 """
 import importlib
 
-from ._plugin import PluginError, has_gpu_backend, host_cpu_stats, load_plugin
+from .op.plugin import PluginError, has_gpu_backend, host_cpu_stats, load_plugin
 
 load_plugin()
 
-from .ops import collage_stitch  # noqa: E402  (needs the registered operator)
+from .op.collage import collage_stitch  # noqa: E402  (needs the registered operator)
 
+_CONTROLLER, _SIGNALS = "feedback.controller", "feedback.signals"
+_DETECTRON2 = "integrations.detectron2"
 _ON_FIRST_USE = {
-    "DSTLoader": "loader", "FeedbackController": "controller", "StaticController": "controller",
-    "ReplayController": "controller", "calibrate_tau": "controller", "LossShareProbe": "signals",
-    "TorchvisionLossShareProbe": "signals", "TorchvisionDenseProbe": "signals",
-    "probe_for": "signals", "DSTTrainer": "trainer",
-    "DSTHook": "trainer", "add_dst_config": "config", "load_config": "config",
+    "DSTLoader": "loader", "FeedbackController": _CONTROLLER, "StaticController": _CONTROLLER,
+    "ReplayController": _CONTROLLER, "calibrate_tau": _CONTROLLER, "LossShareProbe": _SIGNALS,
+    "TorchvisionLossShareProbe": _SIGNALS, "TorchvisionDenseProbe": _SIGNALS,
+    "probe_for": _SIGNALS, "DSTTrainer": _DETECTRON2, "DSTHook": _DETECTRON2,
+    "add_dst_config": _DETECTRON2, "load_config": _DETECTRON2,
 }
 _NEEDS = {"torch": "torch and torchvision: pip install 'dst_dali[loader]'",
           "torchvision": "torch and torchvision: pip install 'dst_dali[loader]'",

@@ -8,8 +8,8 @@ and DST.DECISION; pass the result as DST.TAU.
 """
 import argparse
 
-from .controller import calibrate_tau
-from .history import read_histories, shares_of
+from .feedback.controller import calibrate_tau
+from .feedback.history import read_histories, shares_of
 
 
 def main(argv=None) -> float:

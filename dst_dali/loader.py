@@ -4,7 +4,7 @@ import itertools
 import logging
 import math
 import warnings
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -15,89 +15,44 @@ except ModuleNotFoundError as e:  # the operator needs DALI alone; the loader ne
                               "'dst_dali[loader]' (in a checkout: pip install '.[loader]')",
                               name=e.name) from e
 
-from .bad_images import BadImages
-from .batch_stream import BatchStream
-from .checkpoint import SEQUENCE_KEYS, STATE_VERSION, check_loader_state
-from .controller import COLLAGE, KINDS, REGULAR, FeedbackController
-from .distributed import shard_of_rank, shared_random_seed
-from .feedback import UNFED_WARNING_AFTER, ControllerFeed, check_watch_args
-from .catalog import detectron2_dataset_index
-from .coco_index import load_coco_index
-from .dataset import DatasetError, DatasetIndex
-from .device import resolve_device
-from .formats import to_detectron2, to_torchvision
-from .image_files import MAX_PIXELS
-from .ops import check_k
-from .stock_loops import ModelFinder, put_scalars, storage_iteration
+from .data.catalog import detectron2_dataset_index
+from .data.coco_index import load_coco_index
+from .data.index import DatasetError, DatasetIndex
+from .feedback.controller import FeedbackController
+from .feedback.feed import UNFED_WARNING_AFTER, ControllerFeed, check_watch_args
+from .feedback.stock_loops import ModelFinder, put_scalars, storage_iteration
+from .op.device import resolve_device
+from .settings import LoaderSettings, default_pipelines
+from .stream.bad_images import BadImages
+from .stream.batch_stream import BatchStream
+from .stream.distributed import shard_of_rank, shared_random_seed
+from .stream.formats import to_detectron2, to_torchvision
+from .stream.kinds import COLLAGE, KINDS, REGULAR
+from .stream.state import STATE_VERSION, check_loader_state, sequence_config
 
 logger = logging.getLogger(__name__)
-OUTPUTS = ("detectron2", "torchvision")
-LABELS = ("contiguous", "coco")
-BAD_IMAGES = ("stop", "skip")
-# The padding of a collage's cells: the pixel mean, which normalization turns into the zeros
-# detectron2 and torchvision pad batches with. In RGB order, 0-255 (detectron2's default
-# PIXEL_MEAN is this in BGR; torchvision's image_mean is this / 255).
-PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
-
-
-def _integer(value) -> bool:
-    """An int, not a bool (True is an int to Python, never a batch size to a user)."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def default_pipelines(device: str, num_threads: int) -> int:
-    """DALI pipelines of a kind unless given: 2 on the CPU (at most num_threads), 1 on a GPU."""
-    return min(2, num_threads) if device == "cpu" else 1
+_SETTINGS = frozenset(LoaderSettings.__dataclass_fields__)
 
 
 class DSTLoader:
     """Iterates batches of a detection dataset for Dynamic Scale Training.
 
-    Args (the main ones):
+    Args:
         images, annotations: a COCO-format dataset (image folder, instances json); or index=
-            (dst_dali.dataset), or DSTLoader.from_detectron2(name).
-        batch_size: samples a batch on this rank (a collage sample holds k images).
-        k: images a collage (4, the paper's; 9 or 16).
-        min_size, max_size: detectron2's ResizeShortestEdge("choice") of regular images;
-            collage components get 1/sqrt(k) of it.
-        flip_prob: horizontal flip probability of each image.
-        device: "cpu", "gpu" or "auto" (where DALI decodes and stitches).
-        seed: the data order, the same on every rank; None draws one, shared by the ranks
-            (detectron2's SEED -1), logged and kept in the state, so a resume reads on with it.
-        shard_id, num_shards: this rank's share of every epoch; by default torch.distributed's
-            rank and world size when it is initialised (detectron2's launch, torchrun), else
-            the whole dataset.
-        output: "detectron2" (DatasetMapper's dicts) or "torchvision" ((images, targets)).
-        controller: decides each batch's kind (dst_dali.controller); see watch().
-        labels: torchvision's labels, "contiguous" (1..C, num_classes C + 1) or "coco" (the
-            dataset's category ids, num_classes 91 for COCO).
-        masks: with instance masks (detectron2's MODEL.MASK_ON).
-        pad_value: collage padding, in image_format order; default the pixel mean.
-        num_threads: DALI CPU threads of each kind, shared by its pipelines.
-        pipelines: DALI pipelines of each kind, making its batches in turn; default 2 on the
-            CPU (at most num_threads), 1 on a GPU. A pipeline runs one batch at a time, and
-            with a few images a batch its threads wait on the slowest image: two pipelines of
-            one thread keep both busy (bench/results/throughput.md). The batches are the same
-            whatever the number.
-        bad_images: what an image that does not decode, or decodes to another size than its
-            entry's, does when met: "stop" (raise, naming the file) or "skip" (log it and go
-            on). Either way it is set aside for the rest of the run (see `set_aside`), and its
-            batch comes again with another image of the dataset in its place, so the good
-            images of that batch are not lost (also when a caller catches "stop"'s error).
-            Missing or unreadable files, and images larger than their entry says, are bad
-            images alike, whenever they are met.
-        max_pixels: an image whose entry or file header gives more pixels is a bad image
-            (default PIL's error threshold, 178,956,970); None: no limit.
-        cache_dir: where the dataset's checked index is cached, built once and memory-mapped
-            by every rank and later run (dst_dali.index_cache); default $DST_DALI_CACHE, else
-            $XDG_CACHE_HOME/dst_dali (~/.cache/dst_dali).
-        endless: `for batch in loader` never ends (for loops that iterate once and count
-            iterations themselves, as detectron2's SimpleTrainer); default one epoch.
-        signal, decision: how watch() measures and decides unless told (see watch()).
+            (dst_dali.data.index), or DSTLoader.from_detectron2(name).
+        controller: decides each batch's kind (dst_dali.feedback.controller); see watch().
+        settings: a LoaderSettings (dst_dali.settings), whose fields are also taken as keyword
+            arguments, each overriding its own: batch_size, k (images a collage), min_size,
+            max_size, flip_prob, device ("cpu", "gpu", "auto"), seed, shard_id, num_shards,
+            output ("detectron2" or "torchvision"), masks, labels, bad_images ("stop" or
+            "skip"), num_threads, pipelines, max_pixels, cache_dir, endless, signal,
+            decision, ... (LoaderSettings says what each does). Each is checked once, and a
+            bad one is named with its value.
 
     Inside a loop that knows nothing of DST (detectron2's tools/lazyconfig_train_net.py),
     iterating the loader with a FeedbackController and no watch() finds the model by itself:
-    the first module called with a batch as delivered is watched (dst_dali.stock_loops). With
+    the first module called with a batch as delivered is watched
+    (dst_dali.feedback.stock_loops). With
     detectron2's EventStorage open, dst/* scalars go to it (metrics.json), and a resumed
     trainer's start iteration moves both streams past what the run can have read
     (start_after; an exact resume needs the loader's state, as DSTHook keeps it).
@@ -110,71 +65,32 @@ class DSTLoader:
     thrown away.
 
     Each stream reads every image of the dataset once an epoch, spread over the ranks
-    (dst_dali.sampler); one epoch of the regular stream on this rank is `len(loader)`
+    (dst_dali.stream.sampler); one epoch of the regular stream on this rank is `len(loader)`
     iterations, and `epochs_read()` tells how far each stream has got.
     """
 
-    def __init__(self, images: Optional[str] = None, annotations: Optional[str] = None,
-                 batch_size: int = 2, k: int = 4,
-                 min_size: Sequence[int] = (640, 672, 704, 736, 768, 800), max_size: int = 1333,
-                 flip_prob: float = 0.5, device: str = "auto", seed: Optional[int] = 0,
-                 shard_id: Optional[int] = None, num_shards: Optional[int] = None,
-                 output: str = "detectron2",
+    def __init__(self, images: Optional[str] = None, annotations: Optional[str] = None, *,
                  controller: Optional[FeedbackController] = None,
-                 image_format: Optional[str] = None,
-                 aspect_ratio_grouping: Optional[bool] = None, masks: bool = False,
-                 labels: str = "contiguous", pad_value: Optional[Sequence[float]] = None,
-                 bad_images: str = "stop", num_threads: int = 2,
-                 pipelines: Optional[int] = None, prefetch: int = 2,
-                 device_id: Optional[int] = None, index: Optional[DatasetIndex] = None,
-                 endless: bool = False, signal: str = "reg", decision: str = "per_rank",
-                 max_pixels: Optional[int] = MAX_PIXELS, cache_dir: Optional[str] = None):
-        if not _integer(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}: must be a positive integer")
-        if seed is not None and (not _integer(seed) or seed < 0):
-            raise ValueError(f"seed={seed!r}: must be an integer >= 0, or None to draw one")
-        if isinstance(min_size, (int, float)) or not all(_integer(v) for v in min_size) or \
-                not _integer(max_size):
-            raise ValueError(f"min_size={min_size!r}, max_size={max_size!r}: min_size is a "
-                             "sequence of integers (the short sides drawn from, e.g. (800,)), "
-                             "max_size an integer")
-        check_k(k)
-        if output not in OUTPUTS:
-            raise ValueError(f"output={output!r}: must be one of {OUTPUTS}")
-        shard_id, num_shards = shard_of_rank(shard_id, num_shards)
-        self.seed_drawn = seed is None
+                 index: Optional[DatasetIndex] = None,
+                 settings: Optional[LoaderSettings] = None, **options):
+        unknown = sorted(set(options) - _SETTINGS)
+        if unknown:
+            raise TypeError(f"DSTLoader() got unexpected keyword argument(s) {unknown}; the "
+                            f"settings are {sorted(_SETTINGS)}")
+        given = settings or LoaderSettings()
+        given = given.replace(**options) if options else given
+        shard_id, num_shards = shard_of_rank(given.shard_id, given.num_shards)
+        self.seed_drawn = given.seed is None
+        seed = shared_random_seed(num_shards) if self.seed_drawn else given.seed
         if self.seed_drawn:
-            seed = shared_random_seed(num_shards)
             logger.info("DSTLoader: seed=None, drew seed %d (the same on every rank; kept in "
                         "the loader's state)", seed)
-        if not min_size or any(s <= 0 for s in min_size) or max_size <= 0:
-            raise ValueError(f"min_size={min_size}, max_size={max_size}: must be positive")
-        if not 0.0 <= flip_prob <= 1.0:
-            raise ValueError(f"flip_prob={flip_prob}: must be in [0, 1]")
-        image_format = image_format or ("BGR" if output == "detectron2" else "RGB")
-        if image_format not in ("BGR", "RGB"):
-            raise ValueError(f"image_format={image_format!r}: must be 'BGR' or 'RGB'")
-        if output == "torchvision" and image_format != "RGB":
-            raise ValueError("output='torchvision' takes RGB images: leave image_format unset")
-        if labels not in LABELS:
-            raise ValueError(f"labels={labels!r}: must be one of {LABELS}")
-        if bad_images not in BAD_IMAGES:
-            raise ValueError(f"bad_images={bad_images!r}: must be one of {BAD_IMAGES}")
-        check_watch_args(signal, decision)
-        for name, value in (("num_threads", num_threads), ("pipelines", pipelines),
-                            ("prefetch", prefetch), ("max_pixels", max_pixels)):
-            if value is not None and (not _integer(value) or value < 1):
-                raise ValueError(f"{name}={value!r}: must be a positive integer")
-        if pad_value is None:
-            pad_value = PIXEL_MEAN_RGB[::-1] if image_format == "BGR" else PIXEL_MEAN_RGB
-        pad_value = [float(v) for v in pad_value]
-        if len(pad_value) not in (1, 3):
-            raise ValueError(f"pad_value={pad_value}: give 1 or 3 values ({image_format} order)")
         if index is None and (images is None or annotations is None):
             raise ValueError("give images and annotations (a COCO-format dataset), or use "
                              "DSTLoader.from_detectron2(name) for a registered one")
-        self.index = index or load_coco_index(images, annotations, cache_dir=cache_dir,
-                                              polygons=masks)
+        self.index = index or load_coco_index(images, annotations, cache_dir=given.cache_dir,
+                                              polygons=given.masks)
+        masks = given.masks
         if masks and not self.index.polygons_read:
             raise ValueError("masks=True: the index was built with polygons=False")
         if masks and self.index.rle_annotations:
@@ -182,44 +98,33 @@ class DSTLoader:
                 f"{where}: an RLE mask on a non-crowd annotation; masks=True trains on polygons "
                 "(convert it to polygons, or train without masks)"
                 for where in self.index.rle_annotations])
-        if labels == "coco" and 0 in self.index.category_ids:
+        if given.labels == "coco" and 0 in self.index.category_ids:
             raise ValueError(
                 f"labels='coco': {self.index.source} has a category with id 0 (a dataset "
                 "without COCO ids, as a registered list of dicts or PASCAL VOC), and torchvision "
                 "reads label 0 as the background, so that class would never be learned; use "
                 "labels='contiguous' (1..C, num_classes=C + 1)")
+        device = resolve_device(given.device)
+        # every default resolved: what the streams read, and what a state is compared with
+        self.settings = given.replace(
+            seed=seed, shard_id=shard_id, num_shards=num_shards, device=device,
+            pipelines=given.pipelines or default_pipelines(device, given.num_threads),
+            image_format=given.format, pad_value=given.padding,
+            aspect_ratio_grouping=given.grouped)
+        s = self.settings
         # torchvision's labels: 1..C (contiguous + 1, 0 is background) or COCO category ids
-        self._label_ids = (np.asarray(self.index.category_ids, np.int64) if labels == "coco"
+        self._label_ids = (np.asarray(self.index.category_ids, np.int64) if s.labels == "coco"
                            else None)
-        self.batch_size, self.k = batch_size, k
-        self.output, self.masks = output, masks
-        self.bad_images = bad_images
         self.bad = BadImages(self.index)
         self.controller = controller
-        self.device = resolve_device(device)
-        if pipelines is None:
-            pipelines = default_pipelines(self.device, num_threads)
-        self.aspect_ratio_grouping = (output == "detectron2" if aspect_ratio_grouping is None
-                                      else aspect_ratio_grouping)
-        self._config = dict(dataset=self.index.source, batch_size=batch_size, k=k,
-                            min_size=list(min_size), max_size=max_size, flip_prob=flip_prob,
-                            seed=seed, shard_id=shard_id, num_shards=num_shards,
-                            image_format=image_format, pipelines=pipelines,
-                            threads_per_pipeline=max(1, num_threads // pipelines),
-                            prefetch=prefetch, device_id=device_id, pad_value=pad_value,
-                            max_pixels=max_pixels,
-                            aspect_ratio_grouping=self.aspect_ratio_grouping)
         n = len(self.index)
         self.shard_size = n * (shard_id + 1) // num_shards - n * shard_id // num_shards
-        if k * batch_size > self.shard_size:
+        if s.k * s.batch_size > self.shard_size:
             raise ValueError(
-                f"batch_size={batch_size}: a collage batch needs k*batch_size={k * batch_size} "
-                f"distinct images, but shard {shard_id} of {num_shards} holds "
-                f"{self.shard_size} (of {n} usable images in {self.index.source})")
-        self.streams = {kind: BatchStream(kind, self.index, self.bad, self._config, k=k,
-                                          grouped=self.aspect_ratio_grouping,
-                                          device=self.device, masks=masks,
-                                          bad_images=bad_images) for kind in KINDS}
+                f"batch_size={s.batch_size}: a collage batch needs k*batch_size="
+                f"{s.k * s.batch_size} distinct images, but shard {shard_id} of {num_shards} "
+                f"holds {self.shard_size} (of {n} usable images in {self.index.source})")
+        self.streams = {kind: BatchStream(kind, self.index, self.bad, s) for kind in KINDS}
         self.closed = False
         self._restart(dict.fromkeys(KINDS, 0))
         self.iteration = 0
@@ -227,10 +132,16 @@ class DSTLoader:
         self.last_boxes: list = []
         self.last_image_ids: list = []
         self.feed = ControllerFeed()  # r of each delivered batch to the controller
-        self.endless_iteration, self._watch_args = endless, (signal, decision)
         self._finder: Optional[ModelFinder] = None
         self.log_scalars = True  # dst/* into detectron2's EventStorage; DSTHook does its own
         self._run_kinds = dict.fromkeys(KINDS, 0)  # batches delivered by this object
+
+    # the settings a loop reads most, by name
+    batch_size = property(lambda self: self.settings.batch_size)
+    k = property(lambda self: self.settings.k)
+    output = property(lambda self: self.settings.output)
+    masks = property(lambda self: self.settings.masks)
+    device = property(lambda self: self.settings.device)
 
     @property
     def set_aside(self) -> dict:
@@ -242,8 +153,10 @@ class DSTLoader:
         """A DSTLoader over datasets registered in detectron2's DatasetCatalog (a name or a
         list of names, concatenated: COCO json, the builtin PASCAL VOC sets, a registered list
         of dicts); kwargs as for DSTLoader."""
-        return cls(index=detectron2_dataset_index(datasets, kwargs.get("cache_dir"),
-                                                  polygons=kwargs.get("masks", False)), **kwargs)
+        settings = kwargs.get("settings") or LoaderSettings()
+        return cls(index=detectron2_dataset_index(
+            datasets, kwargs.get("cache_dir", settings.cache_dir),
+            polygons=kwargs.get("masks", settings.masks)), **kwargs)
 
     # -- iteration ---------------------------------------------------------------------------
     def watch(self, model=None, signal: Optional[str] = None, decision: Optional[str] = None,
@@ -265,8 +178,8 @@ class DSTLoader:
             controller: the policy fed; default the loader's own, or FeedbackController(0.1).
         Returns the loader.
         """
-        signal = signal or self._watch_args[0]
-        decision = decision or self._watch_args[1]
+        signal = signal or self.settings.signal
+        decision = decision or self.settings.decision
         check_watch_args(signal, decision)
         self.feed.watch(model, signal, decision)
         self.controller = controller or self.controller or FeedbackController(0.1)
@@ -380,7 +293,7 @@ class DSTLoader:
         if self.feed.signal is None and isinstance(self.controller, FeedbackController) and \
                 (self._finder is None or self._finder.active):
             self._finder = self._finder or ModelFinder(self._found_model)
-        for _ in (itertools.count() if self.endless_iteration else range(len(self))):
+        for _ in (itertools.count() if self.settings.endless else range(len(self))):
             batch = self.next_batch()
             if self._finder is not None:
                 self._finder.delivered(batch)
@@ -417,7 +330,7 @@ class DSTLoader:
         due = self.feed.due(self.last_boxes)
         return {"version": STATE_VERSION,
                 "feedback_due": due,
-                "config": {key: self._config[key] for key in SEQUENCE_KEYS},
+                "config": sequence_config(self.settings),
                 "iteration": self.iteration, "last_kind": self.last_kind,
                 "delivered": {kind: s.delivered for kind, s in self.streams.items()},
                 "set_aside": [[self.index.image_ids[p], why]
@@ -440,16 +353,17 @@ class DSTLoader:
         is refused with a ValueError naming the field, before anything changes."""
         check_loader_state(state, self.index.image_ids)
         saved_seed = state["config"].get("seed")
-        adopt_seed = self.seed_drawn and saved_seed != self._config["seed"]
-        diff = {key: (saved, self._config.get(key)) for key, saved in state["config"].items()
-                if self._config.get(key) != saved and not (key == "seed" and adopt_seed)}
+        adopt_seed = self.seed_drawn and saved_seed != self.settings.seed
+        now = sequence_config(self.settings)
+        diff = {key: (saved, now.get(key)) for key, saved in state["config"].items()
+                if now.get(key) != saved and not (key == "seed" and adopt_seed)}
         if diff:
             raise ValueError(f"loader state was saved with other settings (saved, now): {diff}")
         if adopt_seed:  # the run drew its seed once; a resume reads on with that one
             logger.info("DSTLoader: resuming with the state's seed %d", saved_seed)
-            self._config["seed"] = saved_seed
+            self.settings = self.settings.replace(seed=saved_seed)
             for stream in self.streams.values():
-                stream.sampler = stream.new_sampler()
+                stream.reseed(self.settings)
         position_of = {image_id: p for p, image_id in enumerate(self.index.image_ids)}
         self.bad.set_aside = {position_of[image_id]: why for image_id, why in
                               state.get("set_aside", [])}

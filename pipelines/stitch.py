@@ -2,18 +2,17 @@
 the loader -> decode -> CollageStitch.
 
 k = 1 is the regular graph: detectron2's ResizeShortestEdge + RandomFlip as one fused pass
-(bilinear); k = 4 the collage graph (nearest neighbour, the method's definition). What to read
-and the random draws (short side, flip) come from the loader's feed (dst_dali.loader), so the
-graph holds no state of its own and a batch is a pure function of its place in the stream.
+(bilinear); k = 4 the collage graph (nearest neighbour, the method's definition). What to read and
+the random draws (short side, flip) come from the loader's feed (dst_dali.stream.batch_stream), so
+the graph holds no state of its own and a batch is a pure function of its place in the stream.
 """
 from typing import Callable, NamedTuple, Sequence, Tuple
 
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
-
 from nvidia.dali.data_node import DataNode
 
-from dst_dali.ops import CollageOutputs, check_k, collage_stitch
+from dst_dali.op.collage import CollageOutputs, check_k, collage_stitch
 
 # What the feed gives for each of the k components, in this order, then short_side and flip;
 # the polygons only where masks are trained (each input costs the feed time every batch).

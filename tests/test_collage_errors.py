@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from dali_helpers import run_collage
+from .dali_helpers import run_collage
 
 IMG = np.zeros((10, 12, 3), np.uint8)
 BOX = np.array([[1, 1, 5, 5]], np.float32)
@@ -24,7 +24,7 @@ def assert_error(call, *patterns):
 
 
 def test_k_not_a_square():
-    from dst_dali.ops import check_k
+    from dst_dali.op.collage import check_k
     for k in (2, 3, 5, 8, 0, 25):
         with pytest.raises(ValueError, match=f"k={k}"):
             check_k(k)

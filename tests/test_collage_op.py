@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from collage_reference import collage, layout, map_boxes, map_points
-from dali_helpers import run_collage
+from bench.oracle import collage, layout, map_boxes, map_points
+
+from .dali_helpers import run_collage
 
 MAX_SIZE = 96
 
@@ -429,7 +430,7 @@ def test_gpu_backend_is_registered():
 
     import dst_dali
     assert "CollageStitch" in backend.RegisteredCPUOps()
-    info = dst_dali._plugin.build_info(dst_dali._plugin.plugin_path())
+    info = dst_dali.op.plugin.build_info(dst_dali.op.plugin.plugin_path())
     assert dst_dali.has_gpu_backend() == info["cuda"]
     if info["cuda"]:
         assert "CollageStitch" in backend.RegisteredGPUOps()

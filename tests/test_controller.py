@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from dst_dali import FeedbackController
-from dst_dali.controller import ReplayController, StaticController
+from dst_dali.feedback.controller import ReplayController, StaticController
 
 
 def decisions(tau, shares):
@@ -154,7 +154,7 @@ def test_tau_from_zero_inflated_r_is_said_with_the_split_it_makes(caplog):
 
     import numpy as np
 
-    from dst_dali.controller import calibrate_tau
+    from dst_dali.feedback.controller import calibrate_tau
     shares = [0.0] * 60 + np.linspace(0.05, 0.9, 40).tolist()
     with caplog.at_level(logging.WARNING, logger="dst_dali.controller"):
         assert calibrate_tau(shares, 0.5) == 0.0
@@ -180,8 +180,12 @@ def test_the_paper_figures_from_a_ten_iteration_run(tmp_path):
     import numpy as np
 
     from dst_dali import plots
-    from dst_dali.history import (read_histories, read_history_csv, write_history,
-                                  write_history_csv)
+    from dst_dali.feedback.history import (
+        read_histories,
+        read_history_csv,
+        write_history,
+        write_history_csv,
+    )
     rng = np.random.default_rng(0)
     for name in ("baseline", "dst"):
         parts = rng.dirichlet(np.ones(3), 10)

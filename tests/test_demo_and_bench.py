@@ -1,19 +1,17 @@
 """The README's main command (the demo) and the benches run, on tiny counts."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 
+from bench.callgrind import available as callgrind_available
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from bench.callgrind import available as callgrind_available  # noqa: E402
 
 
 def test_demo_makes_collages_with_more_small_boxes(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "train"))
-    from demo_collage import main
+    from train.demo_collage import main
     stats = main(["--iters", "6", "--batch-size", "2", "--out", str(tmp_path),
                   "--device", "cpu"])
     regular, collage = stats["regular"], stats["collage"]
@@ -26,8 +24,7 @@ def test_demo_makes_collages_with_more_small_boxes(tmp_path):
 
 
 def test_collage_op_bench_quick(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from collage_op import main
+    from bench.collage_op import main
     main(["--quick", "--threads", "1", "--results-dir", str(tmp_path), "--name", "smoke"])
     with open(tmp_path / "smoke.json") as f:
         data = json.load(f)
@@ -65,8 +62,7 @@ fn=(3) plan
 def test_callgrind_self_costs_by_object():
     """A callgrind file with name compression and call lines: each object's own cost, callees'
     inclusive costs not counted twice (stitch 150 + plan 7 in the plugin, memcpy's 30 once)."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from callgrind import self_cost_by_object
+    from bench.callgrind import self_cost_by_object
     assert self_cost_by_object(CALLGRIND_OUT.splitlines(True)) == {"libplugin.so": 157,
                                                                      "libc.so": 30}
 
@@ -74,8 +70,7 @@ def test_callgrind_self_costs_by_object():
 def test_instructions_beyond_decode_by_library():
     """A collage sample's count per library less k decoded images' (libraries either side
     only), largest change first."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from throughput import beyond_decode
+    from bench.throughput import beyond_decode
     sample = {"by_object": {"libjpeg.so": 410.0, "plugin.so": 30.0}}
     image = {"by_object": {"libjpeg.so": 100.0, "libpython.so": 3.0}}
     assert beyond_decode(sample, image, 4) == [("plugin.so", 30.0), ("libpython.so", -12.0),
@@ -87,8 +82,7 @@ def test_instructions_beyond_decode_by_library():
 def test_collage_op_bench_counts_instructions(tmp_path):
     """--callgrind: instructions a collage, bounded by the bytes each method writes (at most
     32 a store: valgrind's AVX2; at least 1 byte an instruction)."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from collage_op import main
+    from bench.collage_op import main
     main(["--quick", "--threads", "1", "--callgrind", "--results-dir", str(tmp_path),
           "--name", "smoke"])
     with open(tmp_path / "smoke.json") as f:
@@ -102,12 +96,12 @@ def test_collage_op_bench_counts_instructions(tmp_path):
 def test_builtins_peer_makes_the_methods_batches():
     """bench/throughput.py's peer from DALI's own operators (decode, fn.resize, fn.flip,
     fn.multi_paste) makes the batches DSTLoader makes: each collage is the method's collage of
-    its images (tests/collage_reference.py on OpenCV's decode) within a grey level on average,
+    its images (bench/oracle.py on OpenCV's decode) within a grey level on average,
     the pad at 0; each regular image its file resized and flipped; boxes in their cells."""
     import cv2
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    import collage_reference as reference
-    from throughput import BuiltinsVariant, parse_args
+
+    from bench import oracle as reference
+    from bench.throughput import BuiltinsVariant, parse_args
     args = parse_args(["--batch", "2", "--threads", "1", "--pipelines", "2"])
     peer = BuiltinsVariant(args, "cpu")
     for kind in ("collage", "regular", "collage", "collage", "regular"):  # both pipelines
@@ -140,8 +134,7 @@ def test_builtins_peer_makes_the_methods_batches():
 
 
 def test_throughput_bench_quick(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from throughput import collage_pattern, main
+    from bench.throughput import collage_pattern, main
     assert collage_pattern(0.5, 6) == ["regular", "collage"] * 3
     assert collage_pattern(0.0, 3) == ["regular"] * 3 and collage_pattern(1.0, 2) == ["collage"] * 2
     variants = ["detectron2", "stitcher", "dst_cpu", "builtins_cpu", "dst_gpu", "decode_only"]
@@ -179,17 +172,16 @@ def test_throughput_bench_quick(tmp_path):
     assert any(n.startswith("goal DSTLoader regular >= 4x") for n in data["notes"])
     assert "not run" in rows["dst_gpu"].get("note", "") or "samples_per_s" in rows["dst_gpu"]
     # make gpu-check's line: DSTLoader over the built-ins on the same device, in the same run
-    from gpu_check import throughput_figures
+    from bench.gpu.loader_check import throughput_figures
     ratio = rows["dst_cpu"]["samples_per_s"] / rows["builtins_cpu"]["samples_per_s"]
     assert f"dst_cpu / builtins_cpu at collage fraction 0.5: {ratio:.2f}x" in throughput_figures(
         data["rows"])
     assert (tmp_path / "smoke.png").stat().st_size > 5000
-    assert data["meta"]["command"].startswith("python bench/throughput.py")
+    assert data["meta"]["command"].startswith("python -m bench.throughput")
 
 
 def test_collage_geometry_bench_quick(tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from collage_geometry import main
+    from bench.collage_geometry import main
     row, met = main(["--collages", "8", "--results-dir", str(tmp_path), "--name", "smoke"])
     with open(tmp_path / "smoke.json") as f:
         data = json.load(f)
@@ -197,16 +189,21 @@ def test_collage_geometry_bench_quick(tmp_path):
     assert set(met) == {"area_ratio_mean", "padding_mean", "scale", "mixed_orientation"}
     assert 0 <= row["padding_mean"] <= row["padding_max"] < 1
     assert 0 < row["scale_min"] <= row["scale_max"] and row["area_ratio_mean"] > 0
-    assert data["meta"]["command"].startswith("python bench/collage_geometry.py")
+    assert data["meta"]["command"].startswith("python -m bench.collage_geometry")
 
 
 def test_accuracy_set_splits_by_source_with_one_scale_mix(tmp_path):
-    """bench/accuracy_set.py: each coco128 source image gives its cut-outs to one split, every
-    class has source images in every split, and every split has COCO's scale problem (30-50% of
-    objects small, small objects in about half the images), by areas recomputed from the
-    written boxes."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from accuracy_set import CLASSES, SIZE, cutouts, make_dataset, split_sources
+    """bench/evidence/accuracy_set.py: each coco128 source image gives its cut-outs to one split,
+    every class has source images in every split, and every split has COCO's scale problem (30-50%
+    of objects small, small objects in about half the images), by areas recomputed from the written
+    boxes."""
+    from bench.evidence.accuracy_set import (
+        CLASSES,
+        SIZE,
+        cutouts,
+        make_dataset,
+        split_sources,
+    )
     sources = cutouts()
     splits = split_sources(sources, np.random.default_rng(0))
     dealt = [i for ids in splits.values() for i in ids]
@@ -235,10 +232,10 @@ def test_accuracy_units_yoked_turn_independent_and_resumable(tmp_path):
     4): every arm's kinds, r and losses, bit for bit. Seed 2 alone replays seed 1's feedback
     arm from its history file, which must hold the schedule's iterations."""
     import argparse
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from accuracy import run_unit, write_history_files
-    from accuracy_set import make_dataset
-    from dst_dali.history import read_history_csv, write_history_csv
+
+    from bench.evidence.accuracy import run_unit, write_history_files
+    from bench.evidence.accuracy_set import make_dataset
+    from dst_dali.feedback.history import read_history_csv, write_history_csv
     data = str(tmp_path / "data")
     make_dataset(data, 0, 16, 4, 4)
     arms = {0: ["baseline", "feedback", "random"], 1: ["feedback", "random"],
@@ -285,8 +282,7 @@ def test_accuracy_statistics_are_paired_by_seed():
     """The paired differences and the time overhead: seed by seed, then a 95% t-interval over
     seeds (t(0.975, 2) = 4.3027 from tables); an arm 2% slower than the baseline in every round
     has overhead 2% however the machine's speed moves between rounds and seeds."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from accuracy import METRICS, overhead, paired
+    from bench.evidence.accuracy import METRICS, overhead, paired
 
     def run(arm, seed, ap, round_s):
         return {"arm": arm, "seed": seed, "round_s": round_s, **{m: ap for m in METRICS}}
@@ -308,8 +304,7 @@ def test_accuracy_statistics_are_paired_by_seed():
 def test_iteration_cost_bench_quick(tmp_path):
     """bench/iteration_cost.py --quick: per phase the regular and collage times and their
     difference, a ratio and a switching figure a round, DALI's CPU beside the iterations."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from iteration_cost import main
+    from bench.iteration_cost import main
     main(["--quick", "--results-dir", str(tmp_path), "--work-dir", str(tmp_path / "work")])
     with open(tmp_path / "iteration_cost.json") as f:
         cost = json.load(f)
@@ -320,16 +315,15 @@ def test_iteration_cost_bench_quick(tmp_path):
     assert all(r > 0 for r in cost["meta"]["switching"])
     # DALI prefetches the next batches while the model trains: its threads' CPU is counted
     assert all(cost["meta"]["counts"][kind]["dali_cpu_ms"] > 0 for kind in ("regular", "collage"))
-    assert cost["meta"]["command"].startswith("python bench/iteration_cost.py")
+    assert cost["meta"]["command"].startswith("python -m bench.iteration_cost")
 
 
 def test_accuracy_bench_quick(tmp_path):
-    """bench/accuracy.py --quick: the data's figures per split, the pilot's curve and N, per arm
-    the test metrics with their spread and the images seen, the paired differences with their
-    CIs, the primary endpoint, the overhead, the histories and the paper's figures drawn from
+    """bench/evidence/accuracy.py --quick: the data's figures per split, the pilot's curve and N,
+    per arm the test metrics with their spread and the images seen, the paired differences with
+    their CIs, the primary endpoint, the overhead, the histories and the paper's figures drawn from
     them (not their values); never over the committed results."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from accuracy import PAIRED_METRICS, main
+    from bench.evidence.accuracy import PAIRED_METRICS, main
     with pytest.raises(SystemExit):
         main(["--quick"])  # would write over bench/results
     main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke",
@@ -367,7 +361,7 @@ def test_accuracy_bench_quick(tmp_path):
     for name in ("fig5_loss_shares.png", "fig6_share_distribution.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     assert data["meta"]["figures"][0].startswith("python -m dst_dali.plots --baseline")
-    assert data["meta"]["command"].startswith("python bench/accuracy.py")
+    assert data["meta"]["command"].startswith("python -m bench.evidence.accuracy")
     # a second call reads the finished units back
     assert main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke",
                  "--work-dir", str(tmp_path / "work")]) == data["rows"]
@@ -414,8 +408,7 @@ def test_decoder_batching_bench_quick(tmp_path):
     """bench/decoder_batching.py --quick: one decoder over k·B images gives the k decoders'
     images in feed order (files read one image off would not), and both graphs' CPU and
     instructions a batch."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from decoder_batching import build, decoded_images, main
+    from bench.decoder_batching import build, decoded_images, main
     counted = callgrind_available()
     rows = {r["graph"]: r for r in main(["--quick", "--results-dir", str(tmp_path)]
                                         + ([] if counted else ["--no-callgrind"]))}
@@ -434,11 +427,10 @@ def test_decoder_batching_bench_quick(tmp_path):
 
 
 def test_soak_bench_quick(tmp_path):
-    """bench/soak.py over 300 iterations (its faults and kills scaled): every planted file set
-    aside by both runs, the killed-and-resumed stream equal to the straight one, and every
+    """bench/evidence/soak.py over 300 iterations (its faults and kills scaled): every planted file
+    set aside by both runs, the killed-and-resumed stream equal to the straight one, and every
     delivered slot as its sampler dealt it, but those of set-aside images."""
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from soak import main
+    from bench.evidence.soak import main
     summary = main(["--iters", "300", "--work", str(tmp_path / "work"),
                     "--results-dir", str(tmp_path), "--name", "smoke"])
     assert summary["compared"] == 600 and summary["equal"] == 600

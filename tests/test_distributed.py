@@ -17,7 +17,7 @@ def _rank(rank, world, init_file, out):
     import torch.distributed as dist
 
     from dst_dali import DSTLoader, FeedbackController
-    from dst_dali.distributed import gather_over_ranks, sum_over_ranks
+    from dst_dali.stream.distributed import gather_over_ranks, sum_over_ranks
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world)
     try:
@@ -31,7 +31,7 @@ def _rank(rank, world, init_file, out):
         loader = DSTLoader(os.path.join(ROOT, "data", "coco128", "images"),
                            os.path.join(ROOT, "data", "coco128", "instances.json"),
                            batch_size=2, device="cpu", aspect_ratio_grouping=False)
-        assert (loader._config["shard_id"], loader._config["num_shards"]) == (rank, world)
+        assert (loader.settings.shard_id, loader.settings.num_shards) == (rank, world)
         ids = [d["image_id"] for _ in range(len(loader)) for d in loader.next_batch("regular")]
         # no grouping: the first len(drawn) batches are this rank's share of one epoch exactly
         # (grouped, an orientation's last images can go to the next epoch's batches)
@@ -44,7 +44,7 @@ def _rank(rank, world, init_file, out):
         out[rank] = dict(per_rank=list(per_rank.decisions), global_=list(global_.decisions),
                          global_shares=list(global_.shares), tau=calibrated.tau,
                          calibrated=list(calibrated.decisions), ids=ids[:loader.shard_size],
-                         seed=drawn._config["seed"], drawn_ids=drawn_ids[:drawn.shard_size])
+                         seed=drawn.settings.seed, drawn_ids=drawn_ids[:drawn.shard_size])
     finally:
         dist.destroy_process_group()
 

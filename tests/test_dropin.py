@@ -143,7 +143,7 @@ def test_torchvision_targets_coco_labels_area_iscrowd(coco128):
 def test_torchvision_dense_detectors_train_with_watch(coco128, arch):
     """torchvision's RetinaNet and FCOS in the reference loop: loader.watch(model) feeds the
     controller r of their box-regression loss (tau = 1: every fed r asks for a collage)."""
-    from torchvision_models import torchvision_dense_model
+    from .torchvision_models import torchvision_dense_model
     model = torchvision_dense_model(arch, num_classes=81)  # labels 1..80
     loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(256,),
                        max_size=256, output="torchvision", device="cpu",
@@ -165,7 +165,7 @@ def test_coco_labels_refuse_a_dataset_whose_category_ids_start_at_0(coco128):
     background: labels='coco' is refused, 'contiguous' gives 1..C."""
     from detectron2.data.datasets import load_coco_json
 
-    from dst_dali.catalog import index_of_dataset_dicts
+    from dst_dali.data.catalog import index_of_dataset_dicts
     dicts = load_coco_json(coco128.annotations, coco128.images, "coco128_contiguous")
     index = index_of_dataset_dicts("coco128_contiguous", dicts, list(range(80)),
                                    [str(i) for i in range(80)])
@@ -204,9 +204,9 @@ def test_plain_loop_checkpoint_resumes_exactly(coco128):
     its controller had not seen yet when the checkpoint was taken."""
     import io
 
-    from torchvision_models import torchvision_dense_model
-
     from dst_dali.checkpoint import rng_states, set_rng_states
+
+    from .torchvision_models import torchvision_dense_model
 
     def start(seed):
         torch.manual_seed(seed)

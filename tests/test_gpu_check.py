@@ -1,4 +1,4 @@
-"""bench/gpu_check.py (make gpu-check): its report without a GPU, and its exactness check run
+"""bench/gpu/loader_check.py (make gpu-check): its report without a GPU, and its exactness check run
 against the CPU's replay of the CUDA launch, the one part that can run here."""
 import os
 import re
@@ -7,16 +7,14 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "bench", "gpu_check.py")
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench.gpu import loader_check as gpu_check
 
-import gpu_check  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
+    return subprocess.run([sys.executable, "-m", "bench.gpu.loader_check", *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
 @pytest.mark.skipif(gpu_check.gpu_status() is None, reason="a GPU is here: the real check runs")

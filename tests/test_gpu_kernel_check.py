@@ -1,4 +1,4 @@
-"""make gpu-kernel-check (bench/gpu_kernel_check.py): the CUDA kernel alone, with no DALI, torch
+"""make gpu-kernel-check (bench/gpu/kernel_check.py): the CUDA kernel alone, with no DALI, torch
 or detectron2. Here, without a GPU, its matrix runs on the CPU replay of the kernel's launch;
 faults planted in the harness must each be reported, and the kernel's build checks must fail
 on a kernel that has a stack frame or a 64-bit division."""
@@ -11,10 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "bench"))
+from bench.gpu import kernel_check as gpu_kernel_check
 
-import gpu_kernel_check  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
 
@@ -64,16 +63,16 @@ def test_make_gpu_kernel_check_installs_nothing():
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     dry = subprocess.run(["make", "-n", "--no-print-directory", "gpu-kernel-check"], cwd=ROOT,
                          capture_output=True, text=True, env=env).stdout
-    assert dry.strip() == "python3 bench/gpu_kernel_check.py  --out output", dry
+    assert dry.strip() == "python3 -m bench.gpu.kernel_check  --out output", dry
 
 
 @pytest.mark.parametrize("fault,symptom", [("skip_row", "depend on the sentinel (unwritten)"),
                                            ("write_past_end", "guard bands overwritten"),
                                            ("oracle_pixel", "grey levels from the oracle")])
 def test_planted_faults_are_each_reported_as_fail(tmp_path, fault, symptom):
-    r = subprocess.run([sys.executable, gpu_kernel_check.__file__, "--emulate", "--quick",
+    r = subprocess.run([sys.executable, "-m", "bench.gpu.kernel_check", "--emulate", "--quick",
                         "--only", "matrix", "--plant", fault, "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 1, r.stdout + r.stderr
     failures = [ln for ln in r.stdout.splitlines() if ln.startswith("  FAIL ")]
     rows = json.loads((tmp_path / "gpu_kernel_check.json").read_text())["rows"]
@@ -108,8 +107,9 @@ def test_ptx_functions_split_entries():
 def test_oracle_size_rule_equals_detectron2s():
     """The oracle's own ResizeShortestEdge rule (used where detectron2 is missing) is
     detectron2's."""
-    from collage_reference import resize_shortest_edge_shape
     from detectron2.data.transforms import ResizeShortestEdge
+
+    from bench.oracle import resize_shortest_edge_shape
     rng = np.random.default_rng(0)
     for _ in range(2000):
         h, w = (int(v) for v in rng.integers(1, 3000, 2))

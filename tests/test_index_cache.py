@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from dst_dali import coco_index, index_cache
-from dst_dali.coco_index import build_coco_index, load_coco_index
-from dst_dali.dataset import DatasetError
+from dst_dali.data import coco_index, index_cache
+from dst_dali.data.coco_index import build_coco_index, load_coco_index
+from dst_dali.data.index import DatasetError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,7 +129,7 @@ def test_every_planted_fault_is_listed_by_both_builds(coco128, tmp_path):
 
 def test_a_fault_in_one_chunk_leaves_the_others_typed(coco128, tmp_path, monkeypatch):
     """A chunk with a problem is checked entry by entry, the rest by numpy: the same index."""
-    from dst_dali import coco_json
+    from dst_dali.data import coco_json
     monkeypatch.setattr(coco_json, "CHUNK", 100)
     path = _write(tmp_path, lambda d: d["annotations"][450].update(category_id=999), coco128)
     problems = []
@@ -156,7 +156,7 @@ def _odd_segmentations(data):
 
 
 def test_odd_segmentations_read_alike(coco128, tmp_path, monkeypatch):
-    from dst_dali import coco_json
+    from dst_dali.data import coco_json
     monkeypatch.setattr(coco_json, "CHUNK", 1)  # each odd one in a chunk of its own
     path = _write(tmp_path, _odd_segmentations, coco128)
     typed = build_coco_index(coco128.images, path, progress=False)
@@ -302,8 +302,7 @@ def test_the_default_location_is_node_local_and_movable(monkeypatch, tmp_path):
 
 RACER = """
 import json, sys, time
-sys.path.insert(0, {root!r})
-from dst_dali import coco_index
+from dst_dali.data import coco_index
 build = coco_index.build_coco_index
 def slow(*args, **kwargs):  # a build long enough for every racer to arrive during it
     time.sleep(1.5)
@@ -340,9 +339,8 @@ def test_a_builder_that_dies_leaves_no_half_cache(coco_copy, tmp_path):
     cache = tmp_path / "c"
     script = f"""
 import os, sys
-sys.path.insert(0, {ROOT!r})
 import numpy as np
-from dst_dali import coco_index, index_cache
+from dst_dali.data import coco_index, index_cache
 save = np.save
 def die(file, array):
     if file.endswith("labels.npy"):
@@ -390,7 +388,8 @@ def test_a_registered_coco_file_is_read_and_cached_as_a_file(coco128, tmp_path):
     detectron2's loader gives; a registered list of dicts gives the same columns uncached."""
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import load_coco_json, register_coco_instances
-    from dst_dali.catalog import detectron2_dataset_index, index_of_dataset_dicts
+
+    from dst_dali.data.catalog import detectron2_dataset_index, index_of_dataset_dicts
     name = "coco128_cached_registration"
     if name not in DatasetCatalog.list():
         register_coco_instances(name, {}, coco128.annotations, coco128.images)
@@ -410,7 +409,8 @@ def test_a_registered_coco_file_is_read_and_cached_as_a_file(coco128, tmp_path):
 def test_several_registered_coco_files_are_concatenated(coco128, tmp_path):
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
-    from dst_dali.catalog import detectron2_dataset_index
+
+    from dst_dali.data.catalog import detectron2_dataset_index
     with open(coco128.annotations) as f:
         data = json.load(f)
     halves = []
@@ -454,7 +454,8 @@ def test_a_registered_coco_file_is_checked_like_a_file_given_directly(coco128, t
     the first unknown category and merges duplicate ids), files checked, one polygon rule."""
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
-    from dst_dali.catalog import detectron2_dataset_index
+
+    from dst_dali.data.catalog import detectron2_dataset_index
     path = _write(tmp_path, _planted, coco128)
     name = f"coco128_planted_{tmp_path.name}"
     register_coco_instances(name, {}, path, coco128.images)

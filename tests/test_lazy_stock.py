@@ -41,9 +41,8 @@ def stock_config(dataset, output_dir, max_iter):
 
 def test_stock_lazyconfig_train_net_trains_dst_past_an_epoch_and_resumes(coco128_first40,
                                                                            tmp_path):
-    from tools import lazyconfig_train_net as stock
-
     from dst_dali import DSTLoader
+    from tools import lazyconfig_train_net as stock
     cfg = stock_config(coco128_first40, str(tmp_path), 24)
     assert cfg.dataloader.train.batch_size == 2  # an override the README names
     with mock.patch.object(DSTLoader, "start_after", autospec=True,
@@ -73,7 +72,7 @@ def test_lazy_demo_config_overrides(coco128_first40):
                                      ["dataloader.train.batch_size=4", "train.max_iter=1"])
     cfg.dataloader.train.datasets = coco128_first40
     loader = instantiate(cfg.dataloader.train)
-    assert loader.batch_size == 4 and loader.endless_iteration
+    assert loader.batch_size == 4 and loader.settings.endless
     assert len(loader.next_batch("regular")) == 4
 
 
@@ -81,7 +80,7 @@ def test_model_finder_matches_the_batch_by_identity_and_leaves_no_global_hook():
     import torch
     from torch.nn.modules import module as torch_module
 
-    from dst_dali.stock_loops import GIVE_UP_AFTER, ModelFinder
+    from dst_dali.feedback.stock_loops import GIVE_UP_AFTER, ModelFinder
 
     class Outer(torch.nn.Module):
         def __init__(self):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from collage_reference import nearest_indices
+from bench.oracle import nearest_indices
 from dst_dali import DSTLoader, FeedbackController
 
 MAX_SIZE = 1333
@@ -134,7 +134,7 @@ def ids_of(batch):
 def test_forced_sequence_epochs_and_shards(coco128):
     """Both streams on 2 ranks, through DALI: each rank reads its share of an epoch once, ranks
     are disjoint, and a batch is exactly its sampler's group."""
-    from dst_dali.sampler import GroupSampler
+    from dst_dali.stream.sampler import GroupSampler
     pattern = ["regular", "collage", "collage", "regular"]
     loaders = [make_loader(coco128, shard_id=s, num_shards=2) for s in range(2)]
     read = {s: {"regular": [], "collage": []} for s in range(2)}
@@ -170,8 +170,8 @@ def test_groups_over_many_epochs(coco128, k, batch_size, shards, grouped):
     """25 epochs of the sampler on coco128's orientations: no group repeats an image or mixes
     orientations, ranks never share an image within an epoch, and every image is read once an
     epoch (a group straddling two epochs may move one read across the boundary)."""
-    from dst_dali.coco_index import load_coco_index
-    from dst_dali.sampler import GroupSampler
+    from dst_dali.data.coco_index import load_coco_index
+    from dst_dali.stream.sampler import GroupSampler
     index = load_coco_index(coco128.images, coco128.annotations)
     n, size, epochs = len(index), k * batch_size, 25
     landscape = index.landscape
@@ -273,14 +273,14 @@ def test_a_drawn_seed_is_logged_kept_and_resumed(coco128, caplog):
     seed = a.state_dict()["config"]["seed"]
     assert a.seed_drawn and f"drew seed {seed} " in caplog.text
     b = make_loader(coco128, seed=None)
-    assert b._config["seed"] != seed  # two draws from 2**31
+    assert b.settings.seed != seed  # two draws from 2**31
     given = make_loader(coco128, seed=seed)
     for kind in kinds[:2]:
         batches_equal(a.next_batch(kind), given.next_batch(kind))
     state = a.state_dict()
     after = [a.next_batch(kind) for kind in kinds[2:]]
     b.load_state_dict(state)
-    assert b._config["seed"] == seed
+    assert b.settings.seed == seed
     for kind, batch in zip(kinds[2:], after):
         batches_equal(b.next_batch(kind), batch)
     with pytest.raises(ValueError, match=rf"other settings .*'seed': \({seed}, 7\)"):
@@ -421,7 +421,7 @@ def test_sampler_follows_the_one_by_one_rule_and_seeks_anywhere():
     """Each epoch's groups made key by key with numpy equal the rule applied an image at a
     time (the group straddling two epochs included), over many sizes, shards and orientation
     mixes; seek(k) gives what k groups of replay leave, across tens of epochs."""
-    from dst_dali.sampler import GroupSampler
+    from dst_dali.stream.sampler import GroupSampler
     rng = np.random.default_rng(0)
     checked = 0
     for trial in range(200):
@@ -447,7 +447,7 @@ def test_sampler_seek_far_makes_one_epoch():
     """A position a billion groups on is reached by counting: only the epoch holding it is made,
     and the few before it only read for the partial groups carried in, and it agrees with a
     seek a few groups before it plus replay."""
-    from dst_dali.sampler import GroupSampler
+    from dst_dali.stream.sampler import GroupSampler
     keys = np.random.default_rng(1).random(126) < 0.7
     sampler = GroupSampler(keys, 126, 8, seed=5, stream=1, shard_id=1, num_shards=2)
     made, read = [], []
@@ -466,8 +466,8 @@ def test_every_random_stream_is_its_own():
     """The deal of each stream, the draws and the replacements come from generators of their
     own: no two give the same numbers, in particular not seed s's collage deal and seed s + 1's
     regular deal, nor a deal and a draw at the same numbers."""
-    from dst_dali.sampler import GroupSampler
-    from dst_dali.streams import DEAL, DRAW, REPLACE, generator
+    from dst_dali.stream.rng import DEAL, DRAW, REPLACE, generator
+    from dst_dali.stream.sampler import GroupSampler
     firsts = {}
     for seed in (0, 1):
         for purpose in (DEAL, DRAW, REPLACE):

@@ -584,7 +584,7 @@ def test_header_size_of_jpeg_and_png(coco128, tmp_path):
     import cv2
     import numpy as np
 
-    from dst_dali.image_files import header_size
+    from dst_dali.data.image_files import header_size
     for name in sorted(os.listdir(coco128.images))[:20]:
         path = os.path.join(coco128.images, name)
         h, w = cv2.imread(path, cv2.IMREAD_UNCHANGED).shape[:2]  # no EXIF rotation
@@ -604,7 +604,7 @@ def test_pixel_limit_by_the_header_of_other_formats(tmp_path, fmt):
     import numpy as np
     from PIL import Image
 
-    from dst_dali.image_files import header_size, read_image_file
+    from dst_dali.data.image_files import header_size, read_image_file
     path = tmp_path / f"x.{fmt.lower()}"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), np.uint8)).save(
         path, format=fmt)
@@ -622,7 +622,7 @@ def test_pixel_limit_beyond_pillows_own(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from dst_dali.image_files import MAX_PIXELS, read_image_file
+    from dst_dali.data.image_files import MAX_PIXELS, read_image_file
     path = tmp_path / "bomb.bmp"
     Image.new("RGB", (8, 8)).save(path)
     data = bytearray(path.read_bytes())

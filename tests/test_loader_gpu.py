@@ -3,7 +3,7 @@ CUDA tensors it hands to torch agree, whichever device torch's current one is.""
 import pytest
 import torch
 
-from dst_dali.device import resolve_device
+from dst_dali.op.device import resolve_device
 
 
 def gpu_ready():

@@ -43,7 +43,7 @@ def test_operator_without_torch_and_a_clear_message_for_the_loader():
 
 def test_public_api():
     import dst_dali
-    from dst_dali.controller import FeedbackController
+    from dst_dali.feedback.controller import FeedbackController
     from dst_dali.loader import DSTLoader
     from dst_dali.trainer import DSTHook
     assert dst_dali.DSTLoader is DSTLoader and dst_dali.FeedbackController is FeedbackController

@@ -47,9 +47,8 @@ def test_cpu_only_build_switch(tmp_path):
     # one process would abort it).
     r = python("import sys\n"
                "from nvidia.dali import backend, plugin_manager\n"
-               "sys.path.insert(0, 'dst_dali')\n"
                "import importlib.util as u\n"
-               "spec = u.spec_from_file_location('p', 'dst_dali/_plugin.py')\n"
+               "spec = u.spec_from_file_location('p', 'dst_dali/op/plugin.py')\n"
                "p = u.module_from_spec(spec); spec.loader.exec_module(p)\n"
                f"print(p.build_info({str(lib)!r}))\n"
                f"plugin_manager.load_library({str(lib)!r})\n"
@@ -68,7 +67,8 @@ def test_host_cpu_stats_count_each_k_apart():
     import numpy as np
 
     import dst_dali
-    from dali_helpers import run_collage
+
+    from .dali_helpers import run_collage
     rng = np.random.default_rng(0)
     images = [[rng.integers(0, 256, (300, 400, 3), dtype=np.uint8) for _ in range(3)]
               for _ in range(4)]

@@ -77,7 +77,7 @@ def test_plain_detectron2_loop_snippet(coco_2017_train_stand_in, one_process_gro
         exec(snippet("from_detectron2(\"coco_2017_train\""), user)
     loader = user["loader"]
     # 3 trained; zip draws a 4th before range ends, as in detectron2's plain_train_net
-    assert loader.iteration == 4 and loader._config["num_shards"] == 1
+    assert loader.iteration == 4 and loader.settings.num_shards == 1
     assert loader.observe_last() is not None  # watched: the forwards fed it
 
 

@@ -9,8 +9,14 @@ import pytest
 import torch
 from detectron2.utils.events import EventStorage
 
-from dst_dali.signals import LossShareProbe, box_count_parts, roi_loss_parts, signal_parts
-from torchvision_models import DENSE_TARGETS, torchvision_dense_model
+from dst_dali.feedback.signals import (
+    LossShareProbe,
+    box_count_parts,
+    roi_loss_parts,
+    signal_parts,
+)
+
+from .torchvision_models import DENSE_TARGETS, torchvision_dense_model
 
 NUM_CLASSES = 3
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -130,13 +136,14 @@ def test_input_signal_counts_boxes_by_area():
     ("FCOS", "build_fcos_resnet_fpn_backbone", "loss_fcos_loc")])
 def test_dense_detector_parts_split_its_losses(arch, backbone, box_loss):
     """On a real (tiny, untrained) RetinaNet or FCOS forward (FCOS from a yaml config, through
-    dst_dali.fcos): the probe leaves the losses unchanged, and the regression parts of small,
+    dst_dali.integrations.detectron2.fcos): the probe leaves the losses unchanged, and the
+    regression parts of small,
     medium and large objects add up to the box loss the model trains on."""
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
 
-    from dst_dali.fcos import add_fcos_config
+    from dst_dali.integrations.detectron2.fcos import add_fcos_config
     cfg = get_cfg()
     add_fcos_config(cfg)
     cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.BACKBONE.NAME = arch, backbone
@@ -171,7 +178,7 @@ def test_torchvision_probe_splits_fastrcnn_loss():
     number of sampled proposals), and small, medium and large positives each get their part."""
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
-    from dst_dali.signals import TorchvisionLossShareProbe
+    from dst_dali.feedback.signals import TorchvisionLossShareProbe
     torch.manual_seed(0)
     model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4,
                                     min_size=256, max_size=256)
@@ -207,7 +214,7 @@ def test_torchvision_probe_with_an_image_without_boxes():
     adds up to torchvision's own loss_box_reg, and only the boxed image's positives count."""
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
-    from dst_dali.signals import TorchvisionLossShareProbe
+    from dst_dali.feedback.signals import TorchvisionLossShareProbe
     torch.manual_seed(0)
     model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4,
                                     min_size=256, max_size=256)
@@ -232,7 +239,7 @@ def test_torchvision_dense_probe_splits_bbox_regression(arch):
     losses as they are, its regression parts of small, medium and large positives add up to
     the model's own bbox_regression loss, and an image without boxes among the batch counts
     nothing. remove() gives the head back what it had, a user's own wrapper included."""
-    from dst_dali.signals import TorchvisionDenseProbe, probe_for
+    from dst_dali.feedback.signals import TorchvisionDenseProbe, probe_for
     model = torchvision_dense_model(arch)
     images = [torch.rand(3, 256, 256) for _ in DENSE_TARGETS]
     plain = model(images, DENSE_TARGETS)
@@ -261,7 +268,7 @@ def test_torchvision_dense_probe_splits_bbox_regression(arch):
 
 def test_torchvision_dense_probe_splits_one_group_alone():
     """A batch whose only box is small: all of the regression loss is the small group's."""
-    from dst_dali.signals import probe_for
+    from dst_dali.feedback.signals import probe_for
     model = torchvision_dense_model("retinanet")
     probe = probe_for(model)
     losses = model([torch.rand(3, 256, 256)], [DENSE_TARGETS[1]])
@@ -301,9 +308,8 @@ def test_torchvision_path_imports_no_detectron2(tmp_path):
         "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, _NoDetectron2())\n")
     code = ("import sys, torch\n"
-            "sys.path.insert(0, 'tests')\n"
-            "from torchvision_models import torchvision_dense_model, DENSE_TARGETS\n"
-            "from dst_dali.signals import probe_for\n"
+            "from tests.torchvision_models import torchvision_dense_model, DENSE_TARGETS\n"
+            "from dst_dali.feedback.signals import probe_for\n"
             "model = torchvision_dense_model('fcos')\n"
             "probe = probe_for(model)\n"
             "model([torch.rand(3, 256, 256)], DENSE_TARGETS[:1])\n"

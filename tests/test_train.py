@@ -152,7 +152,7 @@ def test_tau_from_a_finished_baseline_and_the_paper_figures(baseline_run, dst_ru
 
 
 def test_voc_sets_are_scored_with_the_voc07_metric(tmp_path):
-    """A PASCAL VOC set (tools/make_voc_sample.py, registered as detectron2's builtin VOC sets
+    """A PASCAL VOC set (tests/voc_sample.py, registered as detectron2's builtin VOC sets
     are) gets detectron2's VOC evaluator, with the 11-point VOC07 metric for 2007; it scores the
     set's own boxes as perfect detections 100 AP50. A COCO set keeps COCO's evaluator."""
     import torch
@@ -162,8 +162,8 @@ def test_voc_sets_are_scored_with_the_voc07_metric(tmp_path):
     from detectron2.structures import Boxes, Instances
 
     from dst_dali.trainer import DSTTrainer
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from make_voc_sample import VOC_CLASSES, make_voc_sample
+
+    from .voc_sample import VOC_CLASSES, make_voc_sample
     make_voc_sample(str(tmp_path), 2007, "test")
     name = f"voc_sample_2007_test_{os.getpid()}"
     register_pascal_voc(name, str(tmp_path / "VOC2007"), "test", 2007, VOC_CLASSES)
@@ -187,8 +187,7 @@ def test_voc_sets_are_scored_with_the_voc07_metric(tmp_path):
 
 
 def check_setup(*opts, config=DEMO):
-    sys.path.insert(0, os.path.join(ROOT, "train"))
-    from train_dali import parse_args, register_bundled_datasets, setup
+    from train.train_dali import parse_args, register_bundled_datasets, setup
     register_bundled_datasets()
     return setup(parse_args(["--config", config, *opts]))
 
@@ -197,7 +196,8 @@ def check_setup(*opts, config=DEMO):
     (["DST.TUA", "0.2"], KeyError, r"unknown DST key\(s\) \['TUA'\]; the valid ones are "
                                    r"\['BAD_IMAGES', 'DECISION', 'DEVICE', 'ENABLED', 'K'"),
     (["DST.TAU", "1.5"], ValueError, r"DST.TAU=1.5: must be a number in \[0, 1\]"),
-    (["DST.K", "3"], ValueError, r"DST.K: k=3"),
+    (["DST.K", "3"], ValueError, r"DST.K=3: the number of collage components must be a square"),
+    (["DST.PIPELINES", "-1"], ValueError, r"DST.PIPELINES=-1: must be a positive integer"),
     (["DST.DECISION", "vote"], ValueError, r"DST.DECISION='vote': must be one of"),
     (["DST.TAU_QUANTILE", "2.0"], ValueError, r"DST.TAU_QUANTILE=2.0"),
     (["DST.TAU_WARMUP", "10", "DST.SIGNAL", "random"], ValueError, r"DST.TAU_WARMUP=10"),
@@ -214,6 +214,30 @@ def check_setup(*opts, config=DEMO):
 def test_bad_config_fails_before_training(opts, error, message):
     with pytest.raises(error, match=message):
         check_setup(*opts)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("NUM_THREADS", True, r"DST.NUM_THREADS=True: must be a positive integer"),
+    ("TAU_WARMUP", False, r"DST.TAU_WARMUP=False: must be a non-negative integer"),
+    ("MAX_PIXELS", -5, r"DST.MAX_PIXELS=-5: must be a positive integer"),
+    ("DEVICE", "tpu", r"DST.DEVICE='tpu': must be one of \('auto', 'cpu', 'gpu'\)")])
+def test_a_config_set_in_code_is_checked_by_the_loaders_rules(key, value, message):
+    """A config changed in code (no yaml type check) meets the loader's own rules, which
+    DSTLoader applies to the same value as a keyword argument."""
+    from dst_dali.integrations.detectron2.config import (
+        LOADER_SETTINGS,
+        check_dst_config,
+    )
+    from dst_dali.settings import LoaderSettings
+    cfg = check_setup()
+    cfg.defrost()
+    cfg.DST[key] = value
+    with pytest.raises(ValueError, match=message):
+        check_dst_config(cfg)
+    if key in LOADER_SETTINGS:
+        with pytest.raises(ValueError, match=message.replace(f"DST.{key}",
+                                                             LOADER_SETTINGS[key])):
+            LoaderSettings(**{LOADER_SETTINGS[key]: value})
 
 
 def test_replay_control_from_a_finished_run(dst_run, tmp_path):
@@ -383,7 +407,8 @@ def test_seed_minus_one_draws_a_seed_the_loader_keeps():
 
 
 def test_fcos_trains_with_feedback(tmp_path):
-    """The FCOS config's model (registered by dst_dali.fcos) through train_dali.py: its GIoU box
+    """The FCOS config's model (registered by dst_dali.integrations.detectron2.fcos) through
+    train_dali.py: its GIoU box
     loss is split, r is measured, and the decisions follow it."""
     fcos = os.path.join(CONFIGS, "fcos_R_50_FPN_2x_dst.yaml")
     cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", fcos,
@@ -410,8 +435,7 @@ TINY = ["MODEL.RESNETS.DEPTH", "18", "INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MA
 def test_pascal_voc_through_detectron2s_builtin_datasets(tmp_path):
     """The VOC config on detectron2's builtin voc_2007_trainval (string image ids, XML), here a
     VOC-format sample made from coco128 under $DETECTRON2_DATASETS."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from make_voc_sample import make_voc_sample
+    from .voc_sample import make_voc_sample
     stems = make_voc_sample(str(tmp_path / "datasets"))
     voc = os.path.join(CONFIGS, "faster_rcnn_R_50_FPN_voc_dst.yaml")
     cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", voc,
@@ -435,10 +459,9 @@ def test_a_registered_list_of_dicts_trains(tmp_path):
     script = tmp_path / "launcher.py"
     script.write_text(f"""
 import sys
-sys.path.insert(0, {os.path.join(ROOT, "train")!r})
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
-import train_dali
+from train import train_dali
 root = {os.path.join(ROOT, "data", "coco128")!r}
 dicts = load_coco_json(root + "/instances.json", root + "/images", "mine_meta")[:40]
 for d in dicts:  # the user's own ids and boxes in xyxy
@@ -455,7 +478,9 @@ train_dali.main(train_dali.parse_args(sys.argv[1:]))
 """)
     cmd = [sys.executable, str(script), "--config", DEMO, "DATASETS.TRAIN", "('mine',)",
            "OUTPUT_DIR", str(tmp_path / "out"), "DST.BAD_IMAGES", "skip"] + TINY
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    # the launcher lives beside the user's checkout, whose train/ it imports
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     hist = history(tmp_path / "out" / "dst_state" / "rank0_iter0000004.pth")
     ids = [i for h in hist for ids in h["image_ids"] for i in ids]

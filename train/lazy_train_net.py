@@ -9,7 +9,6 @@ same configs; its --resume continues past what the run had read.)
 """
 import logging
 import os
-import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("lazy_train_net")
@@ -65,7 +64,6 @@ def main(args):
     from detectron2.engine import default_setup
     from detectron2.utils import comm
     from detectron2.utils.logger import setup_logger
-
     from train_dali import register_bundled_datasets
     register_bundled_datasets()
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
@@ -80,8 +78,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, ROOT)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from detectron2.engine import default_argument_parser, launch
     args = default_argument_parser(__doc__).parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,

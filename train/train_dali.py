@@ -82,7 +82,6 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, ROOT)
     from detectron2.engine import launch
     args = parse_args()
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
