@@ -42,7 +42,8 @@ gpu-kernel-check:
 	$(PYTHON) -m bench.gpu.kernel_check $(if $(EMULATE),--emulate) --out $(OUT)
 
 # Then the whole GPU path through DALI: one report, a line per check (exits 0 without a GPU).
-gpu-check: install
+# VENV=/path: an environment that has everything is used as it is (no pip call).
+gpu-check: $(if $(filter .venv,$(VENV)),install)
 	$(PY) -m bench.gpu.loader_check
 
 clean:

@@ -13,7 +13,10 @@ import numpy as np
 
 def resize_shortest_edge_shape(h, w, short_side, max_size):
     """detectron2's ResizeShortestEdge.get_output_shape, from its definition: the short side to
-    short_side, the long side capped at max_size, each side rounded half up."""
+    short_side, the long side capped at max_size, each side rounded half up. In float64 as
+    detectron2's Python floats, whatever the callers' types: numpy 2 keeps a float32 short side
+    in float32, whose rounding moves some sides by a pixel."""
+    h, w, short_side, max_size = int(h), int(w), float(short_side), float(max_size)
     scale = short_side / min(h, w)
     newh, neww = (short_side, scale * w) if h < w else (scale * h, short_side)
     if max(newh, neww) > max_size:

@@ -1,5 +1,5 @@
 // The arithmetic of a DST collage, shared by the CPU operator (collage_stitch.cc), the CUDA
-// kernel (collage_kernel.h, launched by collage_stitch.cu and by bench/gpu_kernel_check) and
+// kernel (collage_kernel.h, launched by collage_stitch.cu and by bench/gpu/kernel_check) and
 // the CPU emulation of that kernel's launch (which the tests run on machines without a GPU).
 // Everything that decides a pixel value or a box coordinate lives here, so the paths cannot
 // drift apart. No DALI header: the kernel check builds it with nvcc alone.

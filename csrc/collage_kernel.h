@@ -1,5 +1,5 @@
 // The collage's CUDA kernel and its launch, and the CPU replay of that launch, with no DALI
-// header: the plugin (collage_stitch.cu) and the kernel check (bench/gpu_kernel_check) compile
+// header: the plugin (collage_stitch.cu) and the kernel check (bench/gpu/kernel_check) compile
 // this very code. Host compilers see only EmulateLaunch.
 #ifndef DST_DALI_COLLAGE_KERNEL_H_
 #define DST_DALI_COLLAGE_KERNEL_H_

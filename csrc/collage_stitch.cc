@@ -101,10 +101,26 @@ void CollageStitch<dali::CPUBackend>::RunImpl(dali::Workspace &ws) {
 
 }  // namespace dst_dali
 
-// The DALI version the plugin was compiled against: dst_dali/_plugin.py reads it from the
+// The DALI version the plugin was compiled against: dst_dali/op/plugin.py reads it from the
 // library file before loading it, since a plugin built for another DALI crashes on load.
 extern "C" __attribute__((visibility("default"), used)) const char dst_dali_build_info[] =
     "dst_dali-build-info: " DST_DALI_BUILD_INFO ";";
+
+// The GPU backend's driver floor (DriverFloorError) for Python: the device choice
+// (dst_dali/op/device.py) applies the rule the operator enforces, before torch or DALI touch
+// CUDA. Writes the reason (empty when the driver runs the runtime) and returns its length.
+extern "C" __attribute__((visibility("default"))) int dst_dali_driver_floor(int driver,
+                                                                         int runtime,
+                                                                         char *message,
+                                                                         int len) {
+  const std::string error = ::dst_dali::DriverFloorError(driver, runtime);
+  if (len > 0) {
+    const int n = std::min<int>(error.size(), len - 1);
+    error.copy(message, n);
+    message[n] = '\0';
+  }
+  return static_cast<int>(error.size());
+}
 
 DALI_REGISTER_OPERATOR(CollageStitch, ::dst_dali::CollageStitch<::dali::CPUBackend>, ::dali::CPU);
 

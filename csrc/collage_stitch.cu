@@ -53,4 +53,16 @@ void CollageStitch<dali::GPUBackend>::RunImpl(dali::Workspace &ws) {
 
 }  // namespace dst_dali
 
+// What the driver floor is applied to, for Python (dst_dali/op/device.py): the CUDA runtime
+// this backend was built with (linked statically) and the node's driver (0: none found).
+extern "C" __attribute__((visibility("default"))) int dst_dali_cuda_runtime() {
+  return CUDART_VERSION;
+}
+
+extern "C" __attribute__((visibility("default"))) int dst_dali_cuda_driver() {
+  int driver = 0;
+  if (cudaDriverGetVersion(&driver) != cudaSuccess) return 0;
+  return driver;
+}
+
 DALI_REGISTER_OPERATOR(CollageStitch, ::dst_dali::CollageStitch<::dali::GPUBackend>, ::dali::GPU);

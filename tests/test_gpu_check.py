@@ -28,7 +28,7 @@ def test_without_a_gpu_it_says_so_and_exits_0(tmp_path):
     assert all(checks), lines
     assert [m.group(2) for m in checks] == list(gpu_check.CHECKS)
     assert {m.group(1) for m in checks} == {"SKIP"}
-    assert lines[-1] == "result: no check failed"
+    assert lines[-1] == f"result: no check failed ({len(gpu_check.CHECKS)} skipped)"
     assert r.stdout in (tmp_path / "gpu_check.md").read_text()
 
 
@@ -45,4 +45,16 @@ def test_report_names_the_failed_checks_in_order():
                                "memcheck": ("SKIP", "no tool")}, "header")
     assert report.splitlines() == ["header", "[FAIL] exactness: k=4: image differs",
                                    "[SKIP] memcheck: no tool", "[PASS] train: 20 iterations",
-                                   "result: FAILED exactness"]
+                                   "result: FAILED exactness (1 skipped)"]
+
+
+def test_make_gpu_check_with_a_given_environment_installs_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    given = subprocess.run(["make", "-n", "--no-print-directory", "gpu-check",
+                            f"VENV={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                           env=env).stdout
+    assert given.strip() == f"{tmp_path}/bin/python -m bench.gpu.loader_check", given
+    default = subprocess.run(["make", "-n", "--no-print-directory", "-W", "setup.py",
+                              "gpu-check"], cwd=ROOT, capture_output=True, text=True,
+                             env=env).stdout
+    assert "pip install" in default  # the default .venv is still made on first use

@@ -49,6 +49,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ from .. import oracle
 SOURCE = os.path.join(ROOT, "bench", "gpu", "kernel_check.cu")
 CSRC = os.path.join(ROOT, "csrc")
 COCO128 = os.path.join(ROOT, "data", "coco128", "images")
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+PASS, FAIL, SKIP, TIMEOUT = "PASS", "FAIL", "SKIP", "TIMEOUT"
 CHECKS = ("build", "driver", "kernel", "matrix", "boxes", "memcheck", "initcheck", "speed")
 FAULTS = ("skip_row", "write_past_end", "oracle_pixel")
 BATCH, MAX_SIZE = 8, 533.0
@@ -88,6 +89,45 @@ def nvcc():
     return os.environ.get("NVCC") or shutil.which("nvcc")
 
 
+class StepTimeout(Exception):
+    """A step's subprocess ran past its time: its own status, naming the step."""
+
+    def __init__(self, step, seconds):
+        super().__init__(f"{step} ran past its {seconds:.0f} s" if seconds > 0 else
+                         f"{step}: no time was left of the run's --budget")
+
+
+class Budget:
+    """The run's time: each subprocess gets its own limit, and never more than is left, so the
+    whole run ends within `seconds` wherever a step hangs."""
+
+    def __init__(self, seconds):
+        self.end = time.monotonic() + seconds
+
+    def left(self):
+        return max(0.0, self.end - time.monotonic())
+
+    def run(self, cmd, step, limit, **kwargs):
+        seconds = min(limit, self.left())
+        if seconds <= 0:
+            raise StepTimeout(step, 0)
+        # a session of its own, so that a timeout ends the step's children too (a sanitizer's
+        # target, a wrapper's sleep), which would otherwise hold its output open
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True, **kwargs)
+        try:
+            out, err = proc.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise StepTimeout(step, seconds) from None
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+# a run with no budget of its own (the tests' direct calls): each step's own limit
+UNBOUNDED = Budget(float("inf"))
+
+
 def setup_archs():
     """The SASS architectures setup.py builds the plugin for (DST_DALI_CUDA_ARCHS overrides)."""
     text = open(os.path.join(ROOT, "setup.py")).read()
@@ -98,7 +138,7 @@ def setup_archs():
 
 # -- build and kernel quality ------------------------------------------------------------------
 
-def build(build_dir, emulate):
+def build(build_dir, emulate, budget=UNBOUNDED):
     """The harness library, for this GPU (-arch=native) or, emulated, for sm_75; kept while it
     is newer than its sources (the sanitizer runs reuse it)."""
     os.makedirs(build_dir, exist_ok=True)
@@ -112,21 +152,23 @@ def build(build_dir, emulate):
     partial = f"{lib}.{os.getpid()}.tmp"
     cmd = [nvcc(), *NVCC_FLAGS, arch, "-shared", SOURCE, "-o", partial]
     t0 = time.time()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = budget.run(cmd, "the harness build (nvcc)", 300)
     if r.returncode != 0:
         raise RuntimeError("nvcc failed: " + (r.stderr or r.stdout)[-1500:])
     os.replace(partial, lib)
     return lib, time.time() - t0
 
 
-def kernel_quality(source=SOURCE, archs=None, build_dir="build/gpu_kernel_check"):
+def kernel_quality(source=SOURCE, archs=None, build_dir="build/gpu_kernel_check",
+                   budget=UNBOUNDED):
     """(status, detail): every StitchKernel instance compiled for every architecture has a
     0-byte stack frame (ptxas -v) and its PTX no div/rem .s64/.u64."""
     archs = archs or setup_archs()
     os.makedirs(build_dir, exist_ok=True)
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
-    r = subprocess.run([nvcc(), *NVCC_FLAGS, *gencode, "-Xptxas", "-v", "-c", source, "-o",
-                        os.path.join(build_dir, "quality.o")], capture_output=True, text=True)
+    r = budget.run([nvcc(), *NVCC_FLAGS, *gencode, "-Xptxas", "-v", "-c", source, "-o",
+                    os.path.join(build_dir, "quality.o")],
+                   f"the kernel build for sm_{', sm_'.join(archs)}", 300)
     if r.returncode != 0:
         return FAIL, "nvcc failed: " + r.stderr[-600:]
     # ptxas prints, per entry and architecture: "Compiling entry function 'NAME' for 'sm_XX'",
@@ -146,8 +188,8 @@ def kernel_quality(source=SOURCE, archs=None, build_dir="build/gpu_kernel_check"
     divisions = []
     for a in archs:
         ptx = os.path.join(build_dir, f"quality_{a}.ptx")
-        r = subprocess.run([nvcc(), *NVCC_FLAGS, f"-arch=compute_{a}", "--ptx", source, "-o",
-                            ptx], capture_output=True, text=True)
+        r = budget.run([nvcc(), *NVCC_FLAGS, f"-arch=compute_{a}", "--ptx", source, "-o", ptx],
+                       f"nvcc --ptx for compute_{a}", 120)
         if r.returncode != 0:
             return FAIL, f"nvcc --ptx for compute_{a} failed: " + r.stderr[-400:]
         for name, body in ptx_functions(open(ptx).read()):
@@ -425,17 +467,43 @@ def check_matrix(h, pool, emulate, quick, fault=None, guard=65536):
 
 # -- sanitizer and speed -----------------------------------------------------------------------
 
-def check_sanitizer(tool, out_dir):
-    sanitizer = shutil.which("compute-sanitizer")
+def find_sanitizer():
+    """compute-sanitizer on PATH, or where the CUDA toolkit of nvcc keeps it (bin/ beside nvcc's
+    real path, or the toolkit's compute-sanitizer/ folder): a node's PATH often has only nvcc."""
+    found = shutil.which("compute-sanitizer")
+    if found or nvcc() is None:
+        return found
+    bin_dir = os.path.dirname(os.path.realpath(nvcc()))
+    for path in (os.path.join(bin_dir, "compute-sanitizer"),
+                 os.path.join(os.path.dirname(bin_dir), "compute-sanitizer",
+                              "compute-sanitizer")):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def check_sanitizer(tool, out_dir, emulate=False, budget=UNBOUNDED):
+    """The quick matrix under compute-sanitizer `tool` (over the CPU replay when emulated). A
+    run without its "ERROR SUMMARY" line is a sanitizer that could not attach here: a SKIP in
+    the tool's own words."""
+    sanitizer = find_sanitizer()
     if sanitizer is None:
-        return SKIP, "compute-sanitizer is not on PATH"
+        return SKIP, "compute-sanitizer is neither on PATH nor beside nvcc"
     extra = ["--padding", "256"] if tool == "memcheck" else []
     cmd = [sanitizer, "--tool", tool, *extra, "--error-exitcode", "3", sys.executable,
            "-m", __spec__.name, "--only", "matrix", "--quick", "--guard", "0",
-           "--out", os.path.join(out_dir, f"under_{tool}")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
-    summary = [ln for ln in (r.stdout + r.stderr).splitlines() if "ERROR SUMMARY" in ln]
-    detail = summary[-1].strip("= ") if summary else f"exit code {r.returncode}"
+           *(["--emulate"] if emulate else []), "--out", os.path.join(out_dir, f"under_{tool}")]
+    try:
+        r = budget.run(cmd, f"compute-sanitizer --tool {tool}", 240, cwd=ROOT)
+    except StepTimeout as e:
+        return TIMEOUT, str(e)
+    output = (r.stdout + r.stderr).splitlines()
+    summary = [ln for ln in output if "ERROR SUMMARY" in ln]
+    if not summary:
+        said = " ".join(ln.strip() for ln in output if ln.strip())[-300:]
+        return SKIP, (f"{tool} did not run here (exit code {r.returncode}): "
+                      f"{said or 'no output'}")
+    detail = summary[-1].strip("= ")
     return (PASS if r.returncode == 0 else FAIL), f"the quick matrix under {tool}: {detail}"
 
 
@@ -473,14 +541,64 @@ def check_speed(h):
 
 # -- report ------------------------------------------------------------------------------------
 
+def result_line(checks, order=CHECKS) -> str:
+    """The last line: the failed and timed-out checks, and how many were skipped."""
+    failed = [c for c in order if c in checks and checks[c][0] == FAIL]
+    late = [c for c in order if c in checks and checks[c][0] == TIMEOUT]
+    skipped = sum(1 for c in order if c in checks and checks[c][0] == SKIP)
+    said = "; ".join(filter(None, [failed and "FAILED " + ", ".join(failed),
+                                   late and "TIMED OUT " + ", ".join(late)]))
+    return (f"result: {said or 'no check failed'}"
+            + (f" ({skipped} skipped)" if skipped else ""))
+
+
 def render(checks, header, order=CHECKS) -> str:
     """The report: the header line(s), then `[STATUS] check: detail` a check in `order`, then
     the result (bench/gpu/loader_check.py's too)."""
     lines = ([header] if isinstance(header, str) else list(header)) + \
         [f"[{checks[c][0]}] {c}: {checks[c][1]}" for c in order if c in checks]
-    failed = [c for c in order if c in checks and checks[c][0] == FAIL]
-    lines.append(f"result: {'FAILED ' + ', '.join(failed) if failed else 'no check failed'}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + [result_line(checks, order)]) + "\n"
+
+
+class Report:
+    """OUT/gpu_kernel_check.json and .txt, written again as each check ends (renamed into
+    place, flushed to disk) and its line printed at once: a run cut off at any point, in a
+    short window on a node nobody prepared, leaves every finished check behind."""
+
+    def __init__(self, out, mode, command):
+        self.out, self.checks, self.header = out, {}, ["dst_dali kernel check"]
+        self.fields = {"mode": mode, "gpu": None, "command": command, "reason": None}
+        self.rows, self.extra = [], {}
+        os.makedirs(out, exist_ok=True)
+
+    def add(self, check, status, detail):
+        self.checks[check] = (status, detail)
+        print(f"[{status}] {check}: {detail}", flush=True)
+        self.write()
+
+    def stop(self, reason) -> int:
+        """An early end (no nvcc, no GPU, a failed build): the reason, written; exit 1."""
+        self.fields["reason"] = reason
+        print(reason, flush=True)
+        self.write()
+        return 1
+
+    def write(self):
+        text = render(self.checks, self.header) + (
+            f"stopped: {self.fields['reason']}\n" if self.fields["reason"] else "")
+        data = {**self.fields, "checks": self.checks, "rows": self.rows, **self.extra}
+        for name, body in (("gpu_kernel_check.json", json.dumps(data, indent=1)),
+                           ("gpu_kernel_check.txt", text)):
+            path = os.path.join(self.out, name)
+            with open(path + ".tmp", "w") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(path + ".tmp", path)
+
+    def exit_code(self) -> int:
+        print(result_line(self.checks), flush=True)
+        return 1 if any(c[0] in (FAIL, TIMEOUT) for c in self.checks.values()) else 0
 
 
 def main(argv=None):
@@ -494,74 +612,73 @@ def main(argv=None):
     ap.add_argument("--only", nargs="+", choices=CHECKS, default=list(CHECKS))
     ap.add_argument("--plant", choices=FAULTS, help="a fault the matrix must report")
     ap.add_argument("--guard", type=int, default=65536, help="guard band bytes (0: none)")
+    ap.add_argument("--budget", type=float, default=480,
+                    help="seconds the whole run may take, compiles and sanitizers included; "
+                         "a step still running then is a TIMEOUT (default 480)")
     args = ap.parse_args(argv)
-
-    if nvcc() is None:
-        print("no nvcc on PATH (set NVCC=): the kernel check needs the CUDA toolkit")
-        return 1
-    checks, rows, extra = {}, [], {}
+    budget = Budget(args.budget)
+    mode = "emulated" if args.emulate else "gpu"
+    report = Report(args.out, mode, "python3 -m bench.gpu.kernel_check " +
+                    " ".join(argv if argv is not None else sys.argv[1:]))
+    if nvcc() is None or not os.access(nvcc(), os.X_OK):
+        return report.stop(f"no nvcc {'at ' + nvcc() if nvcc() else 'on PATH'} (set NVCC=): "
+                           "the kernel check needs the CUDA toolkit")
     try:
-        lib, seconds = build(args.build_dir, args.emulate)
-        arch = "-arch=sm_75 (not launched)" if args.emulate else "-arch=native"
-        checks["build"] = (PASS, f"nvcc {arch} in {seconds:.0f} s")
-    except RuntimeError as e:
-        checks["build"] = (FAIL, str(e))
-        print(render(checks, ["dst_dali kernel check"]), end="")
-        return 1
+        lib, seconds = build(args.build_dir, args.emulate, budget)
+    except (RuntimeError, StepTimeout) as e:
+        report.add("build", TIMEOUT if isinstance(e, StepTimeout) else FAIL, str(e))
+        return report.stop("the harness did not build: nothing else can run")
+    arch = "-arch=sm_75 (not launched)" if args.emulate else "-arch=native"
+    report.add("build", PASS, f"nvcc {arch} in {seconds:.0f} s")
     h = Harness(lib)
     gpu, driver, runtime = h.device()
     floor = h.driver_floor(driver)
+    report.fields.update(driver=driver, runtime=runtime,
+                         gpu=None if args.emulate else gpu)
     if gpu is None and not args.emulate:
-        print(f"no usable CUDA GPU here (driver {driver}, runtime {runtime}): nothing was run "
-              "on a GPU; `make gpu-kernel-check EMULATE=1` runs the matrix on the CPU"
-              + (f"\n{floor}" if floor else ""))
-        return 1
-    mode = "emulated" if args.emulate else "gpu"
-    header = [f"dst_dali kernel check ({mode}): "
-              f"{'GPU ' + gpu if gpu and not args.emulate else 'no GPU used'}, "
-              f"CUDA driver {driver // 1000}.{driver % 1000 // 10}, runtime "
-              f"{runtime // 1000}.{runtime % 1000 // 10}, {platform.node()}"]
+        return report.stop(f"no usable CUDA GPU here (driver {driver}, runtime {runtime}): "
+                           "nothing was run on a GPU; `make gpu-kernel-check EMULATE=1` runs "
+                           "the matrix on the CPU" + (f"; {floor}" if floor else ""))
+    report.header = [f"dst_dali kernel check ({mode}): "
+                     f"{'GPU ' + gpu if gpu and not args.emulate else 'no GPU used'}, "
+                     f"CUDA driver {driver // 1000}.{driver % 1000 // 10}, runtime "
+                     f"{runtime // 1000}.{runtime % 1000 // 10}, {platform.node()}"]
     coco, note = coco_images(48)
     pool = procedural_images(np.random.default_rng(7)) + coco
-    header.append(f"images: {len(PROCEDURAL_SIZES)} procedural, {note}")
+    report.header.append(f"images: {len(PROCEDURAL_SIZES)} procedural, {note}")
+    print("\n".join(report.header), flush=True)
 
     if "driver" in args.only:
-        checks["driver"] = (SKIP, "emulated: no GPU") if args.emulate else \
-            (FAIL, floor) if floor else (PASS, "the driver runs the CUDA runtime this build uses")
+        report.add("driver", *((SKIP, "emulated: no GPU") if args.emulate else (FAIL, floor)
+                               if floor else
+                               (PASS, "the driver runs the CUDA runtime this build uses")))
     if "kernel" in args.only:
-        checks["kernel"] = kernel_quality(build_dir=args.build_dir)
+        try:
+            report.add("kernel", *kernel_quality(build_dir=args.build_dir, budget=budget))
+        except StepTimeout as e:
+            report.add("kernel", TIMEOUT, str(e))
     if "matrix" in args.only:
-        status, detail, rows, failures = check_matrix(h, pool, args.emulate, args.quick,
-                                                      args.plant, args.guard)
-        checks["matrix"] = (status, detail)
-        header += [f"  FAIL {f}" for f in failures]
+        status, detail, report.rows, failures = check_matrix(h, pool, args.emulate, args.quick,
+                                                             args.plant, args.guard)
+        report.header += [f"  FAIL {f}" for f in failures]
+        for f in failures:
+            print(f"  FAIL {f}", flush=True)
+        report.add("matrix", status, detail)
     if "boxes" in args.only:
-        checks["boxes"] = check_boxes(h, pool, np.random.default_rng(11))
+        report.add("boxes", *check_boxes(h, pool, np.random.default_rng(11)))
     for tool in ("memcheck", "initcheck"):
         if tool in args.only:
-            checks[tool] = (SKIP, "emulated: no GPU") if args.emulate else \
-                check_sanitizer(tool, args.out)
+            report.add(tool, *check_sanitizer(tool, args.out, args.emulate, budget))
     if "speed" in args.only:
         if args.emulate:
-            checks["speed"] = (SKIP, "emulated: no GPU to time")
+            report.add("speed", SKIP, "emulated: no GPU to time")
         else:
             try:  # a CUDA error here fails this line; the report is still written
-                status, detail, extra["speed"] = check_speed(h)
-                checks["speed"] = (status, detail)
+                status, detail, report.extra["speed"] = check_speed(h)
+                report.add("speed", status, detail)
             except RuntimeError as e:
-                checks["speed"] = (FAIL, f"CUDA error while timing: {e}")
-
-    report = render(checks, header)
-    print(report, end="")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu_kernel_check.json"), "w") as f:
-        json.dump({"mode": mode, "gpu": None if args.emulate else gpu, "driver": driver,
-                   "runtime": runtime, "command": "python3 -m bench.gpu.kernel_check " +
-                   " ".join(argv if argv is not None else sys.argv[1:]),
-                   "checks": checks, "rows": rows, **extra}, f, indent=1)
-    with open(os.path.join(args.out, "gpu_kernel_check.txt"), "w") as f:
-        f.write(report)
-    return 1 if any(c[0] == FAIL for c in checks.values()) else 0
+                report.add("speed", FAIL, f"CUDA error while timing: {e}")
+    return report.exit_code()
 
 
 if __name__ == "__main__":

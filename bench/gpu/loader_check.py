@@ -15,6 +15,10 @@ Prints one report (and writes bench/results/gpu_check.md), a line per check:
               neighbouring block is seen) and DALI's own CUDA API errors not reported
   loader      DSTLoader(device="gpu"): regular and collage batches, images on the GPU, the
               same boxes as the CPU loader for the same seed
+  handoff     the host's time a sample spends being handed to torch while a 50 ms kernel runs on
+              torch's stream: DSTLoader's DLPack hand-off (no wait, no copy) against a copy on
+              torch's stream after each run() (the hand-off before); PASS when it never waits
+              for the kernel
   train       train/train_dali.py, the demo config on the GPU with AMP, 20 iterations
   throughput  bench/throughput.py --variants dst_gpu builtins_gpu decode_only: samples/s,
               and DSTLoader's over the same batches from DALI's own GPU operators
@@ -37,7 +41,7 @@ import numpy as np
 
 from ..common import COCO128, RESULTS, ROOT, load_images
 
-CHECKS = ("exactness", "memcheck", "loader", "train", "throughput", "kernel")
+CHECKS = ("exactness", "memcheck", "loader", "handoff", "train", "throughput", "kernel")
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 OUTPUTS = ("image", "boxes", "labels", "polygons", "vertices", "origin", "placement")
 
@@ -181,18 +185,25 @@ def check_exactness(quick: bool, emulate: bool = False):
 
 
 def check_memcheck(quick: bool):
-    tool = shutil.which("compute-sanitizer")
+    from .kernel_check import TIMEOUT, Budget, StepTimeout, find_sanitizer
+    tool = find_sanitizer()
     if tool is None:
-        return SKIP, "compute-sanitizer is not on PATH"
+        return SKIP, "compute-sanitizer is neither on PATH nor beside nvcc"
     cmd = [tool, "--tool", "memcheck", "--report-api-errors", "no", "--error-exitcode", "3",
            sys.executable, "-m", __spec__.name, "--only", "exactness", "--quick",
            "--no-write"]
     # DALI's pool hands out blocks of its own allocations: memcheck sees only cudaMalloc's
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                       env={**os.environ, "DALI_USE_DEVICE_MEM_POOL": "0"})
-    summary = [ln for ln in r.stdout.splitlines() + r.stderr.splitlines()
-               if "ERROR SUMMARY" in ln]
-    detail = summary[-1].strip("= ") if summary else f"exit code {r.returncode}"
+    try:
+        r = Budget(600).run(cmd, "exactness under memcheck", 600, cwd=ROOT,
+                            env={**os.environ, "DALI_USE_DEVICE_MEM_POOL": "0"})
+    except StepTimeout as e:
+        return TIMEOUT, str(e)
+    output = r.stdout.splitlines() + r.stderr.splitlines()
+    summary = [ln for ln in output if "ERROR SUMMARY" in ln]
+    if not summary:  # the sanitizer could not attach here
+        said = " ".join(ln.strip() for ln in output if ln.strip())[-300:]
+        return SKIP, f"memcheck did not run here (exit code {r.returncode}): {said}"
+    detail = summary[-1].strip("= ")
     return (PASS if r.returncode == 0 else FAIL), f"exactness under memcheck: {detail}"
 
 
@@ -218,6 +229,43 @@ def check_loader(quick: bool):
     return PASS, (f"regular and collage batches on the GPU, boxes equal to the CPU loader's; "
                   f"pixels (nvJPEG vs libjpeg decode) differ by {np.mean(grey):.2f} grey "
                   "levels on average")
+
+
+def check_handoff(quick: bool):
+    import torch
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    from dst_dali import DSTLoader
+    from dst_dali.stream import batch_stream
+
+    def copied(sample):  # one copy a sample, ordered on torch's current stream
+        out = torch.empty(sample.shape(), dtype=torch.uint8,
+                          device=torch.device("cuda", sample.device_id()))
+        feed_ndarray(sample, out, cuda_stream=torch.cuda.current_stream(out.device))
+        return out
+    kw = dict(images=os.path.join(COCO128, "images"),
+              annotations=os.path.join(COCO128, "instances.json"), batch_size=2, seed=0,
+              output="torchvision", device="gpu")
+    figures = {}
+    for name, hand_off in (("dlpack", batch_stream.gpu_to_torch), ("copy", copied)):
+        original, batch_stream.gpu_to_torch = batch_stream.gpu_to_torch, hand_off
+        try:
+            loader, waits = DSTLoader(**kw), []
+            for kind in ("regular", "collage") * (3 if quick else 10):
+                loader.next_batch(kind)  # the pipelines' prefetch is full from here on
+                torch.cuda._sleep(int(50e-3 * 1.5e9))  # about 50 ms of GPU time at 1.5 GHz
+                t0 = time.perf_counter()
+                loader.next_batch(kind)
+                waits.append(time.perf_counter() - t0)
+                torch.cuda.synchronize()
+            loader.close()
+        finally:
+            batch_stream.gpu_to_torch = original
+        figures[name] = float(np.median(waits))
+    detail = (f"median host time a batch, a 50 ms kernel queued on torch's stream: DLPack "
+              f"{figures['dlpack'] * 1e3:.1f} ms, a copy on torch's stream "
+              f"{figures['copy'] * 1e3:.1f} ms")
+    return (PASS if figures["dlpack"] < 0.025 else FAIL), detail
 
 
 def check_train(quick: bool):
@@ -270,14 +318,15 @@ def check_kernel(quick: bool):
     r = subprocess.run(cmd + (["--quick"] if quick else []), capture_output=True, text=True,
                        timeout=1200, cwd=ROOT)
     checks = json.load(open(os.path.join(out, "gpu_kernel_check.json")))["checks"]
-    failed = [c for c, (status, _) in checks.items() if status == FAIL]
+    failed = [c for c, (status, _) in checks.items() if status in (FAIL, "TIMEOUT")]
     speed = checks.get("speed", [SKIP, "not run"])[1]
     return (FAIL if r.returncode or failed else PASS), \
         (f"failed: {', '.join(failed)}; " if failed else "") + f"{speed} ({out})"
 
 
 RUNNERS = {"exactness": check_exactness, "memcheck": check_memcheck, "loader": check_loader,
-           "train": check_train, "throughput": check_throughput, "kernel": check_kernel}
+           "handoff": check_handoff, "train": check_train, "throughput": check_throughput,
+           "kernel": check_kernel}
 
 
 def render(results, header) -> str:
@@ -323,7 +372,7 @@ def main(argv=None):
             f.write("# gpu_check\n\n`python -m bench.gpu.loader_check "
                     + " ".join(argv or sys.argv[1:])
                     + "`\n\n```\n" + report + "```\n")
-    return 1 if any(r[0] == FAIL for r in results.values()) else 0
+    return 1 if any(r[0] in (FAIL, "TIMEOUT") for r in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -16,9 +16,11 @@ def dali_cause(error: Exception) -> str:
 
 
 def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
-                 progress: bool = False) -> List[Tuple[str, object]]:
+                 progress: bool = False, header=None) -> List[Tuple[str, object]]:
     """For each file, ("ok", (height, width)) as DALI's decoder (the loader's) decodes it, or
-    ("error", DALI's message). A batch that fails is decoded file by file to find the culprit."""
+    ("error", DALI's message). A batch that fails is decoded file by file to find the culprit.
+    header: a graph function of the encoded file giving the (H, W, C) its header gives; then
+    each ok result is ("ok", (height, width), (header's height, width))."""
     import numpy as np
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
@@ -31,11 +33,12 @@ def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
         def graph():
             encoded = fn.external_source(
                 source=lambda: [np.fromfile(f, np.uint8) for f in files], batch=True)
-            return fn.decoders.image(encoded, output_type=types.RGB).shape()
+            decoded = fn.decoders.image(encoded, output_type=types.RGB).shape()
+            return (decoded, header(encoded)) if header else (decoded,)
         pipe = graph()
         pipe.build()
-        (shapes,) = pipe.run()
-        return [("ok", tuple(int(v) for v in np.array(shapes[i])[:2]))
+        outputs = pipe.run()
+        return [("ok", *(tuple(int(v) for v in np.array(o[i])[:2]) for o in outputs))
                 for i in range(len(files))]
 
     out = []
@@ -48,7 +51,7 @@ def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
             if len(files) == 1:
                 out.append(("error", dali_cause(e)[:300]))
             else:
-                out += decode_sizes(files, num_threads, batch=1)
+                out += decode_sizes(files, num_threads, batch=1, header=header)
     return out
 
 

@@ -3,6 +3,7 @@
 DALI aborts the whole process when one plugin library is loaded twice, and a plugin only works
 with the DALI it was compiled against; both are checked here, before DALI sees the library.
 """
+import ctypes
 import glob
 import os
 import re
@@ -57,16 +58,42 @@ def has_gpu_backend() -> bool:
     return OP_NAME in _dali_backend.RegisteredGPUOps()
 
 
+def _library() -> ctypes.CDLL:
+    """The loaded plugin's own functions (dlopen of the path DALI loaded returns the same
+    handle: nothing is registered twice)."""
+    load_plugin()
+    return ctypes.CDLL(plugin_path())
+
+
+def cuda_runtime() -> int:
+    """The CUDA runtime the GPU backend was built with (1000 * major + 10 * minor); 0 without
+    a GPU backend."""
+    lib = _library()
+    return lib.dst_dali_cuda_runtime() if hasattr(lib, "dst_dali_cuda_runtime") else 0
+
+
+def cuda_driver() -> int:
+    """The CUDA version this node's driver supports, as the GPU backend's runtime reads it
+    (0: no driver, or no GPU backend to ask)."""
+    lib = _library()
+    return lib.dst_dali_cuda_driver() if hasattr(lib, "dst_dali_cuda_driver") else 0
+
+
+def driver_floor_error(driver: int, runtime: int) -> str:
+    """Why a driver for CUDA `driver` cannot run the GPU backend built with `runtime` ('' when
+    it can): the operator's own rule, which it raises when a GPU pipeline is built."""
+    message = ctypes.create_string_buffer(512)
+    _library().dst_dali_driver_floor(int(driver), int(runtime), message, len(message))
+    return message.value.decode()
+
+
 def host_cpu_stats(since: Optional[dict] = None) -> dict:
     """Where CollageStitch's CPU went since the plugin was loaded, or since the snapshot
     `since` (an earlier result), per k (1: the regular pipeline's resize, 4: collages):
     {k: {"cpu_s", "batches", "samples"}}, only the k that ran. The CPU is thread CPU time of
     its planning and of every pixel task (CPU backend), summed over threads; on the GPU backend
     only its host part. For benchmarks: bench/throughput.py reads it."""
-    import ctypes
-    load_plugin()
-    # dlopen of the path DALI loaded returns the same handle: nothing is registered twice
-    lib = ctypes.CDLL(plugin_path())
+    lib = _library()
     n = lib.dst_dali_host_cpu_slots()  # one a k, 0..kMaxComponents
     arrays = [(ctypes.c_uint64 * n)() for _ in range(3)]
     lib.dst_dali_host_cpu(*arrays)

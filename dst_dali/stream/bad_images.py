@@ -81,15 +81,30 @@ class BadImages:
         reasons = {p: self.wrong_size(p, hw) for p, hw in zip(positions, decoded)}
         return {p: why for p, why in reasons.items() if why is not None}
 
-    def diagnose(self, positions: List[int], flagged: Dict[int, str]) -> Dict[int, str]:
+    def header_mismatches(self, positions: List[int], decoded: np.ndarray,
+                          planned: np.ndarray) -> Dict[int, str]:
+        """{position: why} of the images whose header gives another (height, width) than their
+        pixels: their boxes were planned for the header's size and would be misplaced."""
+        return {p: (f"has a header giving {pw}x{ph} (width x height), but decodes to {dw}x{dh}: "
+                    "its boxes would be placed for the header's size")
+                for p, (dh, dw), (ph, pw) in zip(positions, decoded.tolist(), planned.tolist())
+                if (dh, dw) != (ph, pw)}
+
+    def diagnose(self, positions: List[int], flagged: Dict[int, str],
+                 header=None) -> Dict[int, str]:
         """{position: why} of a group's bad images after DALI failed on its batch: those the feed
         flagged, and of the others those that do not decode or decode to another size than
-        their entry's (the collage operator refuses boxes beyond a smaller image's pixels)."""
+        their entry's (the collage operator refuses boxes beyond a smaller image's pixels), or,
+        where the boxes were planned from the files' headers (`header`: how the graph reads
+        one), another size than their header's."""
         bad = dict(flagged)
         rest = [p for p in positions if p not in bad]
-        results = decode_sizes([self.index.file_paths[p] for p in rest], batch=1)
-        for p, (status, found) in zip(rest, results):
-            why = f"does not decode ({found})" if status == "error" else self.wrong_size(p, found)
-            if why is not None:
+        results = decode_sizes([self.index.file_paths[p] for p in rest], batch=1,
+                               header=header)
+        for p, (status, found, *planned) in zip(rest, results):
+            why = f"does not decode ({found})" if status == "error" else \
+                self.wrong_size(p, found) or (planned and self.header_mismatches(
+                    [p], np.array([found]), np.array(planned)).get(p))
+            if why:
                 bad[p] = why
         return bad

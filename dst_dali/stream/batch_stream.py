@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from nvidia.dali import pipeline_def
 
+from dst_dali.pipelines import stitch
 from dst_dali.pipelines.stitch import component_inputs, stitched_batch
 
 from ..data.checks import dali_cause
@@ -43,14 +44,14 @@ def _return_freed_heap() -> None:
         pass
 
 
-def gpu_to_torch(tensor):
-    """A copy of one DALI GPU sample as a CUDA tensor (DALI reuses its buffers), on the GPU
-    the pipeline ran on, whichever device is torch's current one."""
-    from nvidia.dali.plugin.pytorch import feed_ndarray
-    device = torch.device("cuda", tensor.device_id())
-    out = torch.empty(tensor.shape(), dtype=torch.uint8, device=device)
-    feed_ndarray(tensor, out, cuda_stream=torch.cuda.current_stream(device))
-    return out
+def gpu_to_torch(sample):
+    """One DALI GPU sample as a CUDA tensor on the GPU the pipeline ran on, sharing its memory
+    (docs/design.md, "The hand-off to torch"): DALI's dynamic executor never reuses an output
+    buffer something still refers to, and torch.from_dlpack hands DALI torch's current stream
+    of that GPU, into which DALI puts an event after the sample's work: torch's later kernels
+    wait for it on the GPU, the host never does, and nothing is copied."""
+    with torch.cuda.device(sample.device_id()):
+        return torch.from_dlpack(sample)
 
 
 class BatchStream:
@@ -74,6 +75,9 @@ class BatchStream:
         # regular groups share an orientation with aspect-ratio grouping; collages always
         self.grouped = kind == COLLAGE or settings.aspect_ratio_grouping
         self.device, self.masks = settings.device, settings.masks
+        # annotations planned from the files' headers, the pixels decoded on the device: the
+        # GPU graph's way (the CPU graph can be asked to run it too)
+        self.plan_from_headers = self.device == "gpu"
         self.sampler = self.new_sampler()
         self.first = self.delivered = 0
         self._drawn: dict = {}  # place -> group, drawn for a later pipeline
@@ -165,9 +169,9 @@ class BatchStream:
             sb = stitched_batch(lambda: self._feed(w), k=k, max_size=s.max_size,
                                 interp="linear" if k == 1 else "nearest", device=self.device,
                                 image_format=s.image_format, pad_value=list(s.pad_value),
-                                polygons=self.masks)
+                                polygons=self.masks, plan_from_headers=self.plan_from_headers)
             o = sb.out
-            return (sb.decoded_shapes, o.image, o.boxes, o.labels, o.origin, o.placement,
+            return (sb.shapes, o.image, o.boxes, o.labels, o.origin, o.placement,
                     *((o.polygons, o.vertices) if self.masks else ()))
 
         pipe = graph()
@@ -214,7 +218,9 @@ class BatchStream:
                 # a file that does not decode, or one smaller than its entry (whose boxes then
                 # lie outside it): found by decoding the group's files again, one by one
                 group = pending[0] if pending else None
-                bad = self.bad.diagnose(group.positions, group.flagged) if group else {}
+                bad = self.bad.diagnose(group.positions, group.flagged,
+                                        stitch.header_shape if self.plan_from_headers
+                                        else None) if group else {}
                 if not bad:  # not an image's fault; rebuilt for a caller who retries
                     files = [self.index.file_paths[p] for p in group.positions] if group else []
                     self.restart(self.delivered)
@@ -225,8 +231,12 @@ class BatchStream:
                                      "bad_images='skip' goes on")
             else:
                 group = pending[0]
-                decoded = np.array(shapes.as_tensor())[..., :2].reshape(-1, 2)  # group order
+                hw = np.array(shapes.as_tensor())[..., :2]  # (B, k, 2), then k planned
+                decoded = hw[:, :self.k].reshape(-1, 2)  # in the group's order
                 bad = dict(group.flagged) or self.bad.size_mismatches(group.positions, decoded)
+                if not bad and self.plan_from_headers:
+                    bad = self.bad.header_mismatches(group.positions, decoded,
+                                                     hw[:, self.k:].reshape(-1, 2))
                 if not bad:
                     self.delivered += 1
                     return pending.popleft(), outputs
@@ -239,10 +249,11 @@ class BatchStream:
             logger.warning("DSTLoader: skipping %s", message)
 
     def samples(self) -> List[Sample]:
-        """The stream's next batch as Samples. CPU images are views of DALI's output buffers:
-        DALI's dynamic executor hands each run's outputs over to the caller and never reuses a
-        buffer something still refers to (a collage is about 3 MB, and copying it costs about
-        two thirds of stitching it: bench/collage_op.py)."""
+        """The stream's next batch as Samples. Images are views of DALI's output buffers, on
+        the CPU and the GPU alike (gpu_to_torch): DALI's dynamic executor hands each run's
+        outputs over to the caller and never reuses a buffer something still refers to (a
+        collage is about 3 MB, and copying it costs about two thirds of stitching it:
+        bench/collage_op.py)."""
         group, (image, *annotations) = self._run()
         gpu = self.device == "gpu"  # the image only: annotations are planned on the CPU
         boxes, labels, origin, place, *polygon_outputs = annotations
