@@ -27,10 +27,8 @@ def check_decisions_follow_r(loader, kinds, tau):
 
 def test_torchvision_reference_loop(coco128):
     """As references/detection/engine.py's train_one_epoch: for images, targets in loader."""
-    from torchvision.models.detection import fasterrcnn_resnet50_fpn
-    torch.manual_seed(0)
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
-                                    min_size=320, max_size=480)  # = the loader's: no 2nd resize
+    from .torchvision_models import torchvision_faster_rcnn
+    model = torchvision_faster_rcnn(91, min_size=320, max_size=480)  # the loader's: no resize
     loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(320,),
                        max_size=480, output="torchvision", labels="coco", device="cpu",
                        controller=FeedbackController(tau=0.5))
@@ -105,8 +103,8 @@ def test_unfed_controller_warns_once(coco128):
 
 
 def test_watched_model_that_never_runs_warns(coco128):
-    from torchvision.models.detection import fasterrcnn_resnet50_fpn
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+    from .torchvision_models import torchvision_faster_rcnn
+    model = torchvision_faster_rcnn(91)
     loader = DSTLoader(coco128.images, coco128.annotations, batch_size=1, min_size=(64,),
                        max_size=96, output="torchvision", device="cpu").watch(model)
     with pytest.warns(UserWarning, match="left no loss parts"):

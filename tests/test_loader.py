@@ -369,15 +369,13 @@ def test_controller_decides_the_next_kind(coco128):
 
 
 def test_torchvision_fasterrcnn_trains_on_a_batch(coco128):
-    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+    from .torchvision_models import torchvision_faster_rcnn
     loader = make_loader(coco128, output="torchvision", masks=True)
     images, targets = loader.next_batch("collage")
     assert images[0].dtype == torch.float32 and 0 <= images[0].min() and images[0].max() <= 1
     assert targets[0]["labels"].min() >= 1  # torchvision: 0 is background
     assert targets[0]["masks"].shape[1:] == images[0].shape[1:]
-    torch.manual_seed(0)
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=81,
-                                    min_size=320, max_size=512)
+    model = torchvision_faster_rcnn(81, min_size=320, max_size=512)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.001)
     losses = model(images, [{k: v for k, v in t.items() if k in ("boxes", "labels")}

@@ -176,12 +176,10 @@ def test_torchvision_probe_splits_fastrcnn_loss():
     """On a real torchvision Faster R-CNN training forward: the probe leaves the losses as
     they are, its regression parts add up to loss_box_reg (fastrcnn_loss divides the sum by the
     number of sampled proposals), and small, medium and large positives each get their part."""
-    from torchvision.models.detection import fasterrcnn_resnet50_fpn
-
     from dst_dali.feedback.signals import TorchvisionLossShareProbe
-    torch.manual_seed(0)
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4,
-                                    min_size=256, max_size=256)
+
+    from .torchvision_models import torchvision_faster_rcnn
+    model = torchvision_faster_rcnn(4, min_size=256, max_size=256)
     model.train()
     images = [torch.rand(3, 256, 256)]
     targets = [{"boxes": torch.tensor([[10.0, 10, 30, 30], [40, 40, 100, 100], [0, 0, 250, 250]]),
@@ -212,12 +210,10 @@ def test_torchvision_probe_splits_fastrcnn_loss():
 def test_torchvision_probe_with_an_image_without_boxes():
     """An image with no boxes among the batch (all its proposals background): the split still
     adds up to torchvision's own loss_box_reg, and only the boxed image's positives count."""
-    from torchvision.models.detection import fasterrcnn_resnet50_fpn
-
     from dst_dali.feedback.signals import TorchvisionLossShareProbe
-    torch.manual_seed(0)
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=4,
-                                    min_size=256, max_size=256)
+
+    from .torchvision_models import torchvision_faster_rcnn
+    model = torchvision_faster_rcnn(4, min_size=256, max_size=256)
     model.train()
     probe = TorchvisionLossShareProbe(model)
     images = [torch.rand(3, 256, 256), torch.rand(3, 256, 256)]
