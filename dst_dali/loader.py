@@ -28,7 +28,13 @@ from .stream.batch_stream import BatchStream
 from .stream.distributed import shard_of_rank, shared_random_seed
 from .stream.formats import to_detectron2, to_torchvision
 from .stream.kinds import COLLAGE, KINDS, REGULAR
-from .stream.state import STATE_VERSION, check_loader_state, sequence_config
+from .stream.state import (
+    STATE_VERSION,
+    check_loader_state,
+    check_same_dataset,
+    dataset_identity,
+    sequence_config,
+)
 
 logger = logging.getLogger(__name__)
 _SETTINGS = frozenset(LoaderSettings.__dataclass_fields__)
@@ -116,6 +122,7 @@ class DSTLoader:
         self._label_ids = (np.asarray(self.index.category_ids, np.int64) if s.labels == "coco"
                            else None)
         self.bad = BadImages(self.index)
+        self.dataset = dataset_identity(self.index)  # what a saved state must match
         self.controller = controller
         n = len(self.index)
         self.shard_size = n * (shard_id + 1) // num_shards - n * shard_id // num_shards
@@ -331,6 +338,7 @@ class DSTLoader:
         return {"version": STATE_VERSION,
                 "feedback_due": due,
                 "config": sequence_config(self.settings),
+                "dataset": self.dataset,
                 "iteration": self.iteration, "last_kind": self.last_kind,
                 "delivered": {kind: s.delivered for kind, s in self.streams.items()},
                 "set_aside": [[self.index.image_ids[p], why]
@@ -352,6 +360,7 @@ class DSTLoader:
         """Continues where the state's loader was (see state_dict()). A state that is not one
         is refused with a ValueError naming the field, before anything changes."""
         check_loader_state(state, self.index.image_ids)
+        check_same_dataset(state.get("dataset"), self.dataset)
         saved_seed = state["config"].get("seed")
         adopt_seed = self.seed_drawn and saved_seed != self.settings.seed
         now = sequence_config(self.settings)

@@ -250,7 +250,7 @@ def test_the_same_file_with_and_without_polygons_keeps_both(coco_copy, tmp_path)
 
 
 @pytest.mark.parametrize("damage", ["truncated_array", "no_manifest", "garbage_manifest",
-                                    "wrong_shape"])
+                                    "wrong_shape", "empty_array"])
 def test_a_torn_cache_is_built_again(coco_copy, tmp_path, damage):
     images, path = coco_copy
     cache = str(tmp_path / "c")
@@ -262,6 +262,8 @@ def test_a_torn_cache_is_built_again(coco_copy, tmp_path, damage):
             f.truncate(os.path.getsize(boxes) // 2)
     elif damage == "no_manifest":
         os.remove(manifest)
+    elif damage == "empty_array":  # a power loss between a write and its rename
+        open(os.path.join(built, "labels.npy"), "w").close()
     elif damage == "garbage_manifest":
         with open(manifest, "w") as f:
             f.write("{not json")
@@ -289,6 +291,76 @@ def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_run(
     with caplog.at_level(logging.WARNING):
         index = load_coco_index(images, path, cache_dir=str(tmp_path / "a_file" / "c"))
     assert index.cache is None and "DST_DALI_CACHE" in caplog.text
+
+
+def test_an_empty_cached_array_in_a_read_only_cache_costs_the_cache_not_the_run(
+        coco_copy, tmp_path, caplog):
+    """A 0-byte array where the cache cannot be rebuilt (its folder read-only, a mount a
+    job cannot write): the index is built and used uncached, with a warning."""
+    images, path = coco_copy
+    cache = tmp_path / "c"
+    built = load_coco_index(images, path, cache_dir=str(cache)).cache
+    open(os.path.join(built, "labels.npy"), "w").close()
+    subprocess.run(["mount", "--bind", "-o", "ro", str(cache), str(cache)], check=False,
+                   capture_output=True)
+    read_only = subprocess.run(["touch", str(cache / "probe")], capture_output=True).returncode
+    if not read_only:  # no bind mount here: a folder that cannot be a folder instead
+        os.remove(cache / "probe")
+        pytest.skip("a read-only mount needs root and mount here")
+    try:
+        with caplog.at_level(logging.WARNING):
+            index = load_coco_index(images, path, cache_dir=str(cache))
+    finally:
+        subprocess.run(["umount", str(cache)], check=False)
+    assert index.cache is None and "not cached" in caplog.text
+    assert_same_index(index, build_coco_index(images, path, progress=False))
+
+
+def _full_disk(tmp_path, monkeypatch):
+    """A cache folder on a 64 KiB tmpfs where the test runs as root and may mount (a real
+    ENOSPC), else ENOSPC injected into the cache's writes; says which."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        import errno
+
+        def full(file, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(index_cache.np, "save", full)
+    print(f"full disk: {'a 64 KiB tmpfs' if mounted else 'ENOSPC injected'}")
+    return folder, mounted
+
+
+def test_a_full_cache_disk_costs_the_cache_not_the_run(coco_copy, tmp_path, monkeypatch,
+                                                       caplog):
+    images, path = coco_copy
+    folder, mounted = _full_disk(tmp_path, monkeypatch)
+    try:
+        with caplog.at_level(logging.WARNING):
+            index = load_coco_index(images, path, cache_dir=str(folder))
+        assert index.cache is None and f"dataset index not cached in {folder}" in caplog.text
+        if not mounted:
+            assert "No space left on device" in caplog.text
+        assert not [n for n in os.listdir(folder) if ".tmp-" in n]  # nothing half-written
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=False)
+    monkeypatch.undo()
+    assert_same_index(index, build_coco_index(images, path, progress=False))
+
+
+def test_the_cache_folder_expands_home_and_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.setenv("DST_DALI_CACHE", "~/x")
+    assert index_cache.cache_root() == str(tmp_path / "home" / "x")
+    assert index_cache.cache_root("$SCRATCH/y") == str(tmp_path / "scratch" / "y")
+    monkeypatch.chdir(tmp_path)
+    images = os.path.join(ROOT, "data", "coco128", "images")
+    load_coco_index(images, os.path.join(ROOT, "data", "coco128", "instances.json"))
+    assert not (tmp_path / "~").exists() and (tmp_path / "home" / "x").is_dir()
 
 
 def test_the_default_location_is_node_local_and_movable(monkeypatch, tmp_path):
@@ -342,8 +414,8 @@ import os, sys
 import numpy as np
 from dst_dali.data import coco_index, index_cache
 save = np.save
-def die(file, array):
-    if file.endswith("labels.npy"):
+def die(file, array):  # np.save is given the open file
+    if getattr(file, "name", file).endswith("labels.npy"):
         os._exit(9)
     save(file, array)
 index_cache.np.save = die

@@ -632,3 +632,120 @@ def test_pixel_limit_beyond_pillows_own(tmp_path):
     assert kept is None and why.startswith(f"is over max_pixels={MAX_PIXELS} by its file's header")
     kept, why = read_image_file(str(path), (8, 8), 10 ** 9)
     assert why is None and kept.size == len(data)
+
+
+def _replace_mid_run(lo, make):
+    """Runs a batch, then puts what `make(path)` makes in place of an image not yet read."""
+    first = lo.next_batch("regular")
+    victim = next(i for i in range(len(lo.index))
+                  if lo.index.image_ids[i] not in [d["image_id"] for d in first])
+    path = lo.index.file_paths[victim]
+    os.remove(path)
+    make(path)
+    return victim
+
+
+@pytest.mark.parametrize("kind,make,why", [
+    ("fifo", os.mkfifo, "is not a regular file (a FIFO)"),
+    ("device", lambda p: os.symlink("/dev/zero", p),
+     "is not a regular file (a character device, through the symlink to /dev/zero)"),
+    ("chain", lambda p: (os.symlink("/dev/zero", p + ".link"), os.symlink(p + ".link", p)),
+     "is not a regular file (a character device, through the symlink to /dev/zero)"),
+    ("directory", os.mkdir, "is not a regular file (a directory)"),
+])
+def test_only_regular_files_are_read_as_images(make_dataset, kind, make, why):
+    """A FIFO would block the feed forever and a device never ends: each is a bad image with
+    its reason, set aside under skip, and nothing good is lost."""
+    paths = make_dataset(n=8)
+    lo = loader(paths, k=1, batch_size=2, bad_images="skip", seed=1)
+    victim = _replace_mid_run(lo, make)
+    read = [d["image_id"] for _ in range(8) for d in lo.next_batch("regular")]
+    assert lo.set_aside == {victim: why}
+    assert set(read) == set(lo.index.image_ids) - {lo.index.image_ids[victim]}
+
+
+def test_a_huge_file_is_refused_unread(make_dataset):
+    """A 3 GiB sparse file in place of a 640x480 image: refused by its size before a byte is
+    read (a read would take seconds and gigabytes), within memory."""
+    import resource
+    paths = make_dataset(n=8)
+    lo = loader(paths, k=1, batch_size=2, bad_images="skip", seed=1)
+
+    def sparse(path):
+        with open(path, "wb") as f:
+            f.truncate(3 << 30)
+    victim = _replace_mid_run(lo, sparse)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(8):
+        lo.next_batch("regular")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < (512 << 10)  # KiB
+    assert lo.set_aside[victim].startswith(f"is {3 << 30} bytes, more than an image of its "
+                                           "size can take")
+
+
+def test_the_stat_follows_every_symlink(make_dataset, monkeypatch):
+    """The planted fault: a check that follows only the first link of a chain calls the
+    chain's last link a regular file and reads /dev/zero up to its limit: caught, as its
+    reason is no longer the device's."""
+    from dst_dali.data import image_files
+
+    def first_link_only(path):
+        target = os.readlink(path) if os.path.islink(path) else path
+        return os.lstat(target)
+    monkeypatch.setattr(image_files, "status", first_link_only)
+    paths = make_dataset(n=8)
+    lo = loader(paths, k=1, batch_size=2, bad_images="skip", seed=1)
+    victim = _replace_mid_run(lo, lambda p: (os.symlink("/dev/zero", p + ".link"),
+                                             os.symlink(p + ".link", p)))
+    for _ in range(8):
+        lo.next_batch("regular")
+    assert "character device" not in lo.set_aside[victim]
+
+
+def test_a_state_resumes_only_on_the_dataset_it_was_saved_on(make_dataset, coco128, tmp_path):
+    """The state names its dataset (count, a digest of ids and of file names): a subset, the
+    set with images added, or with a file renamed is refused, naming what differs; the same
+    dataset after a cache rebuild resumes."""
+    def state_of(paths, **kw):
+        lo = loader(paths, **kw)
+        lo.next_batch("regular")
+        lo.next_batch("collage")
+        return lo.state_dict()
+    paths = make_dataset(n=8)
+    state = state_of(paths)
+    again = loader(paths, cache_dir=str(tmp_path / "another_cache"))  # rebuilt elsewhere
+    again.load_state_dict(state)
+    assert again.iteration == 2
+
+    subset = make_dataset(n=6)
+    with pytest.raises(ValueError, match=r"saved over another dataset; these differ: images "
+                                         r"\(8 saved, 6 now\), image ids, image file names"):
+        loader(subset).load_state_dict(state)
+
+    def rename_one(data):
+        old = data["images"][3]["file_name"]
+        os.rename(make_dataset.dir / "images" / old, make_dataset.dir / "images" / f"x_{old}")
+        data["images"][3]["file_name"] = f"x_{old}"
+    renamed = make_dataset(n=8, mutate=rename_one)
+    with pytest.raises(ValueError, match=r"these differ: image file names\. Resume on"):
+        loader(renamed).load_state_dict(state)
+
+
+def test_a_state_check_that_ignores_file_names_is_caught(make_dataset, monkeypatch):
+    """The planted fault: identities without file names take a state over renamed files."""
+    from dst_dali.stream import state as state_module
+    paths = make_dataset(n=8)
+    lo = loader(paths)
+    lo.next_batch("regular")
+    saved = lo.state_dict()
+
+    def rename_one(data):
+        old = data["images"][3]["file_name"]
+        os.rename(make_dataset.dir / "images" / old, make_dataset.dir / "images" / f"x_{old}")
+        data["images"][3]["file_name"] = f"x_{old}"
+    renamed = make_dataset(n=8, mutate=rename_one)
+    real = state_module.dataset_identity
+    monkeypatch.setattr("dst_dali.loader.dataset_identity",
+                        lambda index: dict(real(index), files="ignored"))
+    saved["dataset"] = dict(saved["dataset"], files="ignored")
+    loader(renamed).load_state_dict(saved)  # accepted: what the real check refuses

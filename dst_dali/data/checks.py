@@ -4,6 +4,8 @@ compared with its entry's size; and the cause out of a DALI error report. The co
 image when a batch fails."""
 from typing import List, Tuple
 
+from .image_files import MAX_PIXELS, byte_limit, file_bytes
+
 
 def dali_cause(error: Exception) -> str:
     """The operator's own message out of DALI's error report (which opens with a traceback of
@@ -16,7 +18,8 @@ def dali_cause(error: Exception) -> str:
 
 
 def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
-                 progress: bool = False, header=None) -> List[Tuple[str, object]]:
+                 progress: bool = False, header=None,
+                 max_pixels: int = MAX_PIXELS) -> List[Tuple[str, object]]:
     """For each file, ("ok", (height, width)) as DALI's decoder (the loader's) decodes it, or
     ("error", DALI's message). A batch that fails is decoded file by file to find the culprit.
     header: a graph function of the encoded file giving the (H, W, C) its header gives; then
@@ -27,12 +30,17 @@ def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
     from nvidia.dali import pipeline_def
     from tqdm import tqdm
 
+    def read(path):  # the feed's own reading: no FIFO blocks it, no file outgrows memory
+        data, why = file_bytes(path, byte_limit(max_pixels))
+        if why is not None:
+            raise OSError(f"{path} {why}")
+        return data
+
     def run(files):
         @pipeline_def(batch_size=len(files), num_threads=num_threads, device_id=None,
                       prefetch_queue_depth=1)
         def graph():
-            encoded = fn.external_source(
-                source=lambda: [np.fromfile(f, np.uint8) for f in files], batch=True)
+            encoded = fn.external_source(source=lambda: [read(f) for f in files], batch=True)
             decoded = fn.decoders.image(encoded, output_type=types.RGB).shape()
             return (decoded, header(encoded)) if header else (decoded,)
         pipe = graph()
@@ -51,7 +59,8 @@ def decode_sizes(paths: List[str], num_threads: int = 2, batch: int = 32,
             if len(files) == 1:
                 out.append(("error", dali_cause(e)[:300]))
             else:
-                out += decode_sizes(files, num_threads, batch=1, header=header)
+                out += decode_sizes(files, num_threads, batch=1, header=header,
+                                    max_pixels=max_pixels)
     return out
 
 

@@ -1,9 +1,12 @@
 """An image file as the loader's feed reads it, so that a bad one never stops the stream nor
 puts one image's pixels under another's id: its bytes or why they cannot be had (missing,
-unreadable, empty, over the decoded-pixel limit by its entry or by its own header), and a
-stand-in that decodes, for a batch that is then made again without it.
+unreadable, not a regular file, empty, larger than any image of its entry's size could be,
+over the decoded-pixel limit by its entry or by its own header), and a stand-in that decodes,
+for a batch that is then made again without it.
 """
 import io
+import os
+import stat
 import struct
 import warnings
 import zlib
@@ -15,6 +18,14 @@ from PIL import Image
 # PIL's error threshold (2 x Image.MAX_IMAGE_PIXELS): what detectron2 decodes, through PIL, still
 # decodes here; a larger image costs gigabytes and seconds at every read.
 MAX_PIXELS = 2 * 89_478_485
+# The most bytes a file of an image of P pixels is read for: 8 a pixel (16-bit RGBA, the largest
+# uncompressed layout any format DALI decodes stores; compressed formats stay below it) plus
+# 16 MiB of metadata (EXIF, ICC profiles, thumbnails). A larger file is refused unread.
+BYTES_A_PIXEL, METADATA_BYTES = 8, 16 << 20
+# what a path that is not a regular file is, by os.stat's mode
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
 # Start-of-frame markers, whose segment holds the size: C0-CF but DHT (C4), JPG (C8), DAC (CC).
 _SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -68,16 +79,52 @@ def _pillow_size(data: np.ndarray) -> Optional[Tuple[int, int]]:
     return height, width
 
 
-def read_image_file(path: str, entry_size, max_pixels: Optional[int]):
-    """(bytes as uint8, None) for a file the decoder may read, or (None, why not): it cannot be
-    read, is empty, or its entry's or header's size exceeds max_pixels (None: no limit)."""
-    if max_pixels is not None and int(entry_size[0]) * int(entry_size[1]) > max_pixels:
-        return None, (f"is {entry_size[1]}x{entry_size[0]} in its entry, over "
-                      f"max_pixels={max_pixels}")
+def status(path: str) -> os.stat_result:
+    """What the path finally is: os.stat follows every link of a chain."""
+    return os.stat(path)
+
+
+def file_bytes(path: str, limit: int):
+    """(bytes as uint8, None), or (None, why not) for a path that is not a regular file (a
+    FIFO would block the reader forever, a device never ends) or holds more than `limit` bytes
+    (refused unread: memory stays bounded whatever the file)."""
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        st = status(path)
     except OSError as e:
         return None, f"cannot be read ({e.strerror or e})"
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a file")
+        through = (f", through the symlink to {os.path.realpath(path)}"
+                   if os.path.islink(path) else "")
+        return None, f"is not a regular file ({kind}{through})"
+    if st.st_size > limit:
+        return None, (f"is {st.st_size} bytes, more than an image of its size can take "
+                      f"({limit} bytes at most)")
+    try:
+        with open(path, "rb") as f:
+            data = np.frombuffer(f.read(limit + 1), np.uint8)
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror or e})"
+    if data.size > limit:  # it grew since the stat
+        return None, f"holds more than {limit} bytes, more than an image of its size can take"
+    return data, None
+
+
+def byte_limit(pixels: int) -> int:
+    return BYTES_A_PIXEL * pixels + METADATA_BYTES
+
+
+def read_image_file(path: str, entry_size, max_pixels: Optional[int]):
+    """(bytes as uint8, None) for a file the decoder may read, or (None, why not): it cannot be
+    read, is not a regular file, is empty, is larger than an image of its entry's size can be,
+    or its entry's or header's size exceeds max_pixels (None: no limit)."""
+    pixels = int(entry_size[0]) * int(entry_size[1])
+    if max_pixels is not None and pixels > max_pixels:
+        return None, (f"is {entry_size[1]}x{entry_size[0]} in its entry, over "
+                      f"max_pixels={max_pixels}")
+    data, why = file_bytes(path, byte_limit(pixels))
+    if why is not None:
+        return None, why
     if data.size == 0:
         return None, "is empty"
     if max_pixels is None:

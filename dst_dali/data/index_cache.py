@@ -30,12 +30,14 @@ _SAMPLE = 1 << 16  # bytes of the file's start and end in the key
 def cache_root(cache_dir: Optional[str] = None) -> str:
     """Where indices are cached: node-local by default (not beside an annotation file that
     may sit on NFS)."""
+    def expand(path):  # "~/x" or "$SCRATCH/x" as a shell would, not a folder named "~"
+        return os.path.expanduser(os.path.expandvars(path))
     if cache_dir:
-        return cache_dir
+        return expand(cache_dir)
     if os.environ.get("DST_DALI_CACHE"):
-        return os.environ["DST_DALI_CACHE"]
+        return expand(os.environ["DST_DALI_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dst_dali")
+    return os.path.join(expand(base), "dst_dali")
 
 
 def coco_key(images_dir: str, annotations: str, rules: dict) -> dict:
@@ -77,24 +79,44 @@ def open_index(path: str, key: dict, root: str):
                 return None
             arrays[name] = array
         return DatasetIndex.from_arrays(arrays, manifest["meta"], root, cache=path)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError):  # EOFError: a 0-byte array
         return None
 
 
+def _write(path: str, write: Callable) -> None:
+    """A file written and flushed to disk: a power loss after the rename that publishes it
+    cannot leave it empty."""
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _publish(index, key: dict, path: str) -> None:
-    """Writes the index beside `path` and renames it into place, the manifest last."""
+    """Writes the index beside `path` and renames it into place, the manifest last; every file
+    and the folder on disk before the rename. Any OSError (a full disk, a quota, a read-only
+    or foreign folder) leaves no temporary folder behind and is the caller's to report."""
     temporary = f"{path}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    os.makedirs(temporary)
-    shapes = {}
-    for name, array in index.arrays().items():
-        array = np.ascontiguousarray(array)
-        np.save(os.path.join(temporary, f"{name}.npy"), array)
-        shapes[name] = [array.dtype.str, list(array.shape)]
-    with open(os.path.join(temporary, "manifest.json"), "w") as f:
-        json.dump({"key": key, "meta": index.meta(), "arrays": shapes,
-                   "built": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
-    os.rename(temporary, path)
+    try:
+        shutil.rmtree(temporary, ignore_errors=True)
+        os.makedirs(temporary)
+        shapes = {}
+        for name, array in index.arrays().items():
+            array = np.ascontiguousarray(array)
+            _write(os.path.join(temporary, f"{name}.npy"), lambda f: np.save(f, array))
+            shapes[name] = [array.dtype.str, list(array.shape)]
+        manifest = json.dumps({"key": key, "meta": index.meta(), "arrays": shapes,
+                               "built": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        _write(os.path.join(temporary, "manifest.json"), lambda f: f.write(manifest.encode()))
+        folder = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        os.rename(temporary, path)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
 
 
 def _remove_stale(top: str, key: dict, keep: str) -> None:
@@ -177,7 +199,12 @@ def load_or_build(key: dict, build: Callable[[], Tuple[object, bool]], root: str
         index, cacheable = build()
         if not cacheable:
             return index
-        _publish(index, key, path)
+        try:
+            _publish(index, key, path)
+        except OSError as e:  # a full disk, a quota, a read-only folder: the run goes on
+            logger.warning("dataset index not cached in %s (%s); this run reads it uncached",
+                           top, e)
+            return index
         logger.info("dataset index of %s built in %.1f s, cached at %s", key.get("annotations"),
                     time.monotonic() - started, path)
     finally:

@@ -1,14 +1,44 @@
 """The loader's state, as DSTLoader.state_dict() writes it and load_state_dict() reads it: its
 version, the settings that decide the sequence of batches, and the check that a state is one
 before anything is changed by it."""
+import hashlib
+
 from ..data.index import is_integer
 from .kinds import KINDS
 
-STATE_VERSION = 3
+STATE_VERSION = 4
 # Settings that decide the sequence of batches: a saved state resumes only under the same ones
 # (paths, threads and prefetch depth may change, e.g. on another node).
 SEQUENCE_KEYS = ("batch_size", "k", "min_size", "max_size", "flip_prob", "seed", "shard_id",
                  "num_shards", "image_format", "aspect_ratio_grouping", "pad_value")
+
+
+def dataset_identity(index) -> dict:
+    """What identifies a loader's dataset in its state: the number of usable images and a
+    digest of their ids and of their file names (relative to the image folder), in index
+    order. Read off the index's arrays, it is the same after a cache rebuild or a move of the
+    image folder, and another for any image added, removed, renamed or reordered."""
+    def digest(arrays: dict) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        for name in sorted(arrays):
+            h.update(name.encode())
+            h.update(memoryview(arrays[name]).cast("B"))
+        return h.hexdigest()
+    return {"images": len(index), "ids": digest(index.image_ids.arrays("ids")),
+            "files": digest(index.file_paths.names.arrays("files"))}
+
+
+def check_same_dataset(saved, now: dict) -> None:
+    """A ValueError naming what differs when a state was saved over another dataset than
+    `now` (dataset_identity's): its count, its image ids, its file names."""
+    if not isinstance(saved, dict) or set(saved) != set(now):
+        raise ValueError(f"loader state: dataset {saved!r} is not a dataset's identity")
+    differs = [f"{key} ({saved[key]} saved, {now[key]} now)" if key == "images" else
+               f"image {'ids' if key == 'ids' else 'file names'}"
+               for key in ("images", "ids", "files") if saved[key] != now[key]]
+    if differs:
+        raise ValueError("loader state: it was saved over another dataset; these differ: "
+                         + ", ".join(differs) + ". Resume on the dataset it was saved on")
 
 
 def check_loader_state(state, image_ids) -> None:
