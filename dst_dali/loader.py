@@ -58,10 +58,10 @@ class DSTLoader:
     Inside a loop that knows nothing of DST (detectron2's tools/lazyconfig_train_net.py),
     iterating the loader with a FeedbackController and no watch() finds the model by itself:
     the first module called with a batch as delivered is watched
-    (dst_dali.feedback.stock_loops). With
-    detectron2's EventStorage open, dst/* scalars go to it (metrics.json), and a resumed
-    trainer's start iteration moves both streams past what the run can have read
-    (start_after; an exact resume needs the loader's state, as DSTHook keeps it).
+    (dst_dali.feedback.stock_loops). With detectron2's EventStorage open, dst/* scalars go to
+    it (metrics.json), and a resumed trainer's start iteration moves both streams past what the
+    run can have read (start_after; an exact resume needs the loader's state, as DSTHook keeps
+    it).
 
     Two DALI pipelines prefetch side by side: regular (k = 1: detectron2's ResizeShortestEdge +
     RandomFlip) and collage (k images a sample, all of one orientation, on a canvas the size of
