@@ -274,6 +274,68 @@ def test_a_torn_cache_is_built_again(coco_copy, tmp_path, damage):
     assert_same_index(again, build_coco_index(images, path, progress=False))
 
 
+def _corrupt(built, damage):
+    """Changes the cache's bytes in place, keeping every array's dtype and shape."""
+    def rewrite(name, change):
+        file = os.path.join(built, f"{name}.npy")
+        array = np.load(file)
+        np.save(file, change(array))
+    if damage == "boxes_scaled":
+        rewrite("boxes", lambda a: a * 2)
+    elif damage == "bytes_flipped":
+        file = os.path.join(built, "boxes.npy")
+        with open(file, "r+b") as f:
+            f.seek(os.path.getsize(file) // 2)
+            chunk = f.read(200)
+            f.seek(-len(chunk), os.SEEK_CUR)
+            f.write(bytes(b ^ 0xFF for b in chunk))
+    elif damage == "labels_reversed":
+        rewrite("labels", lambda a: a[::-1].copy())
+    elif damage == "ids_rolled":
+        rewrite("image_ids", lambda a: np.roll(a, 1))
+    else:  # a category name edited in the manifest
+        manifest = os.path.join(built, "manifest.json")
+        with open(manifest) as f:
+            data = json.load(f)
+        data["meta"]["category_names"][0] = "not_a_person"
+        with open(manifest, "w") as f:
+            json.dump(data, f)
+
+
+DAMAGES = ["boxes_scaled", "bytes_flipped", "labels_reversed", "ids_rolled", "category_name"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_cache_changed_in_place_is_never_served(coco_copy, tmp_path, damage, caplog):
+    """Each array's digest (and the meta's) is in the manifest: a change that keeps dtypes
+    and shapes is found at open, and the index is built again, with one warning naming the
+    folder."""
+    images, path = coco_copy
+    cache = str(tmp_path / "c")
+    built = load_coco_index(images, path, cache_dir=cache).cache
+    _corrupt(built, damage)
+    with caplog.at_level(logging.WARNING, logger="dst_dali.index_cache"):
+        again = load_coco_index(images, path, cache_dir=cache)
+    assert again.built and again.cache == built
+    assert f"the dataset index cached in {built} is not what was published" in caplog.text
+    assert_same_index(again, build_coco_index(images, path, progress=False))
+
+
+def test_a_digest_check_that_is_skipped_is_caught(coco_copy, tmp_path, monkeypatch):
+    """The planted fault: digests that always agree serve the scaled boxes."""
+    images, path = coco_copy
+    cache = str(tmp_path / "c")
+    built = load_coco_index(images, path, cache_dir=cache).cache
+    monkeypatch.setattr(index_cache, "digest", lambda value: "same")
+    shutil.rmtree(built)
+    built = load_coco_index(images, path, cache_dir=cache).cache  # published with "same"
+    _corrupt(built, "boxes_scaled")
+    served = load_coco_index(images, path, cache_dir=cache)
+    assert not served.built
+    fresh = build_coco_index(images, path, progress=False)
+    assert not np.array_equal(served.arrays()["boxes"], fresh.arrays()["boxes"])
+
+
 def test_entries_with_problems_are_not_cached(coco128, tmp_path):
     path = _write(tmp_path, _planted, coco128)
     problems = []

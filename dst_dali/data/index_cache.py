@@ -22,7 +22,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 logger = logging.getLogger("dst_dali.index_cache")  # the name users filter logs by
-FORMAT = 1       # the layout of the files; an index of another format is not read
+FORMAT = 2       # the layout of the files; an index of another format is not read
 WAIT = 3600.0    # seconds a process waits for another's build
 _SAMPLE = 1 << 16  # bytes of the file's start and end in the key
 
@@ -62,20 +62,30 @@ def _name(key: dict) -> str:
     return "index-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def digest(value) -> str:
+    """blake2b of an array's bytes, or of a JSON value's canonical text."""
+    data = np.ascontiguousarray(value).reshape(-1).view(np.uint8) \
+        if isinstance(value, np.ndarray) else json.dumps(value, sort_keys=True).encode()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def open_index(path: str, key: dict, root: str):
     """The index cached at `path` for `key`, its arrays memory-mapped; None when it is absent,
-    of another key, or does not open as its manifest says."""
+    of another key, or does not open as its manifest says: a file missing, empty or torn,
+    another dtype or shape, or bytes other than those published (each array's digest, and the
+    meta's, are in the manifest: an array corrupted in place is never served)."""
     from .index import DatasetIndex
     try:
         with open(os.path.join(path, "manifest.json")) as f:
             manifest = json.load(f)
-        if manifest.get("key") != key:
+        if manifest.get("key") != key or digest(manifest["meta"]) != manifest["meta_digest"]:
             return None
         arrays = {}
-        for name, (dtype, shape) in manifest["arrays"].items():
+        for name, (dtype, shape, published) in manifest["arrays"].items():
             file = os.path.join(path, f"{name}.npy")
             array = np.load(file, mmap_mode="r" if int(np.prod(shape)) else None)
-            if array.dtype.str != dtype or list(array.shape) != shape:
+            if array.dtype.str != dtype or list(array.shape) != shape or \
+                    digest(array) != published:
                 return None
             arrays[name] = array
         return DatasetIndex.from_arrays(arrays, manifest["meta"], root, cache=path)
@@ -104,9 +114,10 @@ def _publish(index, key: dict, path: str) -> None:
         for name, array in index.arrays().items():
             array = np.ascontiguousarray(array)
             _write(os.path.join(temporary, f"{name}.npy"), lambda f: np.save(f, array))
-            shapes[name] = [array.dtype.str, list(array.shape)]
-        manifest = json.dumps({"key": key, "meta": index.meta(), "arrays": shapes,
-                               "built": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            shapes[name] = [array.dtype.str, list(array.shape), digest(array)]
+        meta = index.meta()
+        manifest = json.dumps({"key": key, "meta": meta, "meta_digest": digest(meta),
+                               "arrays": shapes, "built": time.strftime("%Y-%m-%dT%H:%M:%S")})
         _write(os.path.join(temporary, "manifest.json"), lambda f: f.write(manifest.encode()))
         folder = os.open(temporary, os.O_RDONLY)
         try:
@@ -193,7 +204,10 @@ def load_or_build(key: dict, build: Callable[[], Tuple[object, bool]], root: str
         index = open_index(path, key, root)  # built while this process took the lock
         if index is not None:
             return index
-        shutil.rmtree(path, ignore_errors=True)  # torn: built again
+        if os.path.exists(path):
+            logger.warning("the dataset index cached in %s is not what was published (a torn, "
+                           "emptied or changed file); building it again", path)
+        shutil.rmtree(path, ignore_errors=True)
         _remove_stale(top, key, path)
         started = time.monotonic()
         index, cacheable = build()

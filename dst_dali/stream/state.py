@@ -1,9 +1,8 @@
 """The loader's state, as DSTLoader.state_dict() writes it and load_state_dict() reads it: its
 version, the settings that decide the sequence of batches, and the check that a state is one
 before anything is changed by it."""
-import hashlib
-
 from ..data.index import is_integer
+from ..data.index_cache import digest
 from .kinds import KINDS
 
 STATE_VERSION = 4
@@ -18,14 +17,10 @@ def dataset_identity(index) -> dict:
     digest of their ids and of their file names (relative to the image folder), in index
     order. Read off the index's arrays, it is the same after a cache rebuild or a move of the
     image folder, and another for any image added, removed, renamed or reordered."""
-    def digest(arrays: dict) -> str:
-        h = hashlib.blake2b(digest_size=16)
-        for name in sorted(arrays):
-            h.update(name.encode())
-            h.update(memoryview(arrays[name]).cast("B"))
-        return h.hexdigest()
-    return {"images": len(index), "ids": digest(index.image_ids.arrays("ids")),
-            "files": digest(index.file_paths.names.arrays("files"))}
+    def of(arrays: dict) -> str:
+        return digest({name: digest(array) for name, array in arrays.items()})
+    return {"images": len(index), "ids": of(index.image_ids.arrays("ids")),
+            "files": of(index.file_paths.names.arrays("files"))}
 
 
 def check_same_dataset(saved, now: dict) -> None:
