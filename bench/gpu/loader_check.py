@@ -30,7 +30,6 @@ exactness check with the CPU's replay of the CUDA launch in place of the GPU (it
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
