@@ -151,7 +151,7 @@ class LoaderSettings:
     cache_dir: Optional[str] = None
 
     def __post_init__(self):
-        for field, rule in RULES.items():
+        for field in RULES:
             check_setting(field, getattr(self, field))
         min_size, max_size = self.min_size, self.max_size
         if isinstance(min_size, (int, float, str)) or not min_size or \
