@@ -20,6 +20,8 @@ from .data.coco_index import load_coco_index
 from .data.index import DatasetError, DatasetIndex
 from .feedback.controller import FeedbackController
 from .feedback.feed import UNFED_WARNING_AFTER, ControllerFeed, check_watch_args
+from .feedback.record import COUNT_COLUMNS, FeedbackRecord, check_record_state
+from .feedback.signals import GROUPS, box_count_parts
 from .feedback.stock_loops import ModelFinder, put_scalars, storage_iteration
 from .op.device import resolve_device
 from .settings import LoaderSettings, default_pipelines
@@ -52,8 +54,9 @@ class DSTLoader:
             max_size, flip_prob, device ("cpu", "gpu", "auto"), seed, shard_id, num_shards,
             output ("detectron2" or "torchvision"), masks, labels, bad_images ("stop" or
             "skip"), num_threads, pipelines, max_pixels, cache_dir, endless, signal,
-            decision, ... (LoaderSettings says what each does). Each is checked once, and a
-            bad one is named with its value.
+            decision, record_dir (where the feedback record is written), ... (LoaderSettings
+            says what each does). Each is checked once, and a bad one is named with its
+            value.
 
     Inside a loop that knows nothing of DST (detectron2's tools/lazyconfig_train_net.py),
     iterating the loader with a FeedbackController and no watch() finds the model by itself:
@@ -139,6 +142,9 @@ class DSTLoader:
         self.last_boxes: list = []
         self.last_image_ids: list = []
         self.feed = ControllerFeed()  # r of each delivered batch to the controller
+        # a row an iteration the controller saw; the delivered batch's part waits for its r
+        self.record = FeedbackRecord(s.record_dir, shard_id)
+        self._pending_row: Optional[dict] = None
         self._finder: Optional[ModelFinder] = None
         self.log_scalars = True  # dst/* into detectron2's EventStorage; DSTHook does its own
         self._run_kinds = dict.fromkeys(KINDS, 0)  # batches delivered by this object
@@ -222,6 +228,7 @@ class DSTLoader:
             self._finder.remove()
         for stream in self.streams.values():
             stream.shut_down()
+        self.record.close()
         self.closed = True
 
     def __enter__(self) -> "DSTLoader":
@@ -235,7 +242,22 @@ class DSTLoader:
         forward; `next_batch()` calls it, and so may a trainer right after its step. Returns
         {"local": (small, medium, large, total) of this rank, "share": r as fed} or None
         when nothing is watched."""
-        return self.feed.observe(self.controller, self.last_boxes)
+        fresh = not self.feed.observed
+        fed = self.feed.observe(self.controller, self.last_boxes)
+        if fresh and fed is not None and self._pending_row is not None:
+            self._add_record_row(self._pending_row, fed)
+        return fed
+
+    def _add_record_row(self, row: dict, fed: dict) -> None:
+        local = fed["local"]
+        controller = self.controller
+        row = dict(row, r=fed["share"],
+                   next=controller.decisions[-1] if controller is not None else None,
+                   decided_by=getattr(controller, "reasons", [None])[-1] if controller
+                   is not None else None,
+                   **{group: (v / local[3] if local[3] > 0 else None)
+                      for group, v in zip(GROUPS, local[:3])})
+        self.record.add(row)
 
     def _warn_if_unfed(self) -> None:
         """DST silently off is the costliest failure: say so once, naming the fix."""
@@ -268,6 +290,9 @@ class DSTLoader:
         self.last_boxes = [s.boxes for s in samples]  # for the "input" signal
         self.last_image_ids = [list(s.image_ids) for s in samples]
         self.feed.observed = False
+        counts = box_count_parts(self.last_boxes)[:3].long().tolist() if samples else [0] * 3
+        self._pending_row = {"iteration": self.iteration - 1, "kind": kind,
+                             **dict(zip(COUNT_COLUMNS, counts))}
         if self.output == "detectron2":
             return [to_detectron2(s, self.masks) for s in samples]
         pairs = [to_torchvision(s, self.masks, self._label_ids) for s in samples]
@@ -343,7 +368,8 @@ class DSTLoader:
                 "delivered": {kind: s.delivered for kind, s in self.streams.items()},
                 "set_aside": [[self.index.image_ids[p], why]
                               for p, why in sorted(self.set_aside.items())],
-                "controller": self.controller.state_dict() if self.controller else None}
+                "controller": self.controller.state_dict() if self.controller else None,
+                "record": self.record.state_dict(), "record_pending": self._pending_row}
 
     def _restart(self, delivered: dict) -> None:
         """New pipelines, each stream fed from `delivered[kind]` batches on."""
@@ -361,6 +387,8 @@ class DSTLoader:
         is refused with a ValueError naming the field, before anything changes."""
         check_loader_state(state, self.index.image_ids)
         check_same_dataset(state.get("dataset"), self.dataset)
+        if "record" in state:  # absent from a state saved before the loader kept the record
+            check_record_state(state["record"], state.get("record_pending"))
         saved_seed = state["config"].get("seed")
         adopt_seed = self.seed_drawn and saved_seed != self.settings.seed
         now = sequence_config(self.settings)
@@ -380,5 +408,8 @@ class DSTLoader:
         self.iteration = state["iteration"]
         self.last_kind = state["last_kind"]
         self.feed.resume(state.get("feedback_due"))
+        if "record" in state:
+            self.record.load_state_dict(state["record"])
+            self._pending_row = state.get("record_pending")
         if self.controller is not None and state["controller"] is not None:
             self.controller.load_state_dict(state["controller"])

@@ -75,6 +75,8 @@ RULES: Dict[str, Callable] = {
     "decision": _one_of(DECISIONS),
     "max_pixels": _positive_or_none,
     "cache_dir": lambda v: None if v is None or isinstance(v, str) else "must be a folder path",
+    "record_dir": lambda v: None if v is None or isinstance(v, str) else
+    "must be a folder path",
 }
 
 
@@ -123,6 +125,9 @@ class LoaderSettings:
         PIL's error threshold); None: no limit.
     cache_dir: where the dataset's checked index is cached; default $DST_DALI_CACHE, else
         $XDG_CACHE_HOME/dst_dali.
+    record_dir: where the feedback record of every iteration the controller saw is written as
+        it grows, one CSV a rank (dst_dali.feedback.record), the folder
+        `python -m dst_dali.diagnose_feedback` reads; None: kept in memory (loader.record).
     """
     batch_size: int = 2
     k: int = 4
@@ -149,6 +154,7 @@ class LoaderSettings:
     decision: str = "per_rank"
     max_pixels: Optional[int] = MAX_PIXELS
     cache_dir: Optional[str] = None
+    record_dir: Optional[str] = None
 
     def __post_init__(self):
         for field in RULES:

@@ -22,10 +22,11 @@ ROOMS = [
     (5, "integrations", ["dst_dali.integrations"]),
     # what users run or import by name: commands, and the public paths of moved modules
     (6, "commands", ["dst_dali.check_dataset", "dst_dali.calibrate_tau", "dst_dali.plots",
-                     "dst_dali.trainer", "dst_dali.config"]),
+                     "dst_dali.diagnose_feedback", "dst_dali.trainer", "dst_dali.config"]),
     (7, "public face", ["dst_dali"]),
 ]
-COMMANDS = ["dst_dali.check_dataset", "dst_dali.calibrate_tau", "dst_dali.plots"]
+COMMANDS = ["dst_dali.check_dataset", "dst_dali.calibrate_tau", "dst_dali.plots",
+            "dst_dali.diagnose_feedback"]
 SOURCES = {"dst_dali": os.path.join(ROOT, "dst_dali"),
            "dst_dali.pipelines": os.path.join(ROOT, "pipelines")}
 
@@ -194,12 +195,12 @@ def test_the_public_paths_import():
         "from dst_dali.trainer import DSTTrainer, DSTHook, build_dst_loader, build_controller",
         "from dst_dali.config import load_config, add_dst_config, check_dst_config",
         "from dst_dali.plots import plot_loss_shares, plot_share_distribution, plot_feedback",
-        "for cmd in ('check_dataset', 'calibrate_tau', 'plots'):",
+        "for cmd in ('check_dataset', 'calibrate_tau', 'plots', 'diagnose_feedback'):",
         "    assert callable(importlib.import_module('dst_dali.' + cmd).main)",
     ])
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    for cmd in ("check_dataset", "calibrate_tau", "plots"):
+    for cmd in ("check_dataset", "calibrate_tau", "plots", "diagnose_feedback"):
         r = subprocess.run([sys.executable, "-m", f"dst_dali.{cmd}", "--help"], cwd=ROOT,
                            capture_output=True, text=True)
         assert r.returncode == 0 and "usage" in r.stdout, (cmd, r.stderr[-2000:])

@@ -191,7 +191,8 @@ def test_the_paper_figures_from_a_ten_iteration_run(tmp_path):
         parts = rng.dirichlet(np.ones(3), 10)
         write_history(str(tmp_path / name), 0, {
             "decision": "per_rank", "signal": "reg", "tau": 0.1,
-            "history": [{"iteration": i, "share": float(p[0]), "small": float(p[0]),
+            "history": [{"iteration": i, "kind": "regular", "share": float(p[0]),
+                         "small": float(p[0]),
                          "medium": float(p[1]), "large": float(p[2])}
                         for i, p in enumerate(parts)]})
     paths = plots.main(["--baseline", str(tmp_path / "baseline"), "--dst", str(tmp_path / "dst"),

@@ -25,19 +25,29 @@ def check_decisions_follow_r(loader, kinds, tau):
     assert "collage" in kinds
 
 
-def test_torchvision_reference_loop(coco128):
-    """As references/detection/engine.py's train_one_epoch: for images, targets in loader."""
+def test_torchvision_reference_loop(coco128, tmp_path):
+    """As references/detection/engine.py's train_one_epoch: for images, targets in loader.
+    The loop leaves a feedback record (record_dir): a row an iteration the controller saw,
+    with its kind, r as fed, the decision and the batch's boxes by size (counted here from the
+    targets, COCO's areas in input pixels)."""
+    from dst_dali.feedback.history import read_histories
+
     from .torchvision_models import torchvision_faster_rcnn
     model = torchvision_faster_rcnn(91, min_size=320, max_size=480)  # the loader's: no resize
     loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(320,),
                        max_size=480, output="torchvision", labels="coco", device="cpu",
-                       controller=FeedbackController(tau=0.5))
+                       controller=FeedbackController(tau=0.5), record_dir=str(tmp_path))
     loader.watch(model)  # the one added line
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     model.train()
-    kinds = []
+    kinds, counts = [], []
     for i, (images, targets) in enumerate(loader):
         kinds.append(loader.last_kind)
+        area = torch.cat([(t["boxes"][:, 2] - t["boxes"][:, 0]) *
+                          (t["boxes"][:, 3] - t["boxes"][:, 1]) for t in targets]).numpy()
+        counts.append([int(np.sum(area < 32 ** 2)),
+                       int(np.sum((area >= 32 ** 2) & (area < 96 ** 2))),
+                       int(np.sum(area >= 96 ** 2))])
         loss_dict = model(images, targets)
         losses = sum(loss for loss in loss_dict.values())
         optimizer.zero_grad()
@@ -46,6 +56,17 @@ def test_torchvision_reference_loop(coco128):
         if i == 5:
             break
     check_decisions_follow_r(loader, kinds, 0.5)
+    rows = read_histories(str(tmp_path))[0]["history"]  # on disk while the loop runs
+    c = loader.controller
+    assert [h["iteration"] for h in rows] == list(range(len(c.shares))) and len(rows) >= 5
+    assert [h["kind"] for h in rows] == kinds[:len(rows)]
+    assert [h["next"] for h in rows] == c.decisions
+    assert [h["decided_by"] for h in rows] == ["r"] * len(rows)
+    assert [h["share"] for h in rows] == pytest.approx(c.shares, rel=1e-5)
+    assert [[h["n_small"], h["n_medium"], h["n_large"]] for h in rows] == counts[:len(rows)]
+    assert any(h["n_small"] for h in rows)
+    for h in rows:
+        assert h["small"] + h["medium"] + h["large"] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_detectron2_plain_train_net_loop(coco128):
@@ -248,3 +269,6 @@ def test_plain_loop_checkpoint_resumes_exactly(coco128):
     loader.observe_last()
     assert loader.controller.decisions == ref_loader.controller.decisions
     assert loader.controller.shares == ref_loader.controller.shares
+    # the feedback record too: the resumed loader's is the uninterrupted one's, row for row
+    assert len(loader.record.rows) == 9
+    assert loader.record.rows == ref_loader.record.rows

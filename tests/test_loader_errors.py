@@ -454,6 +454,9 @@ def test_a_state_that_is_not_one_is_refused_by_field(make_dataset):
         (bad(version=1), r"version 1: this DSTLoader reads version"),
         (bad(config=[1]), r"config \[1\] is not a dict"),
         (bad(feedback_due=[1, 2]), r"feedback_due \[1, 2\] is not 4 numbers"),
+        (bad(record={"iteration": [0]}), r"record is not a feedback record's columns"),
+        (bad(record={**good["record"], "r": [0.5]}), r"record is not a feedback record's"),
+        (bad(record_pending={"mosaic": 1}), r"record_pending \{'mosaic': 1\} is not a row"),
         ([good], r"\(the whole\) is a list, not a dict"),
     ]
     for state, message in cases:

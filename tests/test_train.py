@@ -194,7 +194,10 @@ def check_setup(*opts, config=DEMO):
 
 @pytest.mark.parametrize("opts, error, message", [
     (["DST.TUA", "0.2"], KeyError, r"unknown DST key\(s\) \['TUA'\]; the valid ones are "
-                                   r"\['BAD_IMAGES', 'DECISION', 'DEVICE', 'ENABLED', 'K'"),
+                                   r"\['BAD_IMAGES', 'DECISION', 'DEVICE', 'ENABLED', 'EXPLORE', 'K'"),
+        (["DST.EXPLORE", "2.0"], ValueError, r"DST.EXPLORE=2.0: must be in \[0, 1\]"),
+        (["DST.EXPLORE", "0.1", "DST.SIGNAL", "random"], ValueError,
+         r"DST.EXPLORE=0.1: explores the feedback's decisions, which DST.SIGNAL='random'"),
     (["DST.TAU", "1.5"], ValueError, r"DST.TAU=1.5: must be a number in \[0, 1\]"),
     (["DST.K", "3"], ValueError, r"DST.K=3: the number of collage components must be a square"),
     (["DST.PIPELINES", "-1"], ValueError, r"DST.PIPELINES=-1: must be a positive integer"),
@@ -320,6 +323,9 @@ def test_tau_warm_up_calibrates_from_the_logged_r(tmp_path):
         saved = json.load(f)
     hist = saved["history"]
     warm = [h["share"] for h in hist[:4] if h["share"] is not None]
+    # the loader's row of each step: what decided, and the batch's boxes by size
+    assert [h["decided_by"] for h in hist] == ["warmup"] * 3 + ["r"] * 5
+    assert all(h["n_small"] + h["n_medium"] + h["n_large"] > 0 for h in hist)
     assert saved["tau"] == pytest.approx(np.quantile(warm, 0.5))
     assert [h["kind"] for h in hist[:4]] == ["regular"] * 4
     for before, after in zip(hist[3:], hist[4:]):

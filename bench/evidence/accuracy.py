@@ -16,24 +16,35 @@ arm trains the same detector (bench/evidence/accuracy.yaml) for the same N itera
 Protocol, declared before the runs:
 - Pilot: the baseline alone (seed 1000), evaluated on val every 500 iterations; N is the first
   evaluation within 0.5 AP of the one before (at most 4000). val serves nothing else.
-- Seeds 0 and 1 train in one process, each random arm replaying the other seed's feedback arm;
-  every later seed trains in a process of its own, its random arm replaying the feedback arm
-  of the seed before it as that seed's history recorded it. A process (a unit) is what a
-  stopped bench resumes from its last checkpoint and skips once done; a unit of one seed is
-  under 2 h on 2 cores. In a process the arms take turns in blocks of iterations, a yoked arm
-  after the arm it replays. Every arm at the first --all-arms seeds; baseline, feedback and
-  random at all --seeds.
+- (As amended, below.) Seeds 0 and 1 train in one process, each random arm replaying the
+  other seed's feedback arm; every later seed trains in a process of its own, its random arm
+  replaying the feedback arm of the seed before it as that seed's history recorded it. A
+  process (a unit) is what a stopped bench resumes from its last checkpoint and skips once
+  done; a unit of one seed is under 2 h on 2 cores. In a process the arms take turns in blocks
+  of iterations, a yoked arm after the arm it replays. Every arm at the first --all-arms
+  seeds; baseline, feedback and random at all --seeds.
 - PRIMARY ENDPOINT: the paired difference feedback - random in test APs, its mean and 95%
   t-interval over seeds. Secondary: feedback - baseline and feedback - random in AP, APs, APm,
   APl; DST's time per iteration over the baseline's (round by round in one process, then a
   t-interval over seeds); the images each arm saw.
 
+Amended after seeds 0 and 1 had finished (their results in hand): the protocol first declared
+seeds in pairs, each pair one process whose random arms replay each other's feedback arm. A
+pair took 3.5 h, more than a working session holds, so every later seed became a process of
+its own and its random arm replays the recorded feedback arm of the seed before it (a chain).
+The change is in which decisions a random arm replays and in the process layout; the arms,
+the iterations, the endpoints and their statistics are as declared.
+
+Added after the runs, labelled post hoc wherever reported: each seed's median of the round
+ratios beside the declared mean (one seed's stalls pull the mean), and the diagnostics of
+what the feedback responded to (python -m dst_dali.diagnose_feedback on the histories).
+
     python -m bench.evidence.accuracy [--seeds 6 --all-arms 3]     # hours on 2 cores; resumable
     python -m bench.evidence.accuracy --quick --results-dir DIR     # a tiny run: the output's form
 
 Writes bench/results/accuracy.{json,md}, the pilot and the finished units to accuracy_runs/
-(what a later call skips), each run's per-iteration record to accuracy_histories/ and
-the paper's Fig. 5 and 6 (--results-dir).
+(what a later call skips), each run's per-iteration record to accuracy_histories/, the
+paper's Fig. 5 and 6 and feedback_diagnostics.json (--results-dir).
 """
 import argparse
 import contextlib
@@ -144,13 +155,16 @@ class Arm:
             self.trainer.after_train()
 
     def history_rows(self) -> list:
-        """Per iteration: kind, next, r, images, the small/medium/large loss shares, losses."""
+        """Per iteration: kind, next, r, images, the small/medium/large loss shares, what
+        decided, the batch's boxes by size, losses."""
+        from dst_dali.feedback.record import COUNT_COLUMNS
         from dst_dali.trainer import DSTHook
         hook = next(h for h in self.trainer._hooks if isinstance(h, DSTHook))
         return [{"iteration": h["iteration"], "kind": h["kind"], "next": h["next"],
                  "r": h["share"], "images": sum(len(ids) for ids in h["image_ids"]),
                  **{k: v for k, v in h.items()
-                    if k in ("small", "medium", "large") or "loss" in k}}
+                    if k in ("small", "medium", "large", "decided_by") + COUNT_COLUMNS or
+                    "loss" in k}}
                 for h in hook.history]
 
 
@@ -438,9 +452,10 @@ def paired(runs, a, b, metric) -> dict:
 def overhead(runs, arm="feedback") -> dict:
     """The arm's time per iteration over the baseline's, as a fraction: per seed, the mean over
     rounds of its block over the baseline's block of the same round and process; then the
-    mean over seeds and its t-interval."""
+    mean over seeds and its t-interval (the declared statistic). Beside it, post hoc: each
+    seed's median over its rounds, which a few stalled rounds do not move."""
     of = {(r["arm"], r["seed"]): r for r in runs}
-    per_seed = []
+    per_seed, medians = [], []
     for (name, seed), run in sorted(of.items()):
         base = of.get(("baseline", seed))
         if name != arm or base is None:
@@ -448,8 +463,10 @@ def overhead(runs, arm="feedback") -> dict:
         ratios = [s / base["round_s"][k] - 1 for k, s in run["round_s"].items()
                   if k in base["round_s"]]
         per_seed.append(float(np.mean(ratios)))
+        medians.append(float(np.median(ratios)))
     mean, ci = t_interval(per_seed) if per_seed else (None, [None, None])
-    return {"arm": arm, "mean": mean, "ci95": ci, "seeds": len(per_seed)}
+    return {"arm": arm, "mean": mean, "ci95": ci, "seeds": len(per_seed),
+            "per_seed_mean": per_seed, "per_seed_median_post_hoc": medians}
 
 
 def summarize(runs) -> list:
@@ -486,6 +503,45 @@ def draw_figures(results_dir, histories, tau) -> list:
     plots.main(argv)
     rel = [os.path.relpath(a, ROOT) if os.path.exists(a) else a for a in argv]
     return ["python -m dst_dali.plots " + " ".join(rel)]
+
+
+def diagnose(results_dir, histories) -> list:
+    """What each arm's feedback responded to, by python -m dst_dali.diagnose_feedback on its
+    histories (post hoc: not in the declared protocol); writes feedback_diagnostics.json and
+    returns note lines, each with its command."""
+    from dst_dali import diagnose_feedback
+    out, notes = {}, []
+    for arm in ("baseline", "random", "feedback"):
+        paths = sorted(glob.glob(os.path.join(histories, f"{arm}_s*.csv.gz")))
+        if not paths:
+            continue
+        argv = paths + ["--tau", "0.1"]
+        out[arm] = diagnose_feedback.main(argv)
+        both = out[arm].get("combined", next(iter(out[arm]["ranks"].values())))
+        prof = both["profile"]
+        figures = (f"{both['pairs']} pairs, delta "
+                   + (f"{both['delta']['value']:+.4f} {_ci4(both['delta']['ci'])}, on ranks "
+                      f"{both['rank_delta']['value']:+.4f} {_ci4(both['rank_delta']['ci'])}, "
+                      f"lag-1 {both['lag1']['value']:+.4f} {_ci4(both['lag1']['ci'])}"
+                      if "delta" in both else "not measurable (every decision looked at r)"))
+        lags = [r["lag1"]["value"] for r in out[arm]["ranks"].values() if "lag1" in r]
+        notes.append(
+            f"post hoc, {arm} ({len(paths)} seeds, combined): collage rate "
+            f"{prof['collage_rate']:.1%}, first tenth {prof['collage_rate_by_tenth'][0]:.0%}; "
+            f"mean r of regular iterations {prof['mean_r_first_tenth']:.3f} (first tenth) -> "
+            f"{prof['mean_r_last_tenth']:.3f} (last); collage decisions on r = 0: "
+            f"{prof['collage_decisions_on_r0']} of {prof['collage_decisions']}; {figures}"
+            + (f"; lag-1 a seed {min(lags):+.3f} to {max(lags):+.3f}" if lags else "")
+            + " (`python -m dst_dali.diagnose_feedback "
+            + " ".join(os.path.relpath(a, ROOT) if os.path.exists(a) else a for a in argv)
+            + "`)")
+    with open(os.path.join(results_dir, "feedback_diagnostics.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    return notes
+
+
+def _ci4(ci) -> str:
+    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
 
 def main(argv=None):
@@ -580,6 +636,7 @@ def main(argv=None):
     cost = overhead(runs)
     commands = draw_figures(args.results_dir, histories, 0.1) if {
         "baseline", "feedback"} <= arms_run else []
+    diagnostics = diagnose(args.results_dir, histories) if "feedback" in arms_run else []
     primary = next((p for p in pairs if (p["a"], p["b"], p["metric"]) == tuple(
         PRIMARY.values())), None)
     notes = [
@@ -597,11 +654,13 @@ def main(argv=None):
         + (f"{primary['mean_diff']:+.2f}, 95% CI {_ci(primary['ci95'])} over "
            f"{primary['seeds']} seeds" if primary else "not run"),
         f"DST time per iteration over the baseline's: {_pct(cost['mean'])}, 95% CI "
-        f"[{_pct(cost['ci95'][0])}, {_pct(cost['ci95'][1])}] over {cost['seeds']} seeds",
+        f"[{_pct(cost['ci95'][0])}, {_pct(cost['ci95'][1])}] over {cost['seeds']} seeds "
+        f"(per seed: {', '.join(_pct(v) for v in cost['per_seed_mean'])}); post hoc, each "
+        f"seed's median round: {', '.join(_pct(v) for v in cost['per_seed_median_post_hoc'])}",
         f"wall time: {time.perf_counter() - t0:.0f} s this call; the units took "
         + ", ".join(f"{'+'.join(map(str, u))}: {w / 3600:.2f} h" for u, w in walls.items())
         + " (a unit done before is read back)",
-    ] + [f"figures: `{c}`" for c in commands]
+    ] + [f"figures: `{c}`" for c in commands] + diagnostics
     columns = [("arm", "arm"), ("seeds", "seeds")] + [
         (k, k) for m in METRICS for k in (m, f"{m}_std")] + [
         ("collage_rate", "collage rate"), ("images_seen", "images seen"),

@@ -21,15 +21,20 @@ class _Controller:
     """History and state shared by every controller: r per observed iteration (None: no
     evidence or not measured) and the kind chosen for the iteration after it."""
 
+    decided_by = "control"  # what a decision of this controller looks at (record.COLUMNS)
+
     def __init__(self):
         self._collage_next = False  # the first iteration is regular
         self.shares: List[Optional[float]] = []
         self.decisions: List[str] = []
+        self.reasons: List[str] = []  # decided_by of each decision
 
-    def _record(self, share: Optional[float], collage_next: bool) -> None:
+    def _record(self, share: Optional[float], collage_next: bool,
+                reason: Optional[str] = None) -> None:
         self._collage_next = collage_next
         self.shares.append(share)
         self.decisions.append(COLLAGE if collage_next else REGULAR)
+        self.reasons.append(reason or self.decided_by)
 
     def wants_collage(self) -> bool:
         """Whether the next iteration should be a collage batch."""
@@ -42,12 +47,14 @@ class _Controller:
 
     def state_dict(self) -> dict:
         return {"collage_next": self._collage_next, "shares": list(self.shares),
-                "decisions": list(self.decisions)}
+                "decisions": list(self.decisions), "reasons": list(self.reasons)}
 
     def load_state_dict(self, state: dict) -> None:
         self._collage_next = bool(state["collage_next"])
         self.shares = list(state["shares"])
         self.decisions = list(state["decisions"])
+        # a state from before the reasons were kept: its decisions were this controller's own
+        self.reasons = list(state.get("reasons", [self.decided_by] * len(self.decisions)))
 
 
 class FeedbackController(_Controller):
@@ -62,14 +69,21 @@ class FeedbackController(_Controller):
         quantile: in [0, 1], see warmup.
         pool: turns this process's warm-up r values into the ones tau is computed from (e.g.
             every rank's, gathered); by default they are used as they are.
+        explore: the share of decisions after the warm-up drawn at random instead (a fair
+            coin, from a stream seeded by `seed`), recorded as "exploration": iterations whose
+            decision ignored r, on which a DST run can measure whether r anticipates the next
+            batch (dst_dali.feedback.diagnostics). 0, the default, is the paper's rule.
 
     The first iteration is regular. An iteration with no loss to share (total == 0: no positive
     proposals) gives no evidence, and the next iteration is regular: the collage is a response
     to measured under-training of small objects, never a default.
     """
 
+    decided_by = "r"
+
     def __init__(self, tau: Optional[float] = 0.1, warmup: int = 0, quantile: float = 0.5,
-                 pool: Optional[Callable[[List[float]], Sequence[float]]] = None):
+                 pool: Optional[Callable[[List[float]], Sequence[float]]] = None,
+                 explore: float = 0.0, seed: int = 0):
         if tau is not None and (not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0):
             raise ValueError(f"tau={tau!r}: the small-object loss share threshold must be a "
                              "number in [0, 1] (or None, calibrated after a warm-up)")
@@ -79,7 +93,13 @@ class FeedbackController(_Controller):
             raise ValueError("tau=None is calibrated from warm-up iterations: give warmup > 0")
         if not 0.0 <= quantile <= 1.0:
             raise ValueError(f"quantile={quantile!r}: must be in [0, 1]")
+        if isinstance(explore, bool) or not isinstance(explore, (int, float)) or \
+                not 0.0 <= explore <= 1.0:
+            raise ValueError(f"explore={explore!r}: the share of decisions drawn at random "
+                             "must be a number in [0, 1]")
         super().__init__()
+        self.explore = float(explore)
+        self._rng = random.Random(seed)
         self.tau = None if tau is None else float(tau)
         self.calibrated = tau is None
         self.warmup, self.quantile = warmup, quantile
@@ -98,15 +118,24 @@ class FeedbackController(_Controller):
         if self.calibrated and observed == self.warmup:
             warm = [r for r in self.shares + [share] if r is not None]
             self.tau = calibrate_tau(self._pool(warm), self.quantile)
-        self._record(share, observed >= self.warmup and share is not None and share <= self.tau)
+        if observed < self.warmup:
+            self._record(share, False, "warmup")
+        elif self.explore and self._rng.random() < self.explore:
+            self._record(share, self._rng.random() < 0.5, "exploration")
+        else:
+            self._record(share, share is not None and share <= self.tau)
         return share
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "tau": self.tau, "calibrated": self.calibrated,
-                "warmup": self.warmup, "quantile": self.quantile}
+        state = {**super().state_dict(), "tau": self.tau, "calibrated": self.calibrated,
+                 "warmup": self.warmup, "quantile": self.quantile}
+        if self.explore:
+            state.update(explore=self.explore, rng=self._rng.getstate())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        mine = {"calibrated": self.calibrated, "warmup": self.warmup, "quantile": self.quantile}
+        mine = {"calibrated": self.calibrated, "warmup": self.warmup, "quantile": self.quantile,
+                "explore": self.explore or None}
         if not self.calibrated:
             mine["tau"] = self.tau
         saved = {key: state.get(key) for key in mine}
@@ -114,6 +143,8 @@ class FeedbackController(_Controller):
             raise ValueError(f"checkpoint's controller has {saved}, this one {mine}")
         super().load_state_dict(state)
         self.tau = state["tau"]
+        if self.explore:
+            self._rng.setstate(_rng_state(state["rng"]))
 
 
 def calibrate_tau(shares: Sequence[float], quantile: float = 0.5) -> float:
@@ -178,7 +209,12 @@ class StaticController(_Controller):
             raise ValueError(f"checkpoint has mode={state.get('mode')}, this controller "
                              f"mode={self.mode}")
         super().load_state_dict(state)
-        self._rng.setstate(state["rng"])
+        self._rng.setstate(_rng_state(state["rng"]))
+
+
+def _rng_state(state):
+    """random.Random's state as a checkpoint gives it back (tuples may come back as lists)."""
+    return tuple(tuple(x) if isinstance(x, list) else x for x in state)
 
 
 class ReplayController(_Controller):

@@ -1,14 +1,19 @@
 """A run's feedback record: per rank and iteration, r (the small-object share the controller
-saw), the shares of small, medium and large objects, the kind trained and the next one, the
-images read and the losses (on the main process). DSTHook writes it as JSON beside the run's
-checkpoints; the plots and the tau calibration read it, or a compact CSV of it (no image ids;
-e.g. a bench's committed runs)."""
+saw), the shares of small, medium and large objects, the kind trained and the next one and what
+decided it, the batch's boxes by size, and with detectron2's DSTHook also the images read and
+the losses (on the main process). DSTHook writes it as JSON beside the run's checkpoints, a
+loader with record_dir as CSV (dst_dali.feedback.record); the plots, the tau calibration and
+the diagnostics read either, or a compact CSV of it (e.g. a bench's committed runs)."""
 import csv
 import glob
 import gzip
 import json
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
+
+from .record import COUNT_COLUMNS, TEXT_COLUMNS
+
+INTEGER_COLUMNS = ("iteration", "images") + COUNT_COLUMNS
 
 
 def history_path(output_dir: str, rank: int = 0) -> str:
@@ -46,10 +51,12 @@ def read_history_csv(path: str) -> dict:
     with opener(path, "rt", newline="") as f:
         rows = list(csv.DictReader(f))
     history = []
-    for row in rows:
-        h = {k: (None if v == "" else v if k in ("kind", "next") else float(v))
-             for k, v in row.items()}
-        h["iteration"] = int(h["iteration"])
+    for line, row in enumerate(rows, start=2):
+        try:
+            h = {k: (None if v == "" else v if k in TEXT_COLUMNS else
+                     int(v) if k in INTEGER_COLUMNS else float(v)) for k, v in row.items()}
+        except ValueError as e:
+            raise ValueError(f"{path}, line {line}: {e}") from None
         h["share"] = h.pop("r", None)
         history.append(h)
     return {"decision": None, "signal": None, "tau": None, "history": history}
@@ -67,15 +74,23 @@ def read_runs(paths: Sequence[str]) -> Dict[int, dict]:
 
 
 def read_histories(output_dir: str) -> Dict[int, dict]:
-    """rank -> {"decision", "signal", "tau", "history": [...]} of a run's output folder."""
-    paths = sorted(glob.glob(os.path.join(output_dir, "dst_history", "rank*.json")))
+    """rank -> {"decision", "signal", "tau", "history": [...]} of a run's output folder: its
+    DSTHook JSON, else the loader's record CSV (record_dir)."""
+    folder = os.path.join(output_dir, "dst_history")
+    paths = sorted(glob.glob(os.path.join(folder, "rank*.json"))) or \
+        sorted(glob.glob(os.path.join(folder, "rank*.csv")))
     if not paths:
-        raise FileNotFoundError(f"{output_dir}: no dst_history/rank*.json (the feedback record "
-                                "train_dali.py writes at each checkpoint)")
+        raise FileNotFoundError(f"{output_dir}: no dst_history/rank*.json or rank*.csv (the "
+                                "feedback record train_dali.py writes at each checkpoint, a "
+                                "DSTLoader with record_dir as it goes)")
     out = {}
     for path in paths:
-        with open(path) as f:
-            out[int(os.path.basename(path)[4:-5])] = json.load(f)
+        rank = int(os.path.basename(path)[4:].split(".")[0])
+        if path.endswith(".csv"):
+            out[rank] = read_history_csv(path)
+        else:
+            with open(path) as f:
+                out[rank] = json.load(f)
     return out
 
 
@@ -93,7 +108,8 @@ def decisions_of(output_dir: str, rank: int, needed: int) -> List[str]:
     return decisions
 
 
-def shares_of(histories: Dict[int, dict]) -> List[float]:
-    """Every rank's measured r values (iterations without positives left out)."""
+def shares_of(histories: Dict[int, dict], kind: Optional[str] = None) -> List[float]:
+    """Every rank's measured r values (iterations without positives left out), of the
+    iterations that trained on `kind` batches only if given."""
     return [h["share"] for run in histories.values() for h in run["history"]
-            if h["share"] is not None]
+            if h["share"] is not None and (kind is None or h["kind"] == kind)]

@@ -13,6 +13,8 @@
       REPLAY_FROM: ""      # OUTPUT_DIR of a finished run (its dst_history, this rank's)
       DEVICE: "auto"       # where DALI runs: auto | cpu | gpu
       RANDOM_PROB: 0.5     # collage probability of SIGNAL "random"
+      EXPLORE: 0.0         # share of DST's decisions drawn at random, recorded as such (for
+                           # python -m dst_dali.diagnose_feedback); 0: the paper's rule
       NUM_THREADS: 2       # DALI CPU threads of each kind (regular, collage)
       PIPELINES: 0         # DALI pipelines of each kind, sharing its threads; 0: 2 on the CPU
                            # (at most NUM_THREADS), 1 on a GPU
@@ -31,7 +33,7 @@ from ...settings import check_setting
 
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,
                 "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
-                "RANDOM_PROB": 0.5, "REPLAY_FROM": "", "NUM_THREADS": 2, "PIPELINES": 0,
+                "RANDOM_PROB": 0.5, "EXPLORE": 0.0, "REPLAY_FROM": "", "NUM_THREADS": 2, "PIPELINES": 0,
                 "BAD_IMAGES": "stop", "MAX_PIXELS": MAX_PIXELS}
 # What each meta-architecture can feed back: the loss-based signals need its box loss probe.
 SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS, "FCOS": SIGNALS}
@@ -78,6 +80,11 @@ def check_dst_config(cfg: CfgNode) -> None:
            dst.TAU_QUANTILE, "must be in [0, 1]")
     _check(is_number(dst.RANDOM_PROB) and 0.0 <= dst.RANDOM_PROB <= 1.0, "RANDOM_PROB",
            dst.RANDOM_PROB, "must be in [0, 1]")
+    _check(is_number(dst.EXPLORE) and 0.0 <= dst.EXPLORE <= 1.0, "EXPLORE", dst.EXPLORE,
+           "must be in [0, 1]")
+    if dst.EXPLORE and dst.SIGNAL not in WATCH_SIGNALS:
+        raise ValueError(f"DST.EXPLORE={dst.EXPLORE}: explores the feedback's decisions, "
+                         f"which DST.SIGNAL={dst.SIGNAL!r} does not take")
     _check(dst.SIGNAL in SIGNALS, "SIGNAL", dst.SIGNAL, f"must be one of {SIGNALS}")
     if dst.TAU_WARMUP and dst.SIGNAL not in WATCH_SIGNALS:
         raise ValueError(f"DST.TAU_WARMUP={dst.TAU_WARMUP}: calibrates tau, which DST.SIGNAL="

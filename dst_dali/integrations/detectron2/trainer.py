@@ -26,6 +26,7 @@ from ...feedback.controller import (
 )
 from ...feedback.feed import WATCH_SIGNALS
 from ...feedback.history import decisions_of, history_path, write_history
+from ...feedback.record import COUNT_COLUMNS
 from ...feedback.signals import GROUPS, INPUT_SIGNAL, REPLAY_SIGNAL
 from ...loader import DSTLoader
 from ...stream.distributed import gather_over_ranks, shared_random_seed, sum_over_ranks
@@ -43,13 +44,18 @@ def build_controller(cfg):
             None if calibrate else cfg.DST.TAU, warmup=cfg.DST.TAU_WARMUP,
             quantile=cfg.DST.TAU_QUANTILE,
             # every rank's warm-up r, so all ranks calibrate the same tau
-            pool=gather_over_ranks if cfg.DST.DECISION == "per_rank" else None)
+            pool=gather_over_ranks if cfg.DST.DECISION == "per_rank" else None,
+            explore=cfg.DST.EXPLORE, seed=_seed(cfg) + comm.get_rank())
     if cfg.DST.SIGNAL == REPLAY_SIGNAL:  # a yoked control: another run's kinds, in its order
         rank = comm.get_rank()
         return ReplayController(decisions_of(cfg.DST.REPLAY_FROM, rank, cfg.SOLVER.MAX_ITER),
                                 history_path(cfg.DST.REPLAY_FROM, rank))
-    seed = cfg.SEED if cfg.SEED >= 0 else shared_random_seed(comm.get_world_size())
-    return StaticController(cfg.DST.SIGNAL, prob=cfg.DST.RANDOM_PROB, seed=seed)
+    return StaticController(cfg.DST.SIGNAL, prob=cfg.DST.RANDOM_PROB, seed=_seed(cfg))
+
+
+def _seed(cfg) -> int:
+    """cfg.SEED, or with SEED -1 one drawn and shared by the ranks."""
+    return cfg.SEED if cfg.SEED >= 0 else shared_random_seed(comm.get_world_size())
 
 
 def build_dst_loader(cfg, controller) -> DSTLoader:
@@ -103,6 +109,9 @@ class DSTHook(HookBase):
         record = {"iteration": self.trainer.iter, "kind": kind, "share": share,
                   "next": self.controller.decisions[-1] if self.controller.decisions else None,
                   "image_ids": self.loader.last_image_ids}
+        rows = self.loader.record.rows  # the loader's row of this step: its decision and boxes
+        if rows and rows[-1]["iteration"] == self.loader.iteration - 1:
+            record.update({k: rows[-1][k] for k in ("decided_by",) + COUNT_COLUMNS})
         self._collage_steps += summed[6] / world
         scalars = {"dst/collage": summed[6] / world,
                    "dst/collage_rate": self._collage_steps / (len(self.history) + 1),
