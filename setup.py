@@ -118,7 +118,7 @@ setup(
     # The loader and probes need torch; the trainer also detectron2, which has no wheel for
     # recent Pythons: tools/install_detectron2.sh installs it.
     extras_require={"loader": ["torch", "torchvision", "pycocotools", "tqdm", "msgspec",
-                               "pillow"],
+                               "xxhash", "pillow"],
                     "train": ["torch", "torchvision", "pycocotools", "matplotlib", "tqdm",
-                              "msgspec", "pillow"]},
+                              "msgspec", "xxhash", "pillow"]},
 )

@@ -326,7 +326,7 @@ def test_a_digest_check_that_is_skipped_is_caught(coco_copy, tmp_path, monkeypat
     images, path = coco_copy
     cache = str(tmp_path / "c")
     built = load_coco_index(images, path, cache_dir=cache).cache
-    monkeypatch.setattr(index_cache, "digest", lambda value: "same")
+    monkeypatch.setattr(index_cache, "file_digest", lambda path: "same")
     shutil.rmtree(built)
     built = load_coco_index(images, path, cache_dir=cache).cache  # published with "same"
     _corrupt(built, "boxes_scaled")

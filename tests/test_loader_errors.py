@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from dst_dali import DSTLoader
+from dst_dali.data.index import DatasetError
 
 
 @pytest.fixture
@@ -138,6 +139,46 @@ def test_empty_annotation_file(make_dataset, tmp_path):
         path.write_text(content)
         with pytest.raises(ValueError, match="empty.json: (no images|not valid JSON)"):
             loader((images, str(path)))
+
+
+@pytest.mark.parametrize("shape, message", [
+    ("deep", r"not valid JSON \(it nests deeper than a JSON reader can follow"),
+    ("top_list", r"the top level is a list, not an object of images, annotations and "
+                 r"categories"),
+    ("annotations_object", r"annotations is an object, not a list"),
+    ("images_object", r"images is an object, not a list of image entries"),
+    ("height_1e308", r"image \d+ \(\S+\): height 1e\+308, width \d+ must be numbers from 1 "
+                     r"to 2147483647"),
+    ("width_inf", r"width inf must be numbers from 1 to"),
+    ("height_1e308_every_image_missing", r"does not exist"),
+])
+def test_json_of_another_shape_is_named(make_dataset, tmp_path, shape, message):
+    """Each is a DatasetError naming the file and what is wrong: a nesting deeper than any
+    reader follows, a top level or lists of another kind (once reported as an empty file),
+    an image size past any format's (once an overflow in the sizes' array)."""
+    images, annotations = make_dataset()
+    data = json.load(open(annotations))
+    path = tmp_path / "shaped.json"
+    if shape == "deep":
+        text = json.dumps(data)[:-1] + ', "extra": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    else:
+        if shape == "top_list":
+            data = [data]
+        elif shape == "annotations_object":
+            data["annotations"] = {"0": data["annotations"][0]}
+        elif shape == "images_object":
+            data["images"] = {"0": data["images"][0]}
+        elif shape.startswith("height_1e308"):
+            data["images"][2]["height"] = 1e308
+            if shape.endswith("missing"):
+                for im in data["images"]:
+                    im["file_name"] = "gone/" + im["file_name"]
+        elif shape == "width_inf":
+            data["images"][1]["width"] = float("inf")
+        text = json.dumps(data)
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=f"(?s)shaped.json: .*{message}"):
+        loader((images, str(path)))
 
 
 def test_batch_size_larger_than_the_shard(make_dataset):

@@ -11,6 +11,7 @@ import numpy as np
 from . import coco_json
 from .index import (
     BOX_TOLERANCE,
+    MAX_IMAGE_SIDE,
     MIN_BOX_SIDE,
     RULES,
     AcceptedImages,
@@ -66,7 +67,8 @@ def _typed_chunk(chunk, images: AcceptedImages, targets: Targets,
     x, y, w, h = bbox.T
     degenerate = live & ((w < MIN_BOX_SIDE) | (h < MIN_BOX_SIDE))
     live &= ~degenerate
-    size = images.sizes[np.maximum(position, 0)]
+    # no accepted image: no annotation is listed, and the sizes are never looked at
+    size = images.sizes[np.maximum(position, 0)] if len(images.sizes) else np.zeros((n, 2))
     t = BOX_TOLERANCE
     if (live & ((x < -t) | (y < -t) | (x + w > size[:, 1] + t) | (y + h > size[:, 0] + t))).any():
         return False
@@ -125,7 +127,8 @@ def _coco_images(coco: coco_json.CocoFile, entries, images_dir: str,
         names = [im.file_name for im in coco.images]
         heights = np.array([im.height for im in coco.images], np.float64)
         widths = np.array([im.width for im in coco.images], np.float64)
-        if ((heights >= 1) & (widths >= 1)).all() and len(set(ids)) == len(ids) and \
+        sides = np.stack([heights, widths])
+        if ((sides >= 1) & (sides <= MAX_IMAGE_SIDE)).all() and len(set(ids)) == len(ids) and \
                 existing_files([os.path.join(images_dir, n) for n in names]).all():
             images.accept_all(ids, names, heights, widths)
             images.done()
@@ -170,7 +173,12 @@ def build_coco_index(images_dir: str, annotations: str, problems: Optional[List[
         coco = coco_json.read(annotations, force_loose=force_loose)
     except coco_json.NotJSON as e:
         raise DatasetError(annotations, [f"not valid JSON ({e})"]) from None
+    except coco_json.NotCoco as e:
+        raise DatasetError(annotations, [str(e)]) from None
     entries = coco.images if coco.images is not None else coco.loose_images()
+    if entries is not None and not isinstance(entries, list):
+        raise DatasetError(annotations, [f"images is {coco_json.kind_of(entries)}, not a list "
+                                         "of image entries"])
     if not entries or not coco.categories:
         raise DatasetError(annotations, ["no images or no categories: an empty annotation file"])
     category_ids, category_names = _categories(annotations, coco.categories)

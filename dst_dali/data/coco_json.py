@@ -60,9 +60,27 @@ class NotJSON(ValueError):
     """The file is not JSON (the message says where)."""
 
 
+class NotCoco(ValueError):
+    """The file is JSON but not shaped as a COCO file (the message says how)."""
+
+
+TOO_DEEP = ("it nests deeper than a JSON reader can follow (Python's recursion limit); a COCO "
+            "file nests a few levels")
+
+
+def kind_of(value) -> str:
+    """A JSON value's kind, as a message names it."""
+    for kinds, name in (((dict,), "an object"), ((list,), "a list"), ((str,), "a string"),
+                        ((bool,), "a boolean"), ((int, float), "a number")):
+        if isinstance(value, kinds):
+            return name
+    return "null"
+
+
 def read(path: str, force_loose: bool = False) -> CocoFile:
     """The file's categories, images and annotation chunks. Raises NotJSON for a file that is
-    not JSON (a truncated one among them)."""
+    not JSON (a truncated one among them, or one nested too deep to read), NotCoco for JSON
+    whose top level or lists are of another kind than COCO's."""
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -74,6 +92,8 @@ def read(path: str, force_loose: bool = False) -> CocoFile:
         return _read_with_python_json(data)
     except msgspec.ValidationError:  # not an object, or lists that are not lists
         return _read_with_python_json(data)
+    except RecursionError:
+        raise NotJSON(TOO_DEEP) from None
     images = None
     if not force_loose:
         try:
@@ -149,10 +169,15 @@ def _read_with_python_json(data: bytes) -> CocoFile:
         top = json.loads(data)
     except ValueError as e:
         raise NotJSON(str(e)) from None
+    except RecursionError:
+        raise NotJSON(TOO_DEEP) from None
     if not isinstance(top, dict):
-        return CocoFile(None, None, lambda: None, lambda: iter(()), 0)
+        raise NotCoco(f"the top level is {kind_of(top)}, not an object of images, annotations "
+                      "and categories")
+    for key in ("images", "annotations"):
+        if top.get(key) is not None and not isinstance(top[key], list):
+            raise NotCoco(f"{key} is {kind_of(top[key])}, not a list")
     anns = top.get("annotations") or []
-    anns = anns if isinstance(anns, list) else []
 
     def chunks() -> Iterator[Chunk]:
         for first in range(0, len(anns), CHUNK):

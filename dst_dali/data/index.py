@@ -23,7 +23,10 @@ MIN_BOX_SIDE = 0.1
 BOX_TOLERANCE = 1.0  # px a box may exceed its image (CollageStitch clips it); more is an error
 MAX_LISTED = 20      # problems listed in one error; the rest are counted
 # The version of the rules above and below: an index cached under other rules is not reused.
-RULES = {"version": 2, "min_box_side": MIN_BOX_SIDE, "box_tolerance": BOX_TOLERANCE}
+# the largest side an image entry may give: PNG's limit (JPEG's is 65535), and far inside int64
+MAX_IMAGE_SIDE = 2 ** 31 - 1
+RULES = {"version": 2, "min_box_side": MIN_BOX_SIDE, "box_tolerance": BOX_TOLERANCE,
+         "max_image_side": MAX_IMAGE_SIDE}
 SKIPS = ("crowd_annotations", "degenerate_boxes", "dropped_polygons", "rle_segmentations",
          "images_without_annotations")
 
@@ -165,9 +168,9 @@ class AcceptedImages:
                                        f"its id is also {known[image_id]}'s"))
         elif not isinstance(file_name, str):
             problems.append(refused + f"file_name {file_name!r} is not a string")
-        elif not all(is_number(v) and v >= 1 for v in (height, width)):
-            problems.append(refused + f"height {height!r}, width {width!r} must be positive "
-                            "numbers")
+        elif not all(is_number(v) and 1 <= v <= MAX_IMAGE_SIDE for v in (height, width)):
+            problems.append(refused + f"height {height!r}, width {width!r} must be numbers "
+                            f"from 1 to {MAX_IMAGE_SIDE}")
         elif not os.path.isfile(path):
             problems.append(refused + f"names {path}, which does not exist")
         else:

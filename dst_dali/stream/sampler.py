@@ -51,6 +51,7 @@ class GroupSampler:
         # images of each usable key this rank reads an epoch: at least group_size
         self._share = {key: len(m[shard_id::num_shards]) for key, m in self._members.items()}
         self.left_out = n - sum(len(m) for m in self._members.values())
+        self._last_epoch = None  # (epoch and what it carried in, its groups, what it carries on)
         if not len(self._usable):
             raise ValueError(f"groups of {group_size} distinct images of one orientation on "
                              f"each of {num_shards} rank(s) need {group_size * num_shards} "
@@ -82,8 +83,23 @@ class GroupSampler:
 
     def _epoch(self, epoch: int, carried: dict) -> np.ndarray:
         """The epoch's groups, (m, group_size), in the order they fill as this rank reads its
-        share; `carried`: each key's partial group, updated for the next epoch. Each key fills
-        its groups on its own, so they are made key by key and merged by when each filled."""
+        share; `carried`: each key's partial group, updated for the next epoch. The last epoch
+        made is kept: a restart at the same place (the loader's first start, a bad image's
+        replacement) costs no permutation of a large set again."""
+        memo = (epoch, tuple((key, tuple(bucket)) for key, bucket in sorted(carried.items())))
+        if self._last_epoch is not None and self._last_epoch[0] == memo:
+            groups, after = self._last_epoch[1:]
+        else:
+            groups = self._make_epoch(epoch, carried)
+            after = {key: list(bucket) for key, bucket in carried.items()}
+            self._last_epoch = (memo, groups, after)
+        carried.clear()
+        carried.update({key: list(bucket) for key, bucket in after.items()})
+        return groups
+
+    def _make_epoch(self, epoch: int, carried: dict) -> np.ndarray:
+        """_epoch's groups, made: each key fills its groups on its own, so they are made key
+        by key and merged by when each filled."""
         order = self._shard_order(epoch)
         groups, filled = [np.zeros((0, self.group_size), np.int64)], [np.zeros(0, np.int64)]
         for key in self._members:
