@@ -16,6 +16,11 @@ $(STAMP): requirements.txt setup.py $(wildcard csrc/*) tools/install_detectron2.
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	PYTHON=$(PY) bash tools/install_detectron2.sh
+	# Ultralytics (AGPL-3.0) for the YOLO integration's tests, never a dependency of the
+	# package: without its requirements (their opencv-python would shadow the pinned headless
+	# OpenCV), plus the few it uses
+	$(PY) -m pip install -q --no-deps ultralytics==8.4.190 ultralytics-thop==2.2.3
+	$(PY) -m pip install -q requests polars
 	$(PY) -m pip install -q --no-build-isolation -e .
 	touch $@
 

@@ -6,6 +6,7 @@ it before the ranks start; --index-only does just that, without decoding the ima
 
     python -m dst_dali.check_dataset --images DIR --annotations FILE.json [--workers 2]
     python -m dst_dali.check_dataset --dataset NAME      # registered in detectron2
+    python -m dst_dali.check_dataset --yolo DATA.yaml [--split train]   # YOLO format
     python -m dst_dali.check_dataset ... --index-only [--cache-dir DIR]
 """
 import argparse
@@ -16,6 +17,7 @@ from .data.catalog import detectron2_dataset_index
 from .data.checks import check
 from .data.coco_index import load_coco_index
 from .data.index import DatasetError
+from .data.yolo_labels import load_yolo_index
 
 
 def main(argv=None) -> int:
@@ -23,6 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", help="the image folder of a COCO-format dataset")
     ap.add_argument("--annotations", help="its instances json")
     ap.add_argument("--dataset", help="a dataset registered in detectron2's DatasetCatalog")
+    ap.add_argument("--yolo", help="a YOLO-format dataset's data yaml")
+    ap.add_argument("--split", default="train", help="the YOLO split (default train)")
     ap.add_argument("--workers", type=int, default=2, help="DALI decoding threads")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--index-only", action="store_true",
@@ -37,11 +41,14 @@ def main(argv=None) -> int:
         except DatasetError as e:
             print(e)
             return 1
+    elif args.yolo:
+        index = load_yolo_index(args.yolo, args.split, problems=entry_problems,
+                                cache_dir=args.cache_dir)
     elif args.images and args.annotations:
         index = load_coco_index(args.images, args.annotations, problems=entry_problems,
                                 cache_dir=args.cache_dir, progress=not args.no_progress)
     else:
-        ap.error("give --images and --annotations, or --dataset")
+        ap.error("give --images and --annotations, --dataset or --yolo")
     image_problems = [] if args.index_only else check(index, args.workers, not args.no_progress)
     print(f"{index.source}: {len(index)} usable images, {index.num_classes} classes")
     print("index: " + (f"cached at {index.cache} ({'built now' if index.built else 'reused'})"

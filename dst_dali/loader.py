@@ -171,6 +171,18 @@ class DSTLoader:
             datasets, kwargs.get("cache_dir", settings.cache_dir),
             polygons=kwargs.get("masks", settings.masks)), **kwargs)
 
+    @classmethod
+    def from_yolo(cls, data: str, split: str = "train", **kwargs) -> "DSTLoader":
+        """A DSTLoader over a YOLO-format dataset: `data` is its data yaml (path, train, val,
+        names), `split` the split read (dst_dali.data.yolo_labels); background images are
+        kept. Labels are the classes' positions in `names` (torchvision's labels="contiguous"
+        adds 1). kwargs as for DSTLoader."""
+        from .data.yolo_labels import load_yolo_index
+        settings = kwargs.get("settings") or LoaderSettings()
+        return cls(index=load_yolo_index(
+            data, split, cache_dir=kwargs.get("cache_dir", settings.cache_dir),
+            polygons=kwargs.get("masks", settings.masks)), **kwargs)
+
     # -- iteration ---------------------------------------------------------------------------
     def watch(self, model=None, signal: Optional[str] = None, decision: Optional[str] = None,
               controller=None) -> "DSTLoader":

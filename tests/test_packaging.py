@@ -59,3 +59,33 @@ def test_build_requirements_pin_the_installed_dali():
     assert f'"nvidia-dali-cuda120=={nvidia.dali.__version__}"' in text
     setup = open(os.path.join(ROOT, "setup.py")).read()
     assert f'"nvidia-dali-cuda120=={nvidia.dali.__version__}"' in setup
+
+
+NO_ULTRALYTICS = r"""
+import sys
+import dst_dali
+from dst_dali import DSTLoader, FeedbackController
+import dst_dali.check_dataset, dst_dali.data.yolo_labels
+print(sorted(m for m in sys.modules if m.split(".")[0] == "ultralytics"))
+"""
+
+
+def test_ultralytics_is_tested_beside_one_opencv_and_never_imported_by_the_package():
+    """make install puts Ultralytics (AGPL-3.0) in the test environment without its own
+    requirements: one OpenCV distribution stays, the pinned headless one, and cv2 is its. The
+    package's own imports, the YOLO-format reader among them, never import Ultralytics, and
+    setup.py never requires it."""
+    from importlib import metadata
+
+    import cv2
+    assert metadata.version("ultralytics").startswith("8.4.")
+    opencv = sorted(d.metadata["Name"] for d in metadata.distributions()
+                    if d.metadata["Name"].lower().startswith("opencv"))
+    assert opencv == ["opencv-python-headless"], opencv
+    dist = metadata.distribution("opencv-python-headless")
+    files = {os.path.realpath(dist.locate_file(f)) for f in dist.files}
+    assert os.path.realpath(cv2.__file__) in files
+    r = subprocess.run([sys.executable, "-c", NO_ULTRALYTICS], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
+    assert "ultralytics" not in open(os.path.join(ROOT, "setup.py")).read().lower()

@@ -304,7 +304,9 @@ class Targets:
 def log_skips(source: str, skipped: Dict[str, int]) -> None:
     """What training leaves out, said at every start (a cached index's too)."""
     for what, count in skipped.items():
-        if count:  # an empty or negative box is a flaw of the data: say so louder
+        if count and what == "background_images":  # kept: YOLO trains on them
+            logger.info("%s: %d background images (no box) kept", source, count)
+        elif count:  # an empty or negative box is a flaw of the data: say so louder
             logger.log(logging.WARNING if what == "degenerate_boxes" else logging.INFO,
                        "%s: skipping %d %s", source, count,
                        "boxes of zero or negative width or height (under "
@@ -313,8 +315,9 @@ def log_skips(source: str, skipped: Dict[str, int]) -> None:
 
 
 def assemble(source: str, images: AcceptedImages, targets: Targets, category_ids, category_names,
-             problems: List[str], strict: bool) -> DatasetIndex:
-    """The index of the images with a training target: each image's targets in file order."""
+             problems: List[str], strict: bool, keep_background: bool = False) -> DatasetIndex:
+    """The index of the images with a training target (keep_background: of every accepted
+    image, YOLO's background images among them): each image's targets in file order."""
     if problems and strict:
         raise DatasetError(source, problems)
     chunks = targets.chunks or [(np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int32),
@@ -340,8 +343,12 @@ def assemble(source: str, images: AcceptedImages, targets: Targets, category_ids
     first = offsets_of(poly_lengths)[:-1] - vertex_offsets[owner]
     polygons = np.stack([box_of - box_offsets[owner], first, first + poly_lengths], 1)
     usable = box_counts > 0
-    targets.skipped["images_without_annotations"] = int((~usable).sum())
-    if not usable.any():
+    if keep_background:
+        targets.skipped["background_images"] = int((~usable).sum())
+        usable = np.ones(m, bool)
+    else:
+        targets.skipped["images_without_annotations"] = int((~usable).sum())
+    if not usable.any() or not box_counts.any():
         raise DatasetError(source, ["no image has a usable (non-crowd, non-degenerate) "
                                     "annotation"])
     log_skips(source, targets.skipped)
