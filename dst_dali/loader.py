@@ -28,7 +28,7 @@ from .settings import LoaderSettings, default_pipelines
 from .stream.bad_images import BadImages
 from .stream.batch_stream import BatchStream
 from .stream.distributed import shard_of_rank, shared_random_seed
-from .stream.formats import to_detectron2, to_torchvision
+from .stream.formats import to_detectron2, to_torchvision, to_ultralytics
 from .stream.kinds import COLLAGE, KINDS, REGULAR
 from .stream.state import (
     STATE_VERSION,
@@ -52,11 +52,11 @@ class DSTLoader:
         settings: a LoaderSettings (dst_dali.settings), whose fields are also taken as keyword
             arguments, each overriding its own: batch_size, k (images a collage), min_size,
             max_size, flip_prob, device ("cpu", "gpu", "auto"), seed, shard_id, num_shards,
-            output ("detectron2" or "torchvision"), masks, labels, bad_images ("stop" or
-            "skip"), num_threads, pipelines, max_pixels, cache_dir, endless, signal,
-            decision, record_dir (where the feedback record is written), ... (LoaderSettings
-            says what each does). Each is checked once, and a bad one is named with its
-            value.
+            output ("detectron2", "torchvision" or "ultralytics", with imgsz), masks, labels,
+            bad_images ("stop" or "skip"), num_threads, pipelines, max_pixels, cache_dir,
+            endless, signal, decision, record_dir (where the feedback record is written), ...
+            (LoaderSettings says what each does). Each is checked once, and a bad one is named
+            with its value.
 
     Inside a loop that knows nothing of DST (detectron2's tools/lazyconfig_train_net.py),
     iterating the loader with a FeedbackController and no watch() finds the model by itself:
@@ -119,7 +119,10 @@ class DSTLoader:
             seed=seed, shard_id=shard_id, num_shards=num_shards, device=device,
             pipelines=given.pipelines or default_pipelines(device, given.num_threads),
             image_format=given.format, pad_value=given.padding,
-            aspect_ratio_grouping=given.grouped)
+            aspect_ratio_grouping=given.grouped,
+            # YOLO's resize: the long side made imgsz, the square filled by the letterbox
+            **({"min_size": (given.imgsz,), "max_size": given.imgsz}
+               if given.output == "ultralytics" else {}))
         s = self.settings
         # torchvision's labels: 1..C (contiguous + 1, 0 is background) or COCO category ids
         self._label_ids = (np.asarray(self.index.category_ids, np.int64) if s.labels == "coco"
@@ -145,6 +148,7 @@ class DSTLoader:
         # a row an iteration the controller saw; the delivered batch's part waits for its r
         self.record = FeedbackRecord(s.record_dir, shard_id)
         self._pending_row: Optional[dict] = None
+        self._position_of: Optional[dict] = None
         self._finder: Optional[ModelFinder] = None
         self.log_scalars = True  # dst/* into detectron2's EventStorage; DSTHook does its own
         self._run_kinds = dict.fromkeys(KINDS, 0)  # batches delivered by this object
@@ -307,8 +311,19 @@ class DSTLoader:
                              **dict(zip(COUNT_COLUMNS, counts))}
         if self.output == "detectron2":
             return [to_detectron2(s, self.masks) for s in samples]
+        if self.output == "ultralytics":
+            return self._to_ultralytics(samples)
         pairs = [to_torchvision(s, self.masks, self._label_ids) for s in samples]
         return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def _to_ultralytics(self, samples) -> dict:
+        if self._position_of is None:  # image id -> its place in the index, made once
+            self._position_of = {i: p for p, i in enumerate(self.index.image_ids)}
+        first = [self._position_of[s.image_ids[0]] for s in samples]
+        return to_ultralytics(
+            samples, self.settings.imgsz, self.settings.padding[0],
+            [self.index.file_paths[p] for p in first],
+            [s.original_size or (s.height, s.width) for s in samples])
 
     def __len__(self) -> int:
         return math.ceil(self.shard_size / self.batch_size)

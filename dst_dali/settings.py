@@ -16,13 +16,14 @@ from .op.collage import check_k
 from .op.device import DEVICES
 from .stream.bad_images import BAD_IMAGES
 
-OUTPUTS = ("detectron2", "torchvision")
+OUTPUTS = ("detectron2", "torchvision", "ultralytics")
 LABELS = ("contiguous", "coco")
 IMAGE_FORMATS = ("BGR", "RGB")
 # The padding of a collage's cells: the pixel mean, which normalization turns into the zeros
 # detectron2 and torchvision pad batches with. In RGB order, 0-255 (detectron2's default
 # PIXEL_MEAN is this in BGR; torchvision's image_mean is this / 255).
 PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
+YOLO_PAD = 114.0  # Ultralytics' letterbox and mosaic grey
 
 
 def _one_of(options) -> Callable:
@@ -77,6 +78,7 @@ RULES: Dict[str, Callable] = {
     "cache_dir": lambda v: None if v is None or isinstance(v, str) else "must be a folder path",
     "record_dir": lambda v: None if v is None or isinstance(v, str) else
     "must be a folder path",
+    "imgsz": _positive_or_none,
 }
 
 
@@ -103,13 +105,18 @@ class LoaderSettings:
     shard_id, num_shards: this rank's share of every epoch; by default torch.distributed's
         rank and world size when it is initialised (detectron2's launch, torchrun), else the
         whole dataset.
-    output: "detectron2" (DatasetMapper's dicts) or "torchvision" ((images, targets)).
+    output: "detectron2" (DatasetMapper's dicts), "torchvision" ((images, targets)) or
+        "ultralytics" (a batch dict as YOLODataset.collate_fn makes it, every sample
+        letterboxed into an imgsz square: dst_dali.stream.formats.to_ultralytics).
+    imgsz: output="ultralytics": the square's side (YOLO's imgsz); regular images are resized
+        so that their long side is imgsz (min_size and max_size are not used).
     image_format: "BGR" or "RGB"; default detectron2's BGR, torchvision's RGB.
     aspect_ratio_grouping: regular batches of one orientation; default for detectron2 only.
     masks: with instance masks (detectron2's MODEL.MASK_ON).
     labels: torchvision's labels, "contiguous" (1..C, num_classes C + 1) or "coco" (the
         dataset's category ids, num_classes 91 for COCO).
-    pad_value: collage padding, in image_format order; default the pixel mean.
+    pad_value: collage padding, in image_format order; default the pixel mean (YOLO's 114
+        for output="ultralytics", also its letterbox's).
     bad_images: what an image that is missing, unreadable, does not decode, or decodes to
         another size than its entry's does when met: "stop" (raise, naming the file) or
         "skip" (log it and go on). Either way it is set aside for the rest of the run, and its
@@ -155,6 +162,7 @@ class LoaderSettings:
     max_pixels: Optional[int] = MAX_PIXELS
     cache_dir: Optional[str] = None
     record_dir: Optional[str] = None
+    imgsz: Optional[int] = None
 
     def __post_init__(self):
         for field in RULES:
@@ -167,8 +175,17 @@ class LoaderSettings:
                              "sequence of integers (the short sides drawn from, e.g. (800,)), "
                              "max_size an integer, all positive")
         object.__setattr__(self, "min_size", tuple(int(v) for v in min_size))
-        if self.output == "torchvision" and self.image_format not in (None, "RGB"):
-            raise ValueError("output='torchvision' takes RGB images: leave image_format unset")
+        if self.output in ("torchvision", "ultralytics") and \
+                self.image_format not in (None, "RGB"):
+            raise ValueError(f"output={self.output!r} takes RGB images: leave image_format "
+                             "unset")
+        if (self.output == "ultralytics") != (self.imgsz is not None):
+            raise ValueError(f"output={self.output!r}, imgsz={self.imgsz!r}: imgsz is the "
+                             "side of output='ultralytics''s square images; give both or "
+                             "neither")
+        if self.output == "ultralytics" and self.masks:
+            raise ValueError("output='ultralytics' gives detection batches: masks=True is "
+                             "not offered")
         if self.pad_value is not None:
             pad = self.pad_value
             if isinstance(pad, (int, float)) or not all(is_number(v) for v in pad) or \
@@ -187,6 +204,8 @@ class LoaderSettings:
         """pad_value, or the pixel mean in the images' channel order."""
         if self.pad_value is not None:
             return self.pad_value
+        if self.output == "ultralytics":
+            return (YOLO_PAD,) * 3
         return PIXEL_MEAN_RGB[::-1] if self.format == "BGR" else PIXEL_MEAN_RGB
 
     @property

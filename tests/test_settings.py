@@ -16,7 +16,10 @@ from dst_dali.settings import RULES, LoaderSettings
     ("flip_prob", 1.5, r"flip_prob=1.5: must be in \[0, 1\]"),
     ("device", "tpu", r"device='tpu': must be one of"),
     ("seed", -1, r"seed=-1: must be an integer >= 0, or None to draw one"),
-    ("output", "yolo", r"output='yolo': must be one of \('detectron2', 'torchvision'\)"),
+    ("output", "yolo", r"output='yolo': must be one of \('detectron2', 'torchvision', "
+                       r"'ultralytics'\)"),
+    ("imgsz", 0, r"imgsz=0: must be a positive integer"),
+    ("record_dir", 3, r"record_dir=3: must be a folder path"),
     ("labels", "names", r"labels='names': must be one of"),
     ("bad_images", "ignore", r"bad_images='ignore': must be one of \('stop', 'skip'\)"),
     ("num_threads", 0, r"num_threads=0: must be a positive integer"),
@@ -56,6 +59,19 @@ def test_frozen_and_replaced_copies_are_checked_again():
 def test_torchvision_takes_rgb():
     with pytest.raises(ValueError, match="output='torchvision' takes RGB images"):
         LoaderSettings(output="torchvision", image_format="BGR")
+
+
+def test_ultralytics_output_takes_imgsz_rgb_and_no_masks():
+    s = LoaderSettings(output="ultralytics", imgsz=640)
+    assert s.format == "RGB" and s.padding == (114.0, 114.0, 114.0)  # YOLO's grey
+    for kwargs, message in [
+        (dict(output="ultralytics"), r"output='ultralytics', imgsz=None: imgsz is the side"),
+        (dict(imgsz=640), r"output='detectron2', imgsz=640: imgsz is the side"),
+        (dict(output="ultralytics", imgsz=640, image_format="BGR"), r"takes RGB images"),
+        (dict(output="ultralytics", imgsz=640, masks=True), r"masks=True is not offered"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            LoaderSettings(**kwargs)
 
 
 def test_a_rule_that_stops_checking_is_caught(monkeypatch):

@@ -1,5 +1,5 @@
-"""One stitched sample in the formats detectors take: detectron2's DatasetMapper dicts and
-torchvision's (image, target) pairs. Work per sample is proportional to its boxes and polygons,
+"""One stitched sample in the formats detectors take: detectron2's DatasetMapper dicts,
+torchvision's (image, target) pairs, and a whole batch as Ultralytics' collate_fn gives it. Work per sample is proportional to its boxes and polygons,
 never to its pixels (on the CPU the image is DALI's output buffer itself; on the GPU, one copy
 out of DALI's buffers)."""
 from dataclasses import dataclass
@@ -112,3 +112,40 @@ def to_torchvision(sample: Sample, masks: bool = False, label_ids: Optional[np.n
     if masks:
         target["masks"] = rasterize(sample).to(device)
     return image, target
+
+
+def to_ultralytics(samples: List[Sample], imgsz: int, pad_value: float, files: List[str],
+                   original_sizes: List[tuple]) -> dict:
+    """A batch as Ultralytics' YOLODataset.collate_fn gives it for training: `img` uint8
+    (B, 3, imgsz, imgsz) RGB, each sample letterboxed (centred on a canvas of `pad_value`, as
+    YOLO's LetterBox places an image: the odd pixel of padding right and below); `cls` (N, 1)
+    and `bboxes` (N, 4) normalised xywh, `batch_idx` (N,) float, all on the images' device;
+    `im_file`, `ori_shape`, `resized_shape` and `ratio_pad` per sample (a collage names its
+    first component's file and gives its own size as the original). `files`: each sample's
+    file, `original_sizes`: each sample's source size (h, w)."""
+    device = samples[0].image.device
+    img = torch.full((len(samples), 3, imgsz, imgsz), int(round(pad_value)), dtype=torch.uint8,
+                     device=device)
+    boxes, classes, owner, ratio_pad = [], [], [], []
+    for i, s in enumerate(samples):
+        h, w = s.height, s.width
+        if h > imgsz or w > imgsz:
+            raise ValueError(f"a {s.kind} sample of {w}x{h} does not fit imgsz={imgsz}")
+        top, left = (imgsz - h) // 2, (imgsz - w) // 2
+        img[i, :, top:top + h, left:left + w] = s.image.permute(2, 0, 1)
+        b = s.boxes.astype(np.float64) + [left, top, left, top]
+        boxes.append(np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2,
+                               b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1) / imgsz)
+        classes.append(s.labels)
+        owner.append(np.full(len(s.boxes), i))
+        oh, ow = original_sizes[i]
+        ratio_pad.append(((h / oh, w / ow), (left, top)))
+    to = dict(device=device)
+    return {"img": img,
+            "cls": torch.from_numpy(np.concatenate(classes).astype(np.float32)[:, None]).to(**to),
+            "bboxes": torch.from_numpy(np.concatenate(boxes).astype(np.float32)).to(**to),
+            "batch_idx": torch.from_numpy(np.concatenate(owner).astype(np.float32)).to(**to),
+            "im_file": tuple(files), "ori_shape": tuple(original_sizes),
+            "resized_shape": tuple((imgsz, imgsz) for _ in samples),
+            "ratio_pad": tuple(ratio_pad), "dst_kind": samples[0].kind,
+            "dst_transform": tuple(transform_record(s) for s in samples)}
