@@ -22,7 +22,8 @@ ROOMS = [
     (5, "integrations", ["dst_dali.integrations"]),
     # what users run or import by name: commands, and the public paths of moved modules
     (6, "commands", ["dst_dali.check_dataset", "dst_dali.calibrate_tau", "dst_dali.plots",
-                     "dst_dali.diagnose_feedback", "dst_dali.trainer", "dst_dali.config"]),
+                     "dst_dali.diagnose_feedback", "dst_dali.trainer", "dst_dali.config",
+                     "dst_dali.ultralytics"]),
     (7, "public face", ["dst_dali"]),
 ]
 COMMANDS = ["dst_dali.check_dataset", "dst_dali.calibrate_tau", "dst_dali.plots",

@@ -89,3 +89,16 @@ def test_ultralytics_is_tested_beside_one_opencv_and_never_imported_by_the_packa
                        text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-2000:])
     assert "ultralytics" not in open(os.path.join(ROOT, "setup.py")).read().lower()
+
+
+def test_without_ultralytics_the_integration_says_what_to_install():
+    code = ("import sys; sys.modules['ultralytics'] = None\n"
+            "import dst_dali\n"
+            "try:\n    import dst_dali.ultralytics\nexcept ModuleNotFoundError as e:\n"
+            "    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == ("dst_dali.ultralytics needs Ultralytics: pip install "
+                                "'ultralytics==8.4.*' (AGPL-3.0: its terms apply to what uses "
+                                "it)")

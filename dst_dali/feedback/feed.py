@@ -48,6 +48,11 @@ class ControllerFeed:
             raise ValueError(f"signal={signal!r} is measured from a model's loss: give model")
         self.unwatch()
         self.probe = probe_for(model) if model is not None else None
+        measured = getattr(self.probe, "signals", FEEDBACK_SIGNALS)
+        if signal in FEEDBACK_SIGNALS and signal not in measured:
+            self.unwatch()
+            raise ValueError(f"signal={signal!r}: {type(model).__name__}'s loss parts give "
+                             f"{measured} only")
         self.signal, self.decision = signal, decision
         self.observed = self.carried is None  # nothing to observe, unless a state carried it
 

@@ -4,7 +4,7 @@ pass from the very per-proposal losses the model trains on, without changing tho
 Objects are grouped by the area of their matched ground-truth box in network-input pixels, as
 COCO does: small < 32², medium < 96², large otherwise.
 """
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -353,11 +353,28 @@ class TorchvisionLossShareProbe:
         return out
 
 
+# Probes of other libraries' models, registered by their integration when it is imported
+# (dst_dali.integrations.ultralytics): (does it take this model, the probe's class), first match
+PROBES: List[Tuple[Callable[[object], bool], Callable]] = []
+
+
+def register_probe(takes: Callable[[object], bool], probe: Callable) -> None:
+    if (takes, probe) not in PROBES:
+        PROBES.append((takes, probe))
+
+
 def probe_for(model):
-    """The loss-share probe of a detector (DDP-wrapped or not): TorchvisionLossShareProbe for
-    torchvision's R-CNNs, TorchvisionDenseProbe for its RetinaNet and FCOS, LossShareProbe for
-    detectron2's R-CNNs, RetinaNet and FCOS. torchvision's models never import detectron2."""
+    """The loss-share probe of a detector (DDP-wrapped or not): a registered one that takes it,
+    TorchvisionLossShareProbe for torchvision's R-CNNs, TorchvisionDenseProbe for its RetinaNet
+    and FCOS, LossShareProbe for detectron2's R-CNNs, RetinaNet and FCOS. torchvision's models
+    never import detectron2."""
+    for takes, probe in PROBES:
+        if takes(model):
+            return probe(model)
     inner = getattr(model, "module", model)
+    if type(inner).__module__.startswith("ultralytics."):
+        raise ValueError(f"{type(inner).__name__} is an Ultralytics model: import "
+                         "dst_dali.ultralytics first, which measures its loss parts")
     if hasattr(getattr(inner, "roi_heads", None), "select_training_samples"):
         return TorchvisionLossShareProbe(model)
     if type(inner).__module__.startswith("torchvision.") and \
