@@ -9,6 +9,9 @@ except ModuleNotFoundError as e:
                               name=e.name) from e
 
 from .integrations.ultralytics import (  # noqa: E402,F401
+    DST_DEFAULTS,
+    DSTDetectionTrainer,
+    DSTTrainLoader,
     UltralyticsBoxLossProbe,
     is_ultralytics_model,
 )

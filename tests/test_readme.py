@@ -2,7 +2,8 @@
 supplies what a snippet says is the user's: `model` (a small one: detectron2's demo ResNet-18 or
 torchvision's MobileNet Faster R-CNN, at the snippet's sizes), `optimizer`, `start_iter = 0`,
 `max_iter = 3`, a registered `coco_2017_train` stand-in (coco128), a 1-process gloo group (the
-plain loop then shards by it), and `torch`; a torchvision epoch is cut after 3 forwards."""
+plain loop then shards by it), and `torch`; a torchvision epoch is cut after 3 forwards, the
+Ultralytics run after 3 batches, with coco128 in YOLO form as `my_data.yaml`."""
 import os
 import re
 
@@ -60,7 +61,7 @@ def one_process_group(tmp_path):
 
 
 def test_the_snippets_are_the_ones_tested():
-    assert len(SNIPPETS) == 3
+    assert len(SNIPPETS) == 4
 
 
 def test_plain_detectron2_loop_snippet(coco_2017_train_stand_in, one_process_group):
@@ -98,3 +99,33 @@ def test_torchvision_snippets_train_and_checkpoint(tmp_path, monkeypatch):
     exec(snippet("rng_states()"), user)
     assert (tmp_path / "checkpoint.pth").exists()
     assert user["loader"].state_dict()["delivered"] == user["state"]["loader"]["delivered"]
+
+
+def test_ultralytics_snippet(coco128, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    pytest.importorskip("ultralytics")
+    from dst_dali.ultralytics import DSTDetectionTrainer
+    out = tmp_path / "coco128_yolo"
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"), "--images",
+                    coco128.images, "--annotations", coco128.annotations, "--out", str(out)],
+                   check=True, capture_output=True)
+    (tmp_path / "my_data.yaml").write_text((out / "data.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    preprocess = DSTDetectionTrainer.preprocess_batch
+
+    def three_batches(self, batch):
+        seen.append((batch["img"].shape, self.save_dir))
+        if len(seen) > 3:
+            raise Enough
+        return preprocess(self, batch)
+    monkeypatch.setattr(DSTDetectionTrainer, "preprocess_batch", three_batches)
+    with pytest.raises(Enough):
+        exec(snippet("trainer=DSTDetectionTrainer"), {})
+    shape, save_dir = seen[0]
+    assert shape == (16, 3, 640, 640)
+    assert os.path.exists(os.path.join(save_dir, "dst_history", "rank0.csv"))
+    import shutil
+    shutil.rmtree(save_dir)  # Ultralytics' own runs folder (under pytest, beside its package)

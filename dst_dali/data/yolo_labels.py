@@ -174,16 +174,15 @@ def parse_labels(text: str, where: str, num_classes: int, problems: List[str]):
     return [r[1] for r in kept], [r[2] for r in kept], polygons, len(rows) - len(kept)
 
 
-def yolo_key(data_yaml: str, split: str, images: List[str], rules: dict) -> dict:
+def yolo_key(source: str, split: str, images: List[str], names: List[str],
+             rules: dict) -> dict:
     """What the cached index of a YOLO split depends on, in the fields of a COCO file's key
-    (dst_dali.data.index_cache.coco_key): the yaml and the split are the dataset, the yaml's
-    stat and a digest of its text and of every image's and label file's path, size and
-    modification time (one stat each) its version."""
+    (dst_dali.data.index_cache.coco_key): its source (the data yaml, or the image folder) and
+    split are the dataset; the source's stat, the class names and a digest of every image's and
+    label file's path, size and modification time (one stat each) its version."""
     from .index_cache import FORMAT
-    st = os.stat(data_yaml)
-    digest = hashlib.sha256()
-    with open(data_yaml, "rb") as f:
-        digest.update(f.read())
+    st = os.stat(source)
+    digest = hashlib.sha256("\0".join(names).encode())
     for path in images:
         for file in (path, label_path(path)):
             try:
@@ -191,17 +190,18 @@ def yolo_key(data_yaml: str, split: str, images: List[str], rules: dict) -> dict
                 digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
             except OSError:
                 digest.update(f"{file}\0-\n".encode())
-    return {"format": FORMAT, "rules": rules, "annotations": os.path.realpath(data_yaml),
+    return {"format": FORMAT, "rules": rules, "annotations": os.path.realpath(source),
             "images": f"split {split}", "size": st.st_size, "mtime_ns": st.st_mtime_ns,
             "inode": st.st_ino, "sample": digest.hexdigest()}
 
 
 def build_yolo_index(data_yaml: str, split: str = "train", images: Optional[List[str]] = None,
-                     problems: Optional[List[str]] = None,
-                     polygons: bool = True) -> DatasetIndex:
+                     problems: Optional[List[str]] = None, polygons: bool = True,
+                     data: Optional[dict] = None) -> DatasetIndex:
     """Reads and checks a YOLO split (see the module). problems: given a list, bad lines and
-    images are added to it and left out, else one DatasetError lists them all."""
-    data = read_data_yaml(data_yaml)
+    images are added to it and left out, else one DatasetError lists them all. data: the
+    yaml as read_data_yaml gives it, if read already."""
+    data = data or read_data_yaml(data_yaml)
     names = data["names"]
     source = f"{data_yaml} ({split})"
     images = split_images(data, split, data_yaml) if images is None else images
@@ -256,10 +256,28 @@ def load_yolo_index(data_yaml: str, split: str = "train", problems: Optional[Lis
         raise FileNotFoundError(f"data={data_yaml!r}: no such file")
     data = read_data_yaml(data_yaml)
     images = split_images(data, split, data_yaml)
+    return _load(data_yaml, split, data, images, problems, cache_dir, cache, polygons)
+
+
+def load_yolo_images(images: str, names, root: Optional[str] = None,
+                     cache_dir: Optional[str] = None, polygons: bool = True) -> DatasetIndex:
+    """The checked, cached index of a folder of images (or a .txt list, or a list of either)
+    with YOLO's labels beside them, and the class `names` (a list, or Ultralytics' {id: name}):
+    what Ultralytics' trainer hands a data loader, its data yaml already resolved."""
+    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+    spec = images if isinstance(images, list) else [images]
+    root = root or os.path.commonpath([os.path.dirname(os.path.abspath(str(p))) for p in spec])
+    data = {"root": root, "names": [str(n) for n in names], "splits": {"train": spec}}
+    source = os.path.abspath(str(spec[0]))
+    return _load(source, "train", data, split_images(data, "train", source), None, cache_dir,
+                 True, polygons)
+
+
+def _load(source, split, data, images, problems, cache_dir, cache, polygons):
     found: List[str] = []
 
     def build():
-        index = build_yolo_index(data_yaml, split, images,
+        index = build_yolo_index(source, split, images, data=data,
                                  problems=found if problems is not None else None,
                                  polygons=polygons)
         return index, not found
@@ -267,7 +285,7 @@ def load_yolo_index(data_yaml: str, split: str = "train", problems: Optional[Lis
         index, _ = build()
     else:
         from . import index_cache
-        key = yolo_key(data_yaml, split, images, dict(RULES_YOLO, polygons=polygons))
+        key = yolo_key(source, split, images, data["names"], dict(RULES_YOLO, polygons=polygons))
         index = index_cache.load_or_build(key, build, data["root"], cache_dir)
         if not index.built and index.cache:
             log_skips(index.source, index.skipped)

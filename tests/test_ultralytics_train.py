@@ -1,0 +1,122 @@
+"""YOLO("yolo11n.yaml").train(..., trainer=DSTDetectionTrainer) as users run it, offline, on
+coco128 in YOLO form: every batch is a valid Ultralytics batch, batch i + 1 is a collage
+exactly when r_i <= tau, with collages and regular batches both trained; validation feeds no
+decision; results.csv carries dst/*; last.pt loads without dst_dali; the baseline
+(enabled=False) never collages; a run stopped and resumed goes on with the same batches."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+pytest.importorskip("ultralytics")
+
+from dst_dali.feedback.history import read_histories  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def coco128_yolo(coco128, tmp_path_factory):
+    out = tmp_path_factory.mktemp("coco128_yolo")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"), "--images",
+                    coco128.images, "--annotations", coco128.annotations, "--out", str(out)],
+                   check=True, capture_output=True)
+    return str(out / "data.yaml")
+
+
+def train(data, project, trainer, epochs=2):
+    from ultralytics import YOLO
+    model = YOLO("yolo11n.yaml")
+    model.train(data=data, trainer=trainer, epochs=epochs, imgsz=320, batch=16, workers=0,
+                device="cpu", amp=False, plots=False, project=str(project), name="run",
+                exist_ok=True, verbose=False, seed=0)
+    return os.path.join(str(project), "run")
+
+
+def checked_trainer(seen, stop_after_epoch=None):
+    """DSTDetectionTrainer (tau 0.5) keeping each training batch it preprocesses; optionally
+    stopped, as by a kill, once the given epoch is saved."""
+    from dst_dali.ultralytics import DSTDetectionTrainer
+
+    class Checked(DSTDetectionTrainer.configure(tau=0.5)):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if stop_after_epoch is not None:
+                self.add_callback("on_fit_epoch_end", self._stop)
+
+        def _stop(self, trainer):
+            if trainer.epoch == stop_after_epoch:
+                raise KeyboardInterrupt("stopped after the epoch was saved")
+
+        def preprocess_batch(self, batch):
+            seen.append({k: batch[k].clone() for k in ("img", "cls", "bboxes", "batch_idx")}
+                        | {"kind": batch["dst_kind"], "im_file": batch["im_file"]})
+            return super().preprocess_batch(batch)
+    return Checked
+
+
+@pytest.fixture(scope="module")
+def reference(coco128_yolo, tmp_path_factory):
+    seen = []
+    run = train(coco128_yolo, tmp_path_factory.mktemp("reference"), checked_trainer(seen))
+    return run, seen
+
+
+def test_yolo_trains_with_dst_batches_and_the_feedback_rule(reference):
+    run, seen = reference
+    assert len(seen) == 16  # 2 epochs of ceil(128 / 16) batches: validation is not here
+    for b in seen:
+        n = len(b["img"])
+        assert b["img"].shape == (n, 3, 320, 320) and b["img"].dtype.is_floating_point is False
+        assert (b["bboxes"] >= 0).all() and (b["bboxes"] <= 1).all()
+        assert (b["batch_idx"] < n).all() and b["cls"].shape == (len(b["bboxes"]), 1)
+    rows = read_histories(run)[0]["history"]
+    assert [h["kind"] for h in rows] == [b["kind"] for b in seen][:len(rows)]
+    assert len(rows) >= 15  # every training step's r fed (the last one's at the next save)
+    for before, after in zip(rows, rows[1:]):
+        assert (after["kind"] == "collage") == (before["share"] is not None and
+                                                before["share"] <= 0.5)
+    assert {h["kind"] for h in rows} == {"regular", "collage"}
+    with open(os.path.join(run, "results.csv")) as f:
+        results = list(csv.DictReader(f))
+    assert len(results) == 2 and "dst/collage_rate" in results[0]
+    assert float(results[0]["dst/tau"]) == 0.5
+    state = os.path.join(run, "weights", "dst_loader_rank0.pt")
+    assert os.path.exists(state)
+    code = ("import sys, torch; sys.modules['dst_dali'] = None\n"
+            f"ckpt = torch.load({os.path.join(run, 'weights', 'last.pt')!r}, "
+            "weights_only=False)\nprint(type(ckpt['model']).__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, YOLO_OFFLINE="1"), cwd=os.path.dirname(run))
+    assert r.returncode == 0 and r.stdout.strip() == "DetectionModel", r.stderr[-2000:]
+
+
+def test_resume_continues_with_the_same_batches(coco128_yolo, reference, tmp_path):
+    """Stopped once epoch 1 is saved and resumed (resume=True): the loader's state comes back
+    with last.pt, so the next batch is the uninterrupted run's next one, kind and images."""
+    from ultralytics import YOLO
+    _, uninterrupted = reference
+    first = []
+    with pytest.raises(KeyboardInterrupt):
+        train(coco128_yolo, tmp_path, checked_trainer(first, stop_after_epoch=0))
+    assert [b["im_file"] for b in first] == [b["im_file"] for b in uninterrupted[:8]]
+    resumed = []
+    last = os.path.join(str(tmp_path), "run", "weights", "last.pt")
+    YOLO(last).train(resume=True, trainer=checked_trainer(resumed))
+    assert len(resumed) == 8
+    assert resumed[0]["kind"] == uninterrupted[8]["kind"]
+    assert resumed[0]["im_file"] == uninterrupted[8]["im_file"]
+
+
+def test_the_baseline_never_collages(coco128_yolo, tmp_path):
+    from dst_dali.ultralytics import DSTDetectionTrainer
+    run = train(coco128_yolo, tmp_path, DSTDetectionTrainer.configure(enabled=False), epochs=1)
+    rows = read_histories(run)[0]["history"]
+    assert rows and {h["kind"] for h in rows} == {"regular"}
+    assert {h["decided_by"] for h in rows} == {"control"}
+    with pytest.raises(TypeError, match=r"unknown settings \['tua'\]"):
+        DSTDetectionTrainer.configure(tua=0.1)
