@@ -1,13 +1,19 @@
 """Datasets of any size: the dataset index's cold build, warm start and memory, beside
-detectron2's load_coco_json, at COCO-train size and at Objects365 size.
+detectron2's load_coco_json, at COCO-train size and at Objects365 size; and a YOLO-format set
+of COCO-train size beside Ultralytics' own label cache.
 
-    python -m bench.dataset_scale [--work DIR] [--sizes coco,objects365] [--ranks 8]
+    python -m bench.dataset_scale [--work DIR] [--sizes coco,objects365,yolo] [--ranks 8]
 
 The annotation files are generated from data/coco128's entries, streamed to disk (never built
 in memory): COCO-train size (118,287 images, polygons) and Objects365 size (1.7 M images,
 25 M boxes, boxes only); their image files are coco128's, reused. Every measurement runs in a
 fresh process (time and peak RSS); detectron2's under an address-space limit, so that it
-cannot take the machine down. Resumable: each finished measurement is kept in
+cannot take the machine down. The YOLO set: 118,287 images (links to coco128's, cycling) and
+as many label files as they have boxes (coco128 in YOLO form, tools/coco_to_yolo.py); its
+cold and warm starts, DSTLoader.from_yolo against Ultralytics' YOLODataset as its trainer
+builds it (a labels .cache beside the label folder, keyed by every file's size and mtime, as
+this project's index cache), and the start
+after one label file changed. Resumable: each finished measurement is kept in
 DIR/steps.json, and a run that stops continues where it stopped.
 """
 import argparse
@@ -23,7 +29,8 @@ import time
 from .common import COCO128, ROOT, write_results
 
 SIZES = {"coco": dict(images=118_287, boxes=None),          # coco128's annotations, repeated
-         "objects365": dict(images=1_700_000, boxes=25_000_000)}
+         "objects365": dict(images=1_700_000, boxes=25_000_000),
+         "yolo": dict(images=118_287)}                        # coco128 in YOLO form, repeated
 GB = 1 << 30
 
 
@@ -78,6 +85,61 @@ def write_annotations(path: str, images: int, boxes=None) -> dict:
     return stats
 
 
+def write_yolo_set(root: str, images: int) -> dict:
+    """A YOLO-format set of `images` images cycling through coco128's: each image a link to
+    coco128's file, its label file a copy of coco128's in YOLO form (none for a background
+    image), data.yaml at the root."""
+    stats_file = os.path.join(root, "stats.json")
+    if os.path.exists(stats_file):
+        with open(stats_file) as f:
+            return json.load(f)
+    shutil.rmtree(root, ignore_errors=True)
+    source = os.path.join(root, "coco128")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"), "--images",
+                    os.path.join(COCO128, "images"), "--annotations",
+                    os.path.join(COCO128, "instances.json"), "--out", source],
+                   check=True, capture_output=True)
+    files = sorted(os.listdir(os.path.join(source, "images", "train")))
+    labels = {}
+    for name in files:
+        label = os.path.join(source, "labels", "train", os.path.splitext(name)[0] + ".txt")
+        if os.path.exists(label):
+            with open(label) as f:
+                labels[name] = f.read()
+    image_dir, label_dir = (os.path.join(root, kind, "train") for kind in ("images", "labels"))
+    os.makedirs(image_dir)
+    os.makedirs(label_dir)
+    lines = 0
+    for i in range(images):
+        name = files[i % len(files)]
+        os.symlink(os.path.realpath(os.path.join(source, "images", "train", name)),
+                   os.path.join(image_dir, f"{i:012d}.jpg"))
+        if name in labels:
+            with open(os.path.join(label_dir, f"{i:012d}.txt"), "w") as f:
+                f.write(labels[name])
+            lines += labels[name].count("\n")
+    with open(os.path.join(source, "data.yaml")) as f:
+        names = f.read().split("names:", 1)[1]
+    with open(os.path.join(root, "data.yaml"), "w") as f:
+        f.write(f"path: {root}\ntrain: images/train\nval: images/train\nnames:{names}")
+    stats = {"images": images, "label_files": len(os.listdir(label_dir)), "boxes": lines}
+    with open(stats_file, "w") as f:
+        json.dump(stats, f)
+    return stats
+
+
+def change_one_label(root: str) -> str:
+    """Adds a box to one label file (its first line's class, a box of its own): what a user's
+    relabelling leaves."""
+    label_dir = os.path.join(root, "labels", "train")
+    path = os.path.join(label_dir, min(os.listdir(label_dir)))
+    with open(path) as f:
+        cls = f.readline().split()[0]
+    with open(path, "a") as f:
+        f.write(f"{cls} 0.512345 0.512345 0.123456 0.123456\n")
+    return path
+
+
 # -- measurements, each in a fresh process ----------------------------------------------------
 def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB
@@ -111,6 +173,30 @@ def measure(what: str, annotations: str, cache: str, extra: str = "") -> dict:
         seconds = time.perf_counter() - start
         return {"seconds": seconds, "images": len(index), "boxes": len(index.boxes.values),
                 "built": index.built, "peak_gb": _peak_gb(), "imports_gb": before}
+    if what == "yolo":  # DSTLoader.from_yolo: annotations is the data yaml
+        from dst_dali.loader import DSTLoader
+        before = _rss_gb()
+        start = time.perf_counter()
+        loader = DSTLoader.from_yolo(annotations, "train", device="cpu", batch_size=2,
+                                     num_threads=1, cache_dir=cache)
+        seconds = time.perf_counter() - start
+        index = loader.index
+        return {"seconds": seconds, "images": len(index), "boxes": len(index.boxes.values),
+                "built": index.built, "peak_gb": _peak_gb(), "imports_gb": before}
+    if what == "ultralytics":  # its YOLODataset as DetectionTrainer.build_dataset makes it
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        from ultralytics.cfg import get_cfg
+        from ultralytics.data import build_yolo_dataset
+        from ultralytics.data.utils import check_det_dataset
+        before = _rss_gb()
+        start = time.perf_counter()
+        data = check_det_dataset(annotations)
+        dataset = build_yolo_dataset(get_cfg(overrides={"data": annotations}), data["train"],
+                                     16, data, mode="train")
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "images": len(dataset.labels),
+                "boxes": int(sum(len(label["cls"]) for label in dataset.labels)),
+                "peak_gb": _peak_gb(), "imports_gb": before}
     if what == "rank":  # one of several processes starting together (masks: polygons too)
         from dst_dali.loader import DSTLoader
         start = time.perf_counter()
@@ -203,7 +289,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "dataset_scale"),
                     help="generated files, caches and finished steps (resumable)")
-    ap.add_argument("--sizes", default="coco,objects365")
+    ap.add_argument("--sizes", default="coco,objects365,yolo")
     ap.add_argument("--ranks", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the COCO-size timings")
     ap.add_argument("--limit-gb", type=float, default=16.0,
@@ -223,6 +309,9 @@ def main(argv=None) -> None:
         return steps[name]
 
     for size in args.sizes.split(","):
+        if size == "yolo":
+            yolo_steps(args, step, steps)
+            continue
         path = os.path.join(args.work, f"{size}.json")
         cache = os.path.join(args.work, f"cache-{size}")
         if not os.path.exists(path):  # measurements of another file
@@ -243,6 +332,63 @@ def main(argv=None) -> None:
     report(steps)
 
 
+def yolo_steps(args, step, steps) -> None:
+    """The YOLO set's starts, the two readers taking turns: cold (no cache: Ultralytics' labels
+    .cache and this project's index cache removed), warm, then warm after one label file
+    changed (both must notice: the build runs again)."""
+    root = os.path.join(args.work, "yolo")
+    data = os.path.join(root, "data.yaml")
+    cache = os.path.join(args.work, "cache-yolo")
+    theirs = os.path.join(root, "labels", "train.cache")
+    if not os.path.exists(os.path.join(root, "stats.json")):
+        for name in [k for k in steps if k.startswith("yolo/")]:
+            del steps[name]
+    step("yolo/file", lambda: write_yolo_set(root, SIZES["yolo"]["images"]))
+    for r in range(args.rounds):
+        tag = f"#{r + 1}" if r else ""
+        for reader, what, cached in (("ultralytics", "ultralytics", theirs),
+                                     ("dstloader", "yolo", cache)):
+            if f"yolo/{reader}_cold{tag}" not in steps:
+                shutil.rmtree(cached, ignore_errors=True) if cached == cache else (
+                    os.path.exists(cached) and os.remove(cached))
+            step(f"yolo/{reader}_cold{tag}", lambda: run_measure(what, data, cache))
+            step(f"yolo/{reader}_warm{tag}", lambda: run_measure(what, data, cache))
+    step("yolo/changed", lambda: change_one_label(root))
+    for reader, what in (("ultralytics", "ultralytics"), ("dstloader", "yolo")):
+        step(f"yolo/{reader}_after_change", lambda: run_measure(what, data, cache))
+
+
+def yolo_rows(steps: dict) -> list:
+    rows = []
+    for name, label in (("ultralytics_cold", "Ultralytics YOLODataset cold: verifies every "
+                                             "image and label, writes its labels .cache"),
+                        ("dstloader_cold", "DSTLoader.from_yolo cold: builds the index and "
+                                           "caches it"),
+                        ("ultralytics_warm", "Ultralytics YOLODataset warm: its labels .cache"),
+                        ("dstloader_warm", "DSTLoader.from_yolo warm: maps the cached index"),
+                        ("ultralytics_after_change", "Ultralytics, one label file changed"),
+                        ("dstloader_after_change", "DSTLoader.from_yolo, one label file "
+                                                   "changed")):
+        runs = [r for r in _rounds(steps, f"yolo/{name}") if "seconds" in r]
+        if not runs:
+            continue
+        row = {"dataset": "yolo", "what": label, "rounds": len(runs),
+               "seconds": _spread([r["seconds"] for r in runs]),
+               "peak_rss_gb": _spread([r["peak_gb"] for r in runs]),
+               "after_imports_gb": _spread([r["imports_gb"] for r in runs]),
+               "boxes": runs[-1]["boxes"]}
+        if name.startswith("dstloader"):
+            theirs = _rounds(steps, "yolo/ultralytics" + name[len("dstloader"):])
+            pairs = [(r, d) for r, d in zip(runs, theirs) if "seconds" in d]
+            if pairs:
+                row["time_vs_ultralytics"] = _spread([r["seconds"] / d["seconds"]
+                                                      for r, d in pairs])
+                row["peak_vs_ultralytics"] = _spread([r["peak_gb"] / d["peak_gb"]
+                                                      for r, d in pairs])
+        rows.append(row)
+    return rows
+
+
 def _rounds(steps: dict, name: str) -> list:
     """A measurement's results over the rounds (name, name#2, ...)."""
     return [steps[k] for k in steps if k == name or k.startswith(name + "#")]
@@ -255,7 +401,7 @@ def _spread(values: list) -> str:
 
 def report(steps: dict) -> None:
     rows = []
-    for size in SIZES:
+    for size in ("coco", "objects365"):
         if f"{size}/file" not in steps:
             continue
         d2 = _rounds(steps, f"{size}/detectron2")
@@ -281,6 +427,7 @@ def report(steps: dict) -> None:
                 row["time_vs_d2"] = _spread([r["seconds"] / d["seconds"] for r, d in pairs])
                 row["peak_vs_d2"] = _spread([r["peak_gb"] / d["peak_gb"] for r, d in pairs])
             rows.append(row)
+    rows += yolo_rows(steps)
     notes = []
     for size, title, what in (("coco", "COCO-train", "annotations with polygons"),
                               ("objects365", "Objects365", "boxes")):
@@ -288,6 +435,15 @@ def report(steps: dict) -> None:
         if f:
             notes.append(f"{title} size: {f['images']:,} images, {f['annotations']:,} {what}, "
                          f"{f['bytes'] / 2**20:.0f} MiB of JSON.")
+    f = steps.get("yolo/file")
+    if f:
+        notes.append(f"YOLO set of COCO-train size: {f['images']:,} images, {f['label_files']:,} "
+                     f"label files, {f['boxes']:,} boxes (coco128 in YOLO form, repeated; "
+                     "images without a label file are background images). Ultralytics reads "
+                     "labels on min(8, cores - 1) threads; its labels .cache and this project's "
+                     "index cache are keyed by every file's size and mtime. After one label "
+                     "file changed (a line added), both built again: the boxes column gains the "
+                     "new box.")
     same = steps.get("coco/same")
     if same:
         notes.append(f"COCO size, typed (streaming) build against the entry-by-entry one: "
@@ -306,6 +462,8 @@ def report(steps: dict) -> None:
                ("seconds", "seconds: median (range)"), ("peak_rss_gb", "peak RSS, GB"),
                ("after_imports_gb", "RSS after imports, GB"),
                ("time_vs_d2", "time / detectron2's"), ("peak_vs_d2", "peak / detectron2's"),
+               ("boxes", "boxes"), ("time_vs_ultralytics", "time / Ultralytics'"),
+               ("peak_vs_ultralytics", "peak / Ultralytics'"),
                ("failed", "failed")]
     write_results("dataset_scale", rows, columns, {"steps": steps}, notes=notes)
     for row in rows:

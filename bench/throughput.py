@@ -14,6 +14,9 @@ process of its own, the variants taking turns at every fraction:
   builtins_gpu fn.multi_paste; sizes, anchors and boxes on the host): the peer a DALI user
                would pick; the _gpu one only where a GPU exists (make gpu-check runs it)
   decode_only  DALI reading + decoding alone (the reference for a collage sample's CPU cost)
+  ultralytics  Ultralytics YOLO's own train loader (its default mosaic; _no_mosaic: without it)
+               over the same images in YOLO form, --workers workers, imgsz square batches
+  dst_ultralytics  DSTLoader(output="ultralytics") there, as DSTDetectionTrainer builds it
 Collage iterations: a fixed fraction (--fractions, spread evenly) or the decisions a
 FeedbackController makes over a recorded r sequence (--controller FILE). The CPU cost of a
 regular and of a collage sample is read from the all-regular (0) and all-collage (1) runs; each
@@ -25,6 +28,8 @@ mapper in a process of its own (profile_detectron2_mapper), decode from decode_o
 
     python -m bench.throughput                 # ~2.5 min on 2 cores
     python -m bench.throughput --quick         # smoke run (tests)
+    python -m bench.throughput --variants ultralytics ultralytics_no_mosaic dst_ultralytics \
+        --batch 16 --iterations 40 --name throughput_yolo [--yolo-images 2048]  # the YOLO row
 """
 import argparse
 import contextlib
@@ -369,6 +374,71 @@ class BuiltinsVariant:
         return len(out), len(out) * (self.k if kind == "collage" else 1), None
 
 
+class UltralyticsVariant:
+    """Ultralytics' own train loader, built as its DetectionTrainer builds it (build_yolo_dataset
+    in "train" mode with its default hyperparameters, build_dataloader with --workers workers)
+    over the same images in YOLO form. mosaic=True: its default (mosaic, random perspective,
+    HSV, flip; a mosaic takes three of its four images from a buffer of recent ones, so a
+    sample decodes about one); False: mosaic=0, as in its last epochs (close_mosaic).
+    Mosaic or not whatever the kind: Ultralytics has no collage iterations."""
+
+    def __init__(self, args, mosaic: bool):
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        from ultralytics.cfg import get_cfg
+        from ultralytics.data import build_dataloader, build_yolo_dataset
+        from ultralytics.data.utils import check_det_dataset
+        data = check_det_dataset(args.yolo_data)
+        overrides = {"imgsz": args.imgsz, "data": args.yolo_data, "workers": args.workers}
+        cfg = get_cfg(overrides=overrides if mosaic else dict(overrides, mosaic=0.0))
+        dataset = build_yolo_dataset(cfg, data["train"], args.batch, data, mode="train")
+        loader = build_dataloader(dataset, args.batch, args.workers, shuffle=True, device="cpu")
+        self.it = (batch for _ in iter(int, 1) for batch in loader)  # epoch after epoch
+
+    def next_batch(self, kind):
+        n = len(next(self.it)["img"])
+        return n, n, None
+
+
+class DSTUltralyticsVariant:
+    """DSTLoader(output="ultralytics") over the YOLO-form data, as DSTDetectionTrainer builds
+    it: regular batches letterboxed into the imgsz square, collages of k half-scale images in
+    the same square."""
+
+    def __init__(self, args):
+        from dst_dali import DSTLoader
+        self.k = args.k
+        self.loader = DSTLoader.from_yolo(args.yolo_data, "train", batch_size=args.batch,
+                                          k=args.k, output="ultralytics", imgsz=args.imgsz,
+                                          device="cpu", num_threads=args.threads,
+                                          pipelines=args.pipelines)
+
+    def next_batch(self, kind):
+        n = len(self.loader.next_batch(kind)["img"])
+        return n, n * (self.k if kind == "collage" else 1), None
+
+
+def yolo_data(args) -> str:
+    """--yolo-data, or data/coco128 in YOLO form (tools/coco_to_yolo.py), made once; with
+    --yolo-images N, coco128 repeated to N image files (bench/dataset_scale.py's YOLO set):
+    Ultralytics keeps the last batch x 8 images it decoded for its mosaic, which on coco128 is
+    the whole set, on any real set a small part of it."""
+    if args.yolo_data:
+        return args.yolo_data
+    if args.yolo_images:
+        from .dataset_scale import write_yolo_set
+        root = os.path.join(ROOT, "build", f"coco128_yolo_{args.yolo_images}")
+        write_yolo_set(root, args.yolo_images)
+        return os.path.join(root, "data.yaml")
+    out = os.path.join(ROOT, "build", "coco128_yolo")
+    path = os.path.join(out, "data.yaml")
+    if not os.path.exists(path):
+        import subprocess
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"),
+                        "--images", args.images, "--annotations", args.annotations,
+                        "--out", out], check=True, capture_output=True)
+    return path
+
+
 def variant_builders(args) -> dict:
     """name -> constructor of the variants this machine can run (the _gpu ones need a GPU)."""
     from dst_dali.op.device import resolve_device
@@ -376,7 +446,10 @@ def variant_builders(args) -> dict:
                 "stitcher": lambda: Detectron2Variant(args, collage=True),
                 "dst_cpu": lambda: DSTVariant(args, "cpu"),
                 "builtins_cpu": lambda: BuiltinsVariant(args, "cpu"),
-                "decode_only": lambda: DecodeOnlyVariant(args)}
+                "decode_only": lambda: DecodeOnlyVariant(args),
+                "ultralytics": lambda: UltralyticsVariant(args, mosaic=True),
+                "ultralytics_no_mosaic": lambda: UltralyticsVariant(args, mosaic=False),
+                "dst_ultralytics": lambda: DSTUltralyticsVariant(args)}
     try:
         resolve_device("gpu")
         builders["dst_gpu"] = lambda: DSTVariant(args, "gpu")
@@ -457,6 +530,10 @@ def instruction_counts(argv, args) -> dict:
     return counts
 
 
+# loaders that make the same batches whatever the kind asked for
+KIND_BLIND = ("detectron2", "decode_only", "ultralytics", "ultralytics_no_mosaic")
+
+
 def summarize(name, run, fraction, k):
     rows, wall, cpu = run["rows"], run["wall"], run["cpu"]
     samples = sum(r["samples"] for r in rows)
@@ -469,7 +546,7 @@ def summarize(name, run, fraction, k):
                data_ms_max=float(dt.max()))
     for kind in ("regular", "collage"):
         mine = [r for r in rows if r["kind"] == kind]
-        if mine and not (name in ("detectron2", "decode_only") and kind == "collage"):
+        if mine and not (name in KIND_BLIND and kind == "collage"):
             out[f"{kind}_data_ms_p50"] = float(np.median([r["wall"] for r in mine]) * 1000)
     steps = [r["collage_s"] for r in rows if r["collage_s"]]
     if steps:
@@ -524,6 +601,11 @@ def parse_args(argv):
     ap.add_argument("--ratio-rounds", type=int, default=5,
                     help="rounds of (DSTLoader, decode_only) runs back to back, all-regular and "
                          "all-collage, for the CPU ratios (the table's pairs count as rounds)")
+    ap.add_argument("--yolo-data", help="the YOLO variants' data yaml (default: data/coco128 in "
+                                        "YOLO form, made by tools/coco_to_yolo.py)")
+    ap.add_argument("--yolo-images", type=int,
+                    help="the YOLO variants on coco128 repeated to this many image files")
+    ap.add_argument("--imgsz", type=int, default=640, help="the YOLO variants' square size")
     ap.add_argument("--quick", action="store_true", help="tiny counts (smoke test)")
     ap.add_argument("--callgrind", action="store_true",
                     help="also count the instructions of a regular sample, a collage sample and "
@@ -536,6 +618,8 @@ def parse_args(argv):
     args = ap.parse_args(argv)
     if args.quick:
         args.iterations, args.fractions, args.ratio_rounds = 6, [0.5], 1
+    if any("ultralytics" in v for v in args.variants):
+        args.yolo_data = yolo_data(args)
     return args
 
 
@@ -614,6 +698,8 @@ def main(argv=None):
     meta = {"batch": args.batch, "k": args.k, "workers": args.workers, "threads": args.threads,
             "pipelines": args.pipelines or default_pipelines("cpu", args.threads),
             "iterations": args.iterations, "warmup": warmup, "data": args.annotations,
+            "yolo_data": args.yolo_data and os.path.relpath(args.yolo_data, ROOT),
+            "imgsz": args.imgsz,
             "detectron2_mapper_profile": mapper, "cpu_ratios": ratios,
             "regular_vs_detectron2": speedups,
             "instructions": counts}
@@ -745,7 +831,28 @@ def goal_notes(rows, ratios, speedups, args):
     if half_st and half_dst:
         notes.append(f"goal at collage fraction 0.5 >= 4x the Stitcher way's samples/s: "
                      f"{half_dst['samples_per_s'] / half_st['samples_per_s']:.2f}x")
-    return notes
+    return notes + yolo_notes(rows, args)
+
+
+def yolo_notes(rows, args) -> list:
+    """DSTLoader(output="ultralytics") over Ultralytics' own train loader, samples/s, at each
+    fraction; Ultralytics' loaders make the same batches at every fraction: the median of
+    their runs."""
+    dst = {r["fraction"]: r["samples_per_s"] for r in rows if r["variant"] == "dst_ultralytics"}
+    theirs = {v: [r["samples_per_s"] for r in rows if r["variant"] == v]
+              for v in ("ultralytics", "ultralytics_no_mosaic")}
+    theirs = {v: float(np.median(s)) for v, s in theirs.items() if s}
+    if not dst or not theirs:
+        return []
+    label = {"ultralytics": "its default loader (mosaic)",
+             "ultralytics_no_mosaic": "its loader without mosaic"}
+    data = os.path.relpath(args.yolo_data, ROOT)
+    return [f"YOLO: DSTLoader(output='ultralytics') over Ultralytics' own train loader, samples/s "
+            f"at imgsz {args.imgsz}, batch {args.batch}, its {args.workers} workers against "
+            f"{args.threads} DALI threads, on {data}: " + "; ".join(
+                f"collage fraction {f:g}: " + ", ".join(
+                    f"{s / theirs[v]:.2f}x {label[v]} ({theirs[v]:.1f}/s)" for v in theirs)
+                for f, s in sorted(dst.items()))]
 
 
 def count_notes(counts, k):

@@ -33,9 +33,12 @@ def test_scripted_sequence():
 def test_tau_bounds():
     assert decisions(0.0, [0.0, 1e-9, 0.5])[0] == [False, True, False, False]
     assert decisions(1.0, [1.0, 0.0, None])[0] == [False, True, True, False]
+    # below 0: never a collage, not even on r = 0 (the baseline through the same controller)
+    assert decisions(-1.0, [0.0, 0.0, 1.0])[0] == [False] * 4
+    assert decisions(-0.1, [0.0])[0] == [False, False]
 
 
-@pytest.mark.parametrize("tau", [-0.1, 1.5, math.nan, "0.1", None])
+@pytest.mark.parametrize("tau", [-1.5, 1.5, math.nan, "0.1", None, True])
 def test_tau_out_of_range(tau):
     with pytest.raises(ValueError, match="tau="):
         FeedbackController(tau)

@@ -137,7 +137,8 @@ def test_throughput_bench_quick(tmp_path):
     from bench.throughput import collage_pattern, main
     assert collage_pattern(0.5, 6) == ["regular", "collage"] * 3
     assert collage_pattern(0.0, 3) == ["regular"] * 3 and collage_pattern(1.0, 2) == ["collage"] * 2
-    variants = ["detectron2", "stitcher", "dst_cpu", "builtins_cpu", "dst_gpu", "decode_only"]
+    variants = ["detectron2", "stitcher", "dst_cpu", "builtins_cpu", "dst_gpu", "decode_only",
+                "ultralytics", "dst_ultralytics"]
     main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke", "--variants", *variants])
     with open(tmp_path / "smoke.json") as f:
         data = json.load(f)
@@ -176,6 +177,13 @@ def test_throughput_bench_quick(tmp_path):
     ratio = rows["dst_cpu"]["samples_per_s"] / rows["builtins_cpu"]["samples_per_s"]
     assert f"dst_cpu / builtins_cpu at collage fraction 0.5: {ratio:.2f}x" in throughput_figures(
         data["rows"])
+    # the YOLO row: DSTLoader's square batches (k images a collage) over Ultralytics' loader's
+    yolo, dst = rows["ultralytics"], rows["dst_ultralytics"]
+    assert yolo["samples_per_s"] > 0 and yolo["images_per_s"] == yolo["samples_per_s"]
+    assert dst["images_per_s"] > dst["samples_per_s"] > 0
+    note = next(n for n in data["notes"] if n.startswith("YOLO: "))
+    assert f"{dst['samples_per_s'] / yolo['samples_per_s']:.2f}x its default loader" in note
+    assert data["meta"]["imgsz"] == 640 and data["meta"]["yolo_data"].endswith("data.yaml")
     assert (tmp_path / "smoke.png").stat().st_size > 5000
     assert data["meta"]["command"].startswith("python -m bench.throughput")
 

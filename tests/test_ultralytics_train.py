@@ -112,11 +112,24 @@ def test_resume_continues_with_the_same_batches(coco128_yolo, reference, tmp_pat
     assert resumed[0]["im_file"] == uninterrupted[8]["im_file"]
 
 
-def test_the_baseline_never_collages(coco128_yolo, tmp_path):
+def test_tau_minus_one_never_collages(coco128_yolo, tmp_path):
+    """tau = -1: r is fed every step and never is <= tau; enabled=False (the baseline) builds
+    a controller that never collages; bad settings are refused by name before training."""
+    from dst_dali.feedback.controller import StaticController
     from dst_dali.ultralytics import DSTDetectionTrainer
-    run = train(coco128_yolo, tmp_path, DSTDetectionTrainer.configure(enabled=False), epochs=1)
+    run = train(coco128_yolo, tmp_path, DSTDetectionTrainer.configure(tau=-1), epochs=1)
     rows = read_histories(run)[0]["history"]
-    assert rows and {h["kind"] for h in rows} == {"regular"}
-    assert {h["decided_by"] for h in rows} == {"control"}
+    assert len(rows) >= 7 and {h["kind"] for h in rows} == {"regular"}
+    assert {h["decided_by"] for h in rows} == {"r"} and min(h["share"] for h in rows) >= 0
+    baseline = DSTDetectionTrainer.configure(enabled=False)(overrides=dict(
+        model="yolo11n.yaml", data=coco128_yolo, device="cpu", project=str(tmp_path),
+        name="baseline"))
+    assert isinstance(baseline.dst_controller, StaticController)
+    assert baseline.dst_controller.decided_by == "control"
+    for _ in range(3):
+        baseline.dst_controller.observe(0.0, 1.0)  # r = 0: all of the box loss is large objects
+        assert not baseline.dst_controller.wants_collage()
     with pytest.raises(TypeError, match=r"unknown settings \['tua'\]"):
         DSTDetectionTrainer.configure(tua=0.1)
+    with pytest.raises(ValueError, match=r"tau=1.5: .* in \[-1, 1\]"):
+        DSTDetectionTrainer.configure(tau=1.5)

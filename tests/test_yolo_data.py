@@ -160,6 +160,14 @@ def test_a_changed_label_file_is_noticed(coco128_yolo, tmp_path):
     np.testing.assert_allclose(normalised(changed, p), [[0.375, 0.375, 0.625, 0.625]],
                                atol=1e-6)
     assert list(changed.labels[p]) == [0]
+    # an edit that keeps the file's size (a key of sizes alone would serve the old boxes)
+    before = os.stat(labels)
+    labels.write_text("0 0.5 0.5 0.25 0.50\n")
+    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    assert os.stat(labels).st_size == before.st_size
+    resized = load_yolo_index(data, cache_dir=cache)
+    assert resized.built
+    np.testing.assert_allclose(normalised(resized, p), [[0.375, 0.25, 0.625, 0.75]], atol=1e-6)
 
 
 def test_loader_from_yolo_batches_both_kinds_with_background(coco128_yolo, tmp_path):
@@ -295,3 +303,27 @@ def test_ultralytics_batches_are_yolos_letterbox_and_collages_map_their_boxes(co
                 np.testing.assert_allclose(mine, np.concatenate(expected), atol=0.5)
     assert ties < 3  # most samples are no tie: the 0.5 px bound is tested
     loader.close()
+
+
+def test_dataset_scale_yolo_set_and_both_readers_notice_a_changed_label(tmp_path):
+    """bench/dataset_scale.py's YOLO set (here 300 images): each image coco128's, each label
+    file coco128's in YOLO form; DSTLoader.from_yolo and Ultralytics' YOLODataset read the same
+    images and boxes, and after one label file changed, both build again with its new box."""
+    pytest.importorskip("ultralytics")
+    from bench.dataset_scale import change_one_label, measure, write_yolo_set
+    root = str(tmp_path / "yolo")
+    stats = write_yolo_set(root, 300)
+    coco = load_coco_index(os.path.join(ROOT, "data", "coco128", "images"),
+                           os.path.join(ROOT, "data", "coco128", "instances.json"), cache=False)
+    per_round = coco.skipped["images_without_annotations"] + len(coco)
+    assert stats["images"] == 300 and stats["label_files"] < 300 and stats["boxes"] > 0
+    assert len(os.listdir(os.path.join(root, "images", "train"))) == 300
+    data, cache = os.path.join(root, "data.yaml"), str(tmp_path / "cache")
+    ours = measure("yolo", data, cache)
+    theirs = measure("ultralytics", data, cache)
+    assert ours["built"] and ours["images"] == theirs["images"] == 300 > per_round
+    assert ours["boxes"] == theirs["boxes"] == stats["boxes"]
+    assert not measure("yolo", data, cache)["built"]
+    change_one_label(root)
+    ours, theirs = measure("yolo", data, cache), measure("ultralytics", data, cache)
+    assert ours["built"] and ours["boxes"] == theirs["boxes"] == stats["boxes"] + 1

@@ -57,11 +57,21 @@ class _Controller:
         self.reasons = list(state.get("reasons", [self.decided_by] * len(self.decisions)))
 
 
+# r is a share, in [0, 1]: a tau below 0 never collages (the baseline through the same loader
+# and controller), a tau of 1 collages after every iteration that had a loss to share
+TAU_RULE = "a number in [-1, 1] (below 0: never a collage)"
+
+
+def valid_tau(tau) -> bool:
+    return isinstance(tau, (int, float)) and not isinstance(tau, bool) and -1.0 <= tau <= 1.0
+
+
 class FeedbackController(_Controller):
     """Decides regular vs collage batches from the small-object share of the loss.
 
     Args:
-        tau: the threshold on r; None to calibrate it (needs warmup).
+        tau: the threshold on r, in [-1, 1] (below 0: never a collage); None to calibrate it
+            (needs warmup).
         warmup: the first `warmup` iterations are regular whatever r is; their r are recorded,
             and when tau is None it becomes their `quantile` (the last one's r then decides
             the next iteration) (the paper's Sec. 4.3: tau = 0.1
@@ -84,9 +94,9 @@ class FeedbackController(_Controller):
     def __init__(self, tau: Optional[float] = 0.1, warmup: int = 0, quantile: float = 0.5,
                  pool: Optional[Callable[[List[float]], Sequence[float]]] = None,
                  explore: float = 0.0, seed: int = 0):
-        if tau is not None and (not isinstance(tau, (int, float)) or not 0.0 <= tau <= 1.0):
-            raise ValueError(f"tau={tau!r}: the small-object loss share threshold must be a "
-                             "number in [0, 1] (or None, calibrated after a warm-up)")
+        if tau is not None and not valid_tau(tau):
+            raise ValueError(f"tau={tau!r}: the small-object loss share threshold must be "
+                             f"{TAU_RULE} (or None, calibrated after a warm-up)")
         if not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"warmup={warmup!r}: must be a non-negative integer")
         if tau is None and warmup == 0:

@@ -2,7 +2,7 @@
 
     DST:
       ENABLED: True        # False: the baseline (regular batches only, same loader)
-      TAU: 0.1             # next iteration is a collage iff r <= TAU
+      TAU: 0.1             # next iteration is a collage iff r <= TAU (in [-1, 1]; < 0: never)
       DECISION: "per_rank" # per_rank: each rank decides from its own batch's r (the paper);
                            # global: one decision from the losses summed over ranks
       TAU_WARMUP: 0        # > 0: that many regular-only iterations, then TAU is set to the
@@ -27,6 +27,7 @@ from detectron2.config import CfgNode, get_cfg
 
 from ...data.image_files import MAX_PIXELS
 from ...data.index import is_integer, is_number
+from ...feedback.controller import TAU_RULE, valid_tau
 from ...feedback.feed import WATCH_SIGNALS
 from ...feedback.signals import INPUT_SIGNAL, REPLAY_SIGNAL, SIGNALS, STATIC_SIGNALS
 from ...settings import check_setting
@@ -72,8 +73,7 @@ def check_dst_config(cfg: CfgNode) -> None:
         value = dst[key]
         check_setting(field, None if key in ZERO_IS_DEFAULT and value == 0 and
                       is_integer(value) else value, label=f"DST.{key}")
-    _check(is_number(dst.TAU) and 0.0 <= dst.TAU <= 1.0, "TAU", dst.TAU,
-           "must be a number in [0, 1]")
+    _check(valid_tau(dst.TAU), "TAU", dst.TAU, f"must be {TAU_RULE}")
     _check(is_integer(dst.TAU_WARMUP) and dst.TAU_WARMUP >= 0, "TAU_WARMUP", dst.TAU_WARMUP,
            "must be a non-negative integer")
     _check(is_number(dst.TAU_QUANTILE) and 0.0 <= dst.TAU_QUANTILE <= 1.0, "TAU_QUANTILE",

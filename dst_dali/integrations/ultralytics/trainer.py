@@ -110,8 +110,9 @@ class DSTDetectionTrainer(DetectionTrainer):
         if unknown:
             raise TypeError(f"DSTDetectionTrainer.configure(): unknown settings {unknown}; "
                             f"they are {sorted(DST_DEFAULTS)}")
-        return type(cls.__name__, (cls,), {"dst": {**cls.dst, **settings},
-                                           "__module__": cls.__module__})
+        merged = {**cls.dst, **settings}
+        FeedbackController(merged["tau"], explore=merged["explore"])  # refused here, by name
+        return type(cls.__name__, (cls,), {"dst": merged, "__module__": cls.__module__})
 
     def __init__(self, cfg=DEFAULT_CFG, overrides=None, _callbacks=None):
         super().__init__(cfg, overrides, _callbacks)
