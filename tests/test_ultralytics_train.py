@@ -133,3 +133,41 @@ def test_tau_minus_one_never_collages(coco128_yolo, tmp_path):
         DSTDetectionTrainer.configure(tua=0.1)
     with pytest.raises(ValueError, match=r"tau=1.5: .* in \[-1, 1\]"):
         DSTDetectionTrainer.configure(tau=1.5)
+
+
+def test_a_ddp_rank_rebuilds_the_configured_trainer_with_its_callbacks_once(coco128_yolo,
+                                                                            tmp_path):
+    """Ultralytics' DDP launch pickles the trainer class, its arguments and callbacks into a
+    file every rank runs (its generate_ddp_file): run here up to the trainer's construction, the
+    configured class arrives with its settings, and DST's callbacks are each there once (the
+    launcher's are handed to the rank's constructor, which adds its own)."""
+    from ultralytics.utils.dist import generate_ddp_file
+
+    from dst_dali.ultralytics import DSTDetectionTrainer
+    trainer = DSTDetectionTrainer.configure(tau=0.2, k=9)(overrides=dict(
+        model="yolo11n.yaml", data=coco128_yolo, device="cpu", project=str(tmp_path),
+        name="ddp"))
+    script = generate_ddp_file(trainer)
+    try:
+        code = open(script).read()
+        assert code.count("    trainer.train()\n") == 1
+        check = ("    from dst_dali.integrations.ultralytics.trainer import DST_CALLBACKS\n"
+                 "    ours = [c for cs in trainer.callbacks.values() for c in cs\n"
+                 "            if c.__module__ == DSTDetectionTrainer.__module__]\n"
+                 "    print(trainer.dst['tau'], trainer.dst['k'],\n"
+                 "          isinstance(trainer, DSTDetectionTrainer),\n"
+                 "          sorted(c.__name__ for c in ours) == sorted(\n"
+                 "              c.__name__ for c in DST_CALLBACKS.values()))\n")
+        rank = tmp_path / "rank.py"
+        rank.write_text(code.replace("    trainer.train()\n", check).replace(
+            'if __name__ == "__main__":\n',
+            'if __name__ == "__main__":\n'
+            '    from dst_dali.ultralytics import DSTDetectionTrainer\n'))
+        r = subprocess.run([sys.executable, str(rank)], capture_output=True, text=True,
+                           env=dict(os.environ, YOLO_OFFLINE="1"), cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.strip().splitlines()[-1] == "0.2 9 True True"
+    finally:
+        for path in (script, os.path.splitext(script)[0] + ".pt"):
+            if os.path.exists(path):
+                os.remove(path)

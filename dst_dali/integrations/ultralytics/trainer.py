@@ -99,6 +99,24 @@ class DSTTrainLoader:
         self.loader.close()
 
 
+def _on_train_start(trainer) -> None:
+    trainer._watch()
+
+
+def _on_train_batch_start(trainer) -> None:
+    trainer._attach()
+
+
+def _on_model_save(trainer) -> None:
+    trainer._save_loader_state()
+
+
+# module functions, so that a DDP rank unpickles the very same ones (cloudpickle sends them by
+# reference) and can tell them among the callbacks it is given
+DST_CALLBACKS = {"on_train_start": _on_train_start, "on_train_batch_start": _on_train_batch_start,
+                 "on_model_save": _on_model_save}
+
+
 class DSTDetectionTrainer(DetectionTrainer):
     """Ultralytics' DetectionTrainer training on DST batches (see the module)."""
     dst = dict(DST_DEFAULTS)
@@ -119,9 +137,10 @@ class DSTDetectionTrainer(DetectionTrainer):
         self.dst_loader: Optional[DSTTrainLoader] = None
         self.dst_controller = self._controller()
         self._epoch_rows = 0
-        self.add_callback("on_train_start", lambda trainer: trainer._watch())
-        self.add_callback("on_train_batch_start", lambda trainer: trainer._attach())
-        self.add_callback("on_model_save", lambda trainer: trainer._save_loader_state())
+        for event, callback in DST_CALLBACKS.items():
+            # a DDP rank is built with the launcher's callbacks, these among them
+            if callback not in self.callbacks[event]:
+                self.add_callback(event, callback)
 
     def _controller(self):
         s = self.dst
