@@ -4,6 +4,7 @@ exactly when r_i <= tau, with collages and regular batches both trained; validat
 decision; results.csv carries dst/*; last.pt loads without dst_dali; the baseline
 (enabled=False) never collages; a run stopped and resumed goes on with the same batches."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -171,3 +172,41 @@ def test_a_ddp_rank_rebuilds_the_configured_trainer_with_its_callbacks_once(coco
         for path in (script, os.path.splitext(script)[0] + ".pt"):
             if os.path.exists(path):
                 os.remove(path)
+
+
+RANK_SCRIPT = """
+import json, os, sys
+import torch.distributed as dist
+dist.init_process_group("gloo", init_method="file://" + sys.argv[2],
+                        rank=int(os.environ["RANK"]), world_size=2)
+from dst_dali.ultralytics import DSTDetectionTrainer
+rank = int(os.environ["RANK"])
+trainer = DSTDetectionTrainer(overrides=dict(model="yolo11n.yaml", data=sys.argv[1], device="cpu",
+                                             project=sys.argv[3], name=f"rank{rank}"))
+loader = trainer.get_dataloader(trainer.data["train"], 8, rank, "train")
+files = [f for batch in loader for f in batch["im_file"]]
+print(json.dumps({"files": files, "batches": len(loader), "images": len(loader.sampler)}))
+"""
+
+
+def test_each_ddp_rank_reads_its_own_shard(coco128_yolo, tmp_path):
+    """Two ranks of a gloo group, each as Ultralytics builds a DDP rank (RANK, LOCAL_RANK,
+    WORLD_SIZE set), each asking its trainer for the train loader: one epoch of each is the
+    rank's half of the images, the halves disjoint and together the whole set."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    procs = [subprocess.Popen(
+        [sys.executable, str(script), coco128_yolo, str(tmp_path / "init"), str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+        env=dict(os.environ, YOLO_OFFLINE="1", RANK=str(rank), LOCAL_RANK=str(rank),
+                 WORLD_SIZE="2")) for rank in (0, 1)]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    images = len(os.listdir(os.path.join(os.path.dirname(coco128_yolo), "images", "train")))
+    for rank in out:
+        assert rank["images"] == images // 2 and rank["batches"] == images // 2 // 8
+        assert len(rank["files"]) == len(set(rank["files"])) == images // 2
+    assert not set(out[0]["files"]) & set(out[1]["files"])
