@@ -6,6 +6,7 @@ decision; results.csv carries dst/*; last.pt loads without dst_dali; the baselin
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,11 +23,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def coco128_yolo(coco128, tmp_path_factory):
+    """coco128 in YOLO form; its val split is the first 16 images (Ultralytics validates after
+    each epoch and then best.pt: 128 images each time would be most of a test's time)."""
     out = tmp_path_factory.mktemp("coco128_yolo")
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"), "--images",
                     coco128.images, "--annotations", coco128.annotations, "--out", str(out)],
                    check=True, capture_output=True)
-    return str(out / "data.yaml")
+    for kind in ("images", "labels"):
+        os.makedirs(out / kind / "val")
+    for name in sorted(os.listdir(out / "images" / "train"))[:16]:
+        os.symlink(os.readlink(out / "images" / "train" / name), out / "images" / "val" / name)
+        label = os.path.splitext(name)[0] + ".txt"
+        if os.path.exists(out / "labels" / "train" / label):
+            shutil.copy(out / "labels" / "train" / label, out / "labels" / "val" / label)
+    data = out / "data.yaml"
+    data.write_text(data.read_text().replace("val: images/train", "val: images/val"))
+    return str(data)
 
 
 def train(data, project, trainer, epochs=2):
@@ -113,14 +125,35 @@ def test_resume_continues_with_the_same_batches(coco128_yolo, reference, tmp_pat
     assert resumed[0]["im_file"] == uninterrupted[8]["im_file"]
 
 
-def test_tau_minus_one_never_collages(coco128_yolo, tmp_path):
-    """tau = -1: r is fed every step and never is <= tau; enabled=False (the baseline) builds
-    a controller that never collages; bad settings are refused by name before training."""
+def test_tau_minus_one_never_collages_and_an_out_of_memory_retry_keeps_the_feedback(
+        coco128_yolo, tmp_path):
+    """tau = -1: r is fed every step and never is <= tau. An out-of-memory error at the third
+    batch: Ultralytics closes the train loader and asks for one at half the batch size; the
+    controller and the record go on across it (every fed r, before and after, in order).
+    enabled=False (the baseline) builds a controller that never collages; bad settings are
+    refused by name before training."""
     from dst_dali.feedback.controller import StaticController
     from dst_dali.ultralytics import DSTDetectionTrainer
-    run = train(coco128_yolo, tmp_path, DSTDetectionTrainer.configure(tau=-1), epochs=1)
+    sizes, loaders, replaced = [], [], []
+
+    class OutOfMemoryOnce(DSTDetectionTrainer.configure(tau=-1)):
+        def preprocess_batch(self, batch):
+            sizes.append(len(batch["img"]))
+            if self.dst_loader not in loaders:
+                replaced.extend(old.loader.closed for old in loaders)
+                loaders.append(self.dst_loader)
+            if len(sizes) == 3:
+                raise RuntimeError("CPU out of memory (planted)")
+            return super().preprocess_batch(batch)
+    run = train(coco128_yolo, tmp_path, OutOfMemoryOnce, epochs=1)
+    assert sizes == [16, 16, 16] + [8] * 16 and len(loaders) == 2
+    assert replaced == [True]  # the first loader was closed before the second served
+    controller = loaders[1].loader.controller
+    assert loaders[0].loader.controller is controller
     rows = read_histories(run)[0]["history"]
-    assert len(rows) >= 7 and {h["kind"] for h in rows} == {"regular"}
+    assert len(rows) == len(controller.shares) >= 2 + 15  # the last step's r: at the next save
+    assert [h["share"] for h in rows] == pytest.approx(controller.shares, abs=1e-6)
+    assert {h["kind"] for h in rows} == {"regular"}
     assert {h["decided_by"] for h in rows} == {"r"} and min(h["share"] for h in rows) >= 0
     baseline = DSTDetectionTrainer.configure(enabled=False)(overrides=dict(
         model="yolo11n.yaml", data=coco128_yolo, device="cpu", project=str(tmp_path),

@@ -8,7 +8,8 @@ feedback read from its own loss. A user's script changes by one argument:
 Ultralytics' train() refuses keywords it does not know, so DST's settings come in through
 `DSTDetectionTrainer.configure(tau=0.2, ...)`, a subclass with them (DST_DEFAULTS lists them).
 Validation keeps Ultralytics' own loader and metrics. The train loader is rebuilt, as
-Ultralytics asks, at its out-of-memory retry; the controller goes on across the rebuild.
+Ultralytics asks, at its out-of-memory retry; the controller and the record go on across it.
+Under DDP each rank reads its own shard of the images (from torch.distributed).
 
 What the run leaves beside Ultralytics' files: `dst_history/rank{R}.csv` (the feedback
 record), `weights/dst_loader_rank{R}.pt` (the loader's state at each save: `resume=True`
@@ -157,8 +158,9 @@ class DSTDetectionTrainer(DetectionTrainer):
         """The train loader is DST's; the validation loader Ultralytics' own."""
         if mode != "train":
             return super().get_dataloader(dataset_path, batch_size, rank, mode)
-        if self.dst_loader is not None:  # rebuilt (the out-of-memory retry): one loader alive
-            self.dst_loader.close()
+        previous = self.dst_loader  # set when Ultralytics rebuilds it (its out-of-memory retry)
+        if previous is not None:
+            previous.close()  # one loader alive
         s = self.dst
         index = load_yolo_images(dataset_path, self.data["names"])
         loader = DSTLoader(index=index, batch_size=batch_size, k=s["k"], output="ultralytics",
@@ -169,6 +171,8 @@ class DSTDetectionTrainer(DetectionTrainer):
                            record_dir=str(self.save_dir))
         if self.args.resume and os.path.exists(self._state_path()):
             loader.load_state_dict(torch.load(self._state_path(), weights_only=False))
+        elif previous is not None:  # the steps trained before the retry stay in the record
+            loader.record.load_state_dict(previous.loader.record.state_dict())
         self.dst_loader = DSTTrainLoader(loader)
         if getattr(self, "_watching", False):
             self._watch()
