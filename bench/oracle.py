@@ -1,10 +1,11 @@
 """An independent numpy reference of a DST collage, written from the method's definition.
 
-It shares no code with csrc/: sizes come from detectron2's own ResizeShortestEdge, nearest
+It shares no code with csrc/: sizes follow detectron2's ResizeShortestEdge, written out here
+from its definition (tests/test_gpu_kernel_check.py checks it against detectron2's own), nearest
 neighbour is computed in float64 as "sample the source pixel under the output pixel's centre",
 and a flip is applied to the resized image afterwards (the operator mirrors indices instead).
-It needs numpy alone where detectron2 is not installed (bench/gpu/kernel_check.py on a bare GPU
-node): then sizes come from the same rule written out here (test_collage_op checks the two agree).
+It needs numpy alone (bench/gpu/kernel_check.py on a bare GPU node), and a process using it
+imports neither detectron2 nor torch.
 """
 import math
 
@@ -25,12 +26,6 @@ def resize_shortest_edge_shape(h, w, short_side, max_size):
     return int(newh + 0.5), int(neww + 0.5)
 
 
-try:
-    from detectron2.data.transforms import ResizeShortestEdge
-    regular_size = ResizeShortestEdge.get_output_shape
-except ImportError:
-    regular_size = resize_shortest_edge_shape
-
 
 MIN_FIT = 0.875  # a component shrinks to fit its cell by no more than this factor
 
@@ -42,7 +37,7 @@ def layout(src_sizes, short_sides, max_size):
     regular size, shrunk with its aspect ratio kept only as far as its cell needs."""
     k = len(src_sizes)
     n = math.isqrt(k)
-    reg = np.array([[max(1, v) for v in regular_size(h, w, s, max_size)]
+    reg = np.array([[max(1, v) for v in resize_shortest_edge_shape(h, w, s, max_size)]
                     for (h, w), s in zip(src_sizes, short_sides)], np.float64)
     canvas = np.maximum(reg.mean(0), MIN_FIT * reg.max(0))
     cell_h, cell_w = (max(1, int(c / n)) for c in canvas)

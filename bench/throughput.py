@@ -277,8 +277,9 @@ class BuiltinsVariant:
         from dst_dali.op.device import dali_device_id
         from dst_dali.settings import default_pipelines
 
-        from .oracle import layout, map_boxes, regular_size
-        self.layout, self.map_boxes, self.regular_size = layout, map_boxes, regular_size
+        from .oracle import layout, map_boxes, resize_shortest_edge_shape
+        self.layout, self.map_boxes = layout, map_boxes
+        self.regular_size = resize_shortest_edge_shape
         self.args, self.k, self.gpu = args, args.k, device == "gpu"
         self.index = load_coco_index(args.images, args.annotations)
         self.order = itertools.cycle(np.random.default_rng(0).permutation(len(self.index)))

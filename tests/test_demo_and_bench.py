@@ -236,8 +236,8 @@ def test_accuracy_set_splits_by_source_with_one_scale_mix(tmp_path):
 def test_accuracy_units_yoked_turn_independent_and_resumable(tmp_path):
     """Seeds 0 and 1 in one process: each random arm replays, iteration by iteration, the
     kinds of the other seed's feedback arm; the unit stopped at a checkpoint and continued by a
-    new process trains as one that ran straight through with other turns (blocks of 2 against
-    4): every arm's kinds, r and losses, bit for bit. Seed 2 alone replays seed 1's feedback
+    new process trains as one that ran straight through with other turns (blocks of 1 against
+    2): every arm's kinds, r and losses, bit for bit. Seed 2 alone replays seed 1's feedback
     arm from its history file, which must hold the schedule's iterations."""
     import argparse
 
@@ -251,39 +251,40 @@ def test_accuracy_units_yoked_turn_independent_and_resumable(tmp_path):
     histories = str(tmp_path / "histories")
 
     def unit(name, block, seeds=(0, 1), stop_at=None):
-        args = argparse.Namespace(iters=8, block=block, settle=0, period=4, stop_at=stop_at,
+        args = argparse.Namespace(iters=5, block=block, settle=0, period=2, stop_at=stop_at,
                                   stop_by=None, work_dir=str(tmp_path / name))
-        return run_unit(args, data, seeds, arms, 0.1, histories)
-    assert unit("stopped", 2, stop_at=4) is None
+        return run_unit(args, data, seeds, arms, 0.5, histories)
+    assert unit("stopped", 1, stop_at=2) is None
     assert not (tmp_path / "stopped" / "baseline_s0" / "model_final.pth").exists()
-    states = sorted((tmp_path / "stopped").glob("*/dst_state/rank0_iter0000004.pth"))
+    states = sorted((tmp_path / "stopped").glob("*/dst_state/rank0_iter0000002.pth"))
     assert len(states) == 5
     saved = [p.stat().st_mtime_ns for p in states]
     runs = {name: {(r["arm"], r["seed"]): r["history"] for r in unit(name, block)}
-            for name, block in (("stopped", 2), ("straight", 4))}
+            for name, block in (("stopped", 1), ("straight", 2))}
     assert [p.stat().st_mtime_ns for p in states] == saved  # continued from there, not redone
     assert runs["stopped"] == runs["straight"]
     history = runs["straight"]
     for seed, mate in ((0, 1), (1, 0)):
         kinds = [h["kind"] for h in history["random", seed]]
         assert kinds == [h["kind"] for h in history["feedback", mate]]
+        assert set(kinds) == {"regular", "collage"}  # something to replay
         assert kinds[1:] == [h["next"] for h in history["feedback", mate]][:-1]
         assert all(h["loss_box_reg"] > 0 for h in history["random", seed])
     assert history["random", 0] != history["feedback", 1]  # its own model and r
-    assert [h["kind"] for h in history["baseline", 0]] == ["regular"] * 8
+    assert [h["kind"] for h in history["baseline", 0]] == ["regular"] * 5
     assert ("baseline", 1) not in history
 
     write_history_files([{"arm": a, "seed": s, "history": h} for (a, s), h in history.items()],
                         histories)
-    alone = {(r["arm"], r["seed"]): r["history"] for r in unit("alone", 4, seeds=(2,))}
+    alone = {(r["arm"], r["seed"]): r["history"] for r in unit("alone", 2, seeds=(2,))}
     kinds = [h["kind"] for h in alone["random", 2]]
     assert kinds == [h["kind"] for h in history["feedback", 1]]
     assert kinds[1:] == [h["next"] for h in history["feedback", 1]][:-1]
     assert alone["random", 2] != history["feedback", 1]
     recorded = os.path.join(histories, "feedback_s1.csv.gz")
-    write_history_csv(recorded, read_history_csv(recorded)["history"][:7])  # a run cut short
-    with pytest.raises(RuntimeError, match="feedback_s1.csv.gz: 7 iterations recorded"):
-        unit("short", 4, seeds=(2,))
+    write_history_csv(recorded, read_history_csv(recorded)["history"][:4])  # a run cut short
+    with pytest.raises(RuntimeError, match="feedback_s1.csv.gz: 4 iterations recorded"):
+        unit("short", 2, seeds=(2,))
 
 
 def test_accuracy_statistics_are_paired_by_seed():

@@ -107,7 +107,7 @@ def test_ptx_functions_split_entries():
 
 
 def test_oracle_size_rule_equals_detectron2s():
-    """The oracle's own ResizeShortestEdge rule (used where detectron2 is missing) is
+    """The oracle's ResizeShortestEdge rule, written out so that it needs numpy alone, is
     detectron2's."""
     from detectron2.data.transforms import ResizeShortestEdge
 

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # COCO under $DETECTRON2_DATASETS, or register_coco_instances in your own launcher).
 BUNDLED = {"coco128": ("data/coco128/instances.json", "data/coco128/images")}
 # The first images of a bundled set, for quick evaluation (tests, smoke runs).
-SUBSETS = {"coco128_first16": ("coco128", 16)}
+SUBSETS = {"coco128_first16": ("coco128", 16), "coco128_first4": ("coco128", 4)}
 logger = logging.getLogger("train_dali")
 
 
