@@ -1,0 +1,43 @@
+"""Running train/train_dali.py as users run it, for test_train.py and test_train_launchers.py:
+the demo config with a few iterations, its outputs read back, and its setup alone."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "train", "configs")
+DEMO = os.path.join(CONFIGS, "demo_coco128_cpu.yaml")
+QUICK = ["DATASETS.TEST", "('coco128_first16',)", "SOLVER.STEPS", "()",
+         "SOLVER.WARMUP_ITERS", "2"]
+NO_EVAL = ["DATASETS.TEST", "()"]  # a third of a run's time, where a test asserts nothing of it
+# a paper config cut down to run here: ResNet-18, small images, 4 iterations, no evaluation
+TINY = ["MODEL.RESNETS.DEPTH", "18", "INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN",
+        "384", "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()", "DST.TAU", "0.5"]
+
+
+def train(out_dir, *opts, resume=False, evaluate=False):
+    """train_dali.py on the demo config; evaluate: COCO evaluation on coco128's first 16."""
+    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", DEMO]
+    cmd += ["--resume"] if resume else []
+    cmd += QUICK + ([] if evaluate else NO_EVAL) + ["OUTPUT_DIR", str(out_dir)] + list(opts)
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def metrics(out_dir):
+    with open(out_dir / "metrics.json") as f:
+        return [json.loads(line) for line in f]
+
+
+def history(path):
+    return torch.load(path, weights_only=True)["history"]  # loads without running code
+
+
+def check_setup(*opts, config=DEMO):
+    from train.train_dali import parse_args, register_bundled_datasets, setup
+    register_bundled_datasets()
+    return setup(parse_args(["--config", config, *opts]))
