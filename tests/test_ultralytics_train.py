@@ -1,8 +1,9 @@
 """YOLO("yolo11n.yaml").train(..., trainer=DSTDetectionTrainer) as users run it, offline, on
 coco128 in YOLO form: every batch is a valid Ultralytics batch, batch i + 1 is a collage
 exactly when r_i <= tau, with collages and regular batches both trained; validation feeds no
-decision; results.csv carries dst/*; last.pt loads without dst_dali; the baseline
-(enabled=False) never collages; a run stopped and resumed goes on with the same batches."""
+decision; results.csv carries dst/*; last.pt loads without dst_dali; tau = -1 and the baseline
+(enabled=False) never collage; an out-of-memory retry keeps the feedback; a run stopped and
+resumed goes on with the same batches; a DDP rank gets the configured trainer and its shard."""
 import csv
 import json
 import os
@@ -174,7 +175,7 @@ def test_a_ddp_rank_rebuilds_the_configured_trainer_with_its_callbacks_once(coco
     """Ultralytics' DDP launch pickles the trainer class, its arguments and callbacks into a
     file every rank runs (its generate_ddp_file): run here up to the trainer's construction, the
     configured class arrives with its settings, and DST's callbacks are each there once (the
-    launcher's are handed to the rank's constructor, which adds its own)."""
+    launcher's are handed to the rank's constructor, which adds only those missing)."""
     from ultralytics.utils.dist import generate_ddp_file
 
     from dst_dali.ultralytics import DSTDetectionTrainer
