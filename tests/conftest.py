@@ -5,6 +5,13 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Under `make test` the workers share the machine's cores: torch's CPU kernels (and the programs
+# a test starts) get their share, or every worker's thread pool spins on all of them
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, str(share))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def index_cache(tmp_path_factory):
