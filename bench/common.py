@@ -13,6 +13,18 @@ COCO128 = os.path.join(ROOT, "data", "coco128")
 RESULTS = os.path.join(ROOT, "bench", "results")
 
 
+def coco128_yolo(out: str) -> str:
+    """data/coco128 in YOLO form in `out` (tools/coco_to_yolo.py, images as links), made once;
+    the path of its data.yaml."""
+    path = os.path.join(out, "data.yaml")
+    if not os.path.exists(path):
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"),
+                        "--images", os.path.join(COCO128, "images"), "--annotations",
+                        os.path.join(COCO128, "instances.json"), "--out", out],
+                       check=True, capture_output=True)
+    return path
+
+
 def threads_cpu(pid="self", name_prefix: str = "") -> float:
     """CPU seconds of a process's threads whose name starts with name_prefix (DALI names its
     "[DALI]..."), from each thread's /proc schedstat, in nanoseconds: psutil's 10 ms ticks are

@@ -12,9 +12,9 @@ cannot take the machine down. The YOLO set: 118,287 images (links to coco128's, 
 as many label files as they have boxes (coco128 in YOLO form, tools/coco_to_yolo.py); its
 cold and warm starts, DSTLoader.from_yolo against Ultralytics' YOLODataset as its trainer
 builds it (a labels .cache beside the label folder, keyed by every file's size and mtime, as
-this project's index cache), and the start
-after one label file changed. Resumable: each finished measurement is kept in
-DIR/steps.json, and a run that stops continues where it stopped.
+this project's index cache), and the start after one label file changed. Resumable: each
+finished measurement is kept in DIR/steps.json, and a run that stops continues where it
+stopped.
 """
 import argparse
 import json
@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from .common import COCO128, ROOT, write_results
+from .common import COCO128, ROOT, coco128_yolo, write_results
 
 SIZES = {"coco": dict(images=118_287, boxes=None),          # coco128's annotations, repeated
          "objects365": dict(images=1_700_000, boxes=25_000_000),
@@ -95,10 +95,8 @@ def write_yolo_set(root: str, images: int) -> dict:
             return json.load(f)
     shutil.rmtree(root, ignore_errors=True)
     source = os.path.join(root, "coco128")
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"), "--images",
-                    os.path.join(COCO128, "images"), "--annotations",
-                    os.path.join(COCO128, "instances.json"), "--out", source],
-                   check=True, capture_output=True)
+    with open(coco128_yolo(source)) as f:
+        data_yaml = f.read()
     files = sorted(os.listdir(os.path.join(source, "images", "train")))
     labels = {}
     for name in files:
@@ -118,10 +116,8 @@ def write_yolo_set(root: str, images: int) -> dict:
             with open(os.path.join(label_dir, f"{i:012d}.txt"), "w") as f:
                 f.write(labels[name])
             lines += labels[name].count("\n")
-    with open(os.path.join(source, "data.yaml")) as f:
-        names = f.read().split("names:", 1)[1]
     with open(os.path.join(root, "data.yaml"), "w") as f:
-        f.write(f"path: {root}\ntrain: images/train\nval: images/train\nnames:{names}")
+        f.write(data_yaml.replace(f"path: {os.path.abspath(source)}\n", f"path: {root}\n"))
     stats = {"images": images, "label_files": len(os.listdir(label_dir)), "boxes": lines}
     with open(stats_file, "w") as f:
         json.dump(stats, f)
@@ -159,7 +155,7 @@ def measure(what: str, annotations: str, cache: str, extra: str = "") -> dict:
         dicts = load_coco_json(annotations, images, "bench")
         return {"seconds": time.perf_counter() - start, "images": len(dicts),
                 "peak_gb": _peak_gb(), "imports_gb": before}
-    if what in ("dstloader", "build"):
+    if what in ("dstloader", "build", "yolo"):  # yolo: annotations is the data yaml
         from dst_dali.data.coco_index import load_coco_index
         from dst_dali.loader import DSTLoader
         before = _rss_gb()
@@ -167,20 +163,10 @@ def measure(what: str, annotations: str, cache: str, extra: str = "") -> dict:
         if what == "build":
             index = load_coco_index(images, annotations, cache=False, progress=False)
         else:
-            loader = DSTLoader(images, annotations, device="cpu", batch_size=2,
-                               num_threads=1, cache_dir=cache)
-            index = loader.index
+            options = dict(device="cpu", batch_size=2, num_threads=1, cache_dir=cache)
+            index = (DSTLoader.from_yolo(annotations, "train", **options) if what == "yolo"
+                     else DSTLoader(images, annotations, **options)).index
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "images": len(index), "boxes": len(index.boxes.values),
-                "built": index.built, "peak_gb": _peak_gb(), "imports_gb": before}
-    if what == "yolo":  # DSTLoader.from_yolo: annotations is the data yaml
-        from dst_dali.loader import DSTLoader
-        before = _rss_gb()
-        start = time.perf_counter()
-        loader = DSTLoader.from_yolo(annotations, "train", device="cpu", batch_size=2,
-                                     num_threads=1, cache_dir=cache)
-        seconds = time.perf_counter() - start
-        index = loader.index
         return {"seconds": seconds, "images": len(index), "boxes": len(index.boxes.values),
                 "built": index.built, "peak_gb": _peak_gb(), "imports_gb": before}
     if what == "ultralytics":  # its YOLODataset as DetectionTrainer.build_dataset makes it
@@ -346,11 +332,12 @@ def yolo_steps(args, step, steps) -> None:
     step("yolo/file", lambda: write_yolo_set(root, SIZES["yolo"]["images"]))
     for r in range(args.rounds):
         tag = f"#{r + 1}" if r else ""
-        for reader, what, cached in (("ultralytics", "ultralytics", theirs),
-                                     ("dstloader", "yolo", cache)):
-            if f"yolo/{reader}_cold{tag}" not in steps:
-                shutil.rmtree(cached, ignore_errors=True) if cached == cache else (
-                    os.path.exists(cached) and os.remove(cached))
+        for reader, what in (("ultralytics", "ultralytics"), ("dstloader", "yolo")):
+            if f"yolo/{reader}_cold{tag}" not in steps:  # the reader's cache goes
+                if reader == "ultralytics" and os.path.exists(theirs):
+                    os.remove(theirs)
+                elif reader == "dstloader":
+                    shutil.rmtree(cache, ignore_errors=True)
             step(f"yolo/{reader}_cold{tag}", lambda: run_measure(what, data, cache))
             step(f"yolo/{reader}_warm{tag}", lambda: run_measure(what, data, cache))
     step("yolo/changed", lambda: change_one_label(root))

@@ -47,6 +47,7 @@ from .common import (
     PIXEL_STD,
     RESULTS,
     ROOT,
+    coco128_yolo,
     stitcher_collage,
     threads_cpu,
     write_results,
@@ -430,14 +431,7 @@ def yolo_data(args) -> str:
         root = os.path.join(ROOT, "build", f"coco128_yolo_{args.yolo_images}")
         write_yolo_set(root, args.yolo_images)
         return os.path.join(root, "data.yaml")
-    out = os.path.join(ROOT, "build", "coco128_yolo")
-    path = os.path.join(out, "data.yaml")
-    if not os.path.exists(path):
-        import subprocess
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"),
-                        "--images", args.images, "--annotations", args.annotations,
-                        "--out", out], check=True, capture_output=True)
-    return path
+    return coco128_yolo(os.path.join(ROOT, "build", "coco128_yolo"))
 
 
 def variant_builders(args) -> dict:
