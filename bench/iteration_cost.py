@@ -202,7 +202,9 @@ def main(argv=None):
     data = os.path.join(args.work_dir, "data")
     shares = make_dataset(data, 0, n_train, 4, 4)
     import torch
-    torch.set_num_threads(2)
+    # the machine's 2 cores, or the share the environment gives (OMP_NUM_THREADS: a test
+    # worker's)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
     rows = run(*build(data, args.threads), rounds=args.rounds, warmup=args.warmup,
                block=args.block, settle=args.settle)
     table, ratios, switching, counts = summarize(rows)

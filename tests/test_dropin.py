@@ -33,9 +33,9 @@ def test_torchvision_reference_loop(coco128, tmp_path):
     from dst_dali.feedback.history import read_histories
 
     from .torchvision_models import torchvision_faster_rcnn
-    model = torchvision_faster_rcnn(91, min_size=320, max_size=480)  # the loader's: no resize
-    loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(320,),
-                       max_size=480, output="torchvision", labels="coco", device="cpu",
+    model = torchvision_faster_rcnn(91, min_size=192, max_size=320)  # the loader's: no resize
+    loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(192,),
+                       max_size=320, output="torchvision", labels="coco", device="cpu",
                        controller=FeedbackController(tau=0.5), record_dir=str(tmp_path))
     loader.watch(model)  # the one added line
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
@@ -229,9 +229,9 @@ def test_plain_loop_checkpoint_resumes_exactly(coco128):
 
     def start(seed):
         torch.manual_seed(seed)
-        model = torchvision_dense_model("retinanet", num_classes=81)
-        loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(256,),
-                           max_size=256, output="torchvision", device="cpu", seed=5,
+        model = torchvision_dense_model("retinanet", num_classes=81, size=192)
+        loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(192,),
+                           max_size=192, output="torchvision", device="cpu", seed=5,
                            controller=FeedbackController(tau=0.35)).watch(model)
         return model, loader, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 

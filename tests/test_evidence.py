@@ -2,6 +2,7 @@
 units, statistics and quick form, the committed protocol's results, and the soak."""
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -42,58 +43,81 @@ def test_accuracy_set_splits_by_source_with_one_scale_mix(tmp_path):
     assert make_dataset(str(tmp_path), 0, 160, 160, 160) == figures  # made once
 
 
-def test_accuracy_units_yoked_turn_independent_and_resumable(tmp_path):
-    """Seeds 0 and 1 in one process: each random arm replays, iteration by iteration, the
-    kinds of the other seed's feedback arm; the unit stopped at a checkpoint and continued by a
-    new process trains as one that ran straight through with other turns (blocks of 1 against
-    2): every arm's kinds, r and losses, bit for bit. Seed 2 alone replays seed 1's feedback
-    arm from its history file, which must hold the schedule's iterations."""
+@pytest.fixture(scope="module")
+def accuracy_quick(tmp_path_factory):
+    """bench/evidence/accuracy.py --quick as a run under --hours goes: the first call stops
+    itself at the first checkpoint of seeds 0 and 1 (iteration 2), the second continues from
+    there and then trains seed 2, whose random arm replays seed 1's feedback arm from its
+    history file."""
+    from bench.evidence.accuracy import main
+    out = tmp_path_factory.mktemp("accuracy_quick")
+    argv = ["--quick", "--results-dir", str(out), "--name", "smoke", "--work-dir",
+            str(out / "work")]
+    stopped = main(argv + ["--stop-at", "2"])
+    states = sorted((out / "work").glob("*/dst_state/rank0_iter0000002.pth"))
+    at_stop = {"returned": stopped, "states": states,
+               "mtimes": [p.stat().st_mtime_ns for p in states],
+               "finished": list((out / "work").glob("*_s*/model_final.pth"))}
+    main(argv)
+    return SimpleNamespace(out=out, argv=argv, at_stop=at_stop)
+
+
+def test_accuracy_units_yoked_turn_independent_and_resumable(accuracy_quick, tmp_path):
+    """The quick form's units: each random arm replays, iteration by iteration, the kinds of
+    its mate's feedback arm (seeds 0 and 1 each other's, live; seed 2 seed 1's, from its
+    history file); the unit stopped at a checkpoint and continued by a new process trains as
+    one that runs straight through with other turns (blocks of 1 against 2) and other company
+    (5 arms against 8): every arm's kinds, r and losses, bit for bit. A history file shorter
+    than the schedule is refused before any arm trains."""
     import argparse
+    import shutil
 
-    from bench.evidence.accuracy import run_unit, write_history_files
-    from bench.evidence.accuracy_set import make_dataset
+    from bench.evidence.accuracy import run_unit
     from dst_dali.feedback.history import read_history_csv, write_history_csv
-    data = str(tmp_path / "data")
-    make_dataset(data, 0, 16, 4, 4)
-    arms = {0: ["baseline", "feedback", "random"], 1: ["feedback", "random"],
-            2: ["feedback", "random"]}
-    histories = str(tmp_path / "histories")
+    out, stop = accuracy_quick.out, accuracy_quick.at_stop
+    assert stop["returned"] is None and not stop["finished"]
+    assert len(stop["states"]) == 8  # seeds 0 and 1, four arms each
+    assert [p.stat().st_mtime_ns for p in stop["states"]] == stop["mtimes"]  # not redone
+    with open(out / "smoke.json") as f:
+        meta = json.load(f)["meta"]
+    iters, tau = meta["iters"], meta["pilot"]["tau_calibrated"]
 
-    def unit(name, block, seeds=(0, 1), stop_at=None):
-        args = argparse.Namespace(iters=5, block=block, settle=0, period=2, stop_at=stop_at,
-                                  stop_by=None, work_dir=str(tmp_path / name))
-        return run_unit(args, data, seeds, arms, 0.5, histories)
-    assert unit("stopped", 1, stop_at=2) is None
-    assert not (tmp_path / "stopped" / "baseline_s0" / "model_final.pth").exists()
-    states = sorted((tmp_path / "stopped").glob("*/dst_state/rank0_iter0000002.pth"))
-    assert len(states) == 5
-    saved = [p.stat().st_mtime_ns for p in states]
-    runs = {name: {(r["arm"], r["seed"]): r["history"] for r in unit(name, block)}
-            for name, block in (("stopped", 1), ("straight", 2))}
-    assert [p.stat().st_mtime_ns for p in states] == saved  # continued from there, not redone
-    assert runs["stopped"] == runs["straight"]
-    history = runs["straight"]
-    for seed, mate in ((0, 1), (1, 0)):
-        kinds = [h["kind"] for h in history["random", seed]]
-        assert kinds == [h["kind"] for h in history["feedback", mate]]
+    def history(work, arm, seed):
+        with open(work / f"{arm}_s{seed}" / "history_rows.json") as f:
+            return json.load(f)
+    quick = {(arm, seed): history(out / "work", arm, seed)
+             for arm in ("baseline", "feedback", "random") for seed in (0, 1, 2)
+             if (out / "work" / f"{arm}_s{seed}").is_dir()}
+    for seed, mate in ((0, 1), (1, 0), (2, 1)):
+        kinds = [h["kind"] for h in quick["random", seed]]
+        assert kinds == [h["kind"] for h in quick["feedback", mate]]
+        assert kinds[1:] == [h["next"] for h in quick["feedback", mate]][:-1]
         assert set(kinds) == {"regular", "collage"}  # something to replay
-        assert kinds[1:] == [h["next"] for h in history["feedback", mate]][:-1]
-        assert all(h["loss_box_reg"] > 0 for h in history["random", seed])
-    assert history["random", 0] != history["feedback", 1]  # its own model and r
-    assert [h["kind"] for h in history["baseline", 0]] == ["regular"] * 5
-    assert ("baseline", 1) not in history
+        assert all(h["loss_box_reg"] > 0 for h in quick["random", seed])
+        assert quick["random", seed] != quick["feedback", mate]  # its own model and r
+    assert [h["kind"] for h in quick["baseline", 0]] == ["regular"] * iters
 
-    write_history_files([{"arm": a, "seed": s, "history": h} for (a, s), h in history.items()],
-                        histories)
-    alone = {(r["arm"], r["seed"]): r["history"] for r in unit("alone", 2, seeds=(2,))}
-    kinds = [h["kind"] for h in alone["random", 2]]
-    assert kinds == [h["kind"] for h in history["feedback", 1]]
-    assert kinds[1:] == [h["next"] for h in history["feedback", 1]][:-1]
-    assert alone["random", 2] != history["feedback", 1]
-    recorded = os.path.join(histories, "feedback_s1.csv.gz")
-    write_history_csv(recorded, read_history_csv(recorded)["history"][:4])  # a run cut short
-    with pytest.raises(RuntimeError, match="feedback_s1.csv.gz: 4 iterations recorded"):
-        unit("short", 2, seeds=(2,))
+    arms = {0: ["baseline", "feedback", "random"], 1: ["feedback", "random"]}
+    data = str(out / "work" / "data")
+
+    def unit(name, seeds, histories):
+        args = argparse.Namespace(iters=iters, block=1, settle=0, period=iters, stop_at=None,
+                                  stop_by=None, work_dir=str(tmp_path / name))
+        return run_unit(args, data, seeds, {s: arms.get(s, ["feedback", "random"])
+                                            for s in seeds}, tau, histories)
+    straight = {(r["arm"], r["seed"]): r["history"]
+                for r in unit("straight", (0, 1), str(tmp_path / "histories"))}
+    assert set(straight) == {(a, s) for s, names in arms.items() for a in names}
+    for key, rows in straight.items():
+        assert rows == quick[key], key
+
+    histories = tmp_path / "short"
+    shutil.copytree(out / "smoke_histories", histories)
+    recorded = str(histories / "feedback_s1.csv.gz")
+    write_history_csv(recorded, read_history_csv(recorded)["history"][:iters - 1])  # cut short
+    with pytest.raises(RuntimeError, match=f"feedback_s1.csv.gz: {iters - 1} iterations "
+                                           "recorded"):
+        unit("short", (2,), str(histories))
 
 
 def test_accuracy_statistics_are_paired_by_seed():
@@ -119,7 +143,7 @@ def test_accuracy_statistics_are_paired_by_seed():
     assert cost["ci95"] == pytest.approx([0.02, 0.02])
 
 
-def test_accuracy_bench_quick(tmp_path):
+def test_accuracy_bench_quick(accuracy_quick):
     """bench/evidence/accuracy.py --quick: the data's figures per split, the pilot's curve and N,
     per arm the test metrics with their spread and the images seen, the paired differences with
     their CIs, the primary endpoint, the overhead, the histories and the paper's figures drawn from
@@ -127,8 +151,7 @@ def test_accuracy_bench_quick(tmp_path):
     from bench.evidence.accuracy import PAIRED_METRICS, main
     with pytest.raises(SystemExit):
         main(["--quick"])  # would write over bench/results
-    main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke",
-          "--work-dir", str(tmp_path / "work")])
+    tmp_path = accuracy_quick.out
     with open(tmp_path / "smoke.json") as f:
         data = json.load(f)
     for split in ("train", "val", "test"):
@@ -136,7 +159,7 @@ def test_accuracy_bench_quick(tmp_path):
         assert {"images", "objects", "small", "medium", "large"} <= set(shares)
         assert shares["small"] + shares["medium"] + shares["large"] == pytest.approx(1, abs=1e-3)
     pilot = data["meta"]["pilot"]
-    assert [c["iter"] for c in pilot["curve"]] == [3, 6][:len(pilot["curve"])]
+    assert [c["iter"] for c in pilot["curve"]] == [2, 4][:len(pilot["curve"])]
     assert pilot["N"] == data["meta"]["iters"] and "tau_calibrated" in pilot
     rows = {r["arm"]: r for r in data["rows"]}
     assert set(rows) == {"baseline", "feedback", "random", "always_collage"}
@@ -163,9 +186,8 @@ def test_accuracy_bench_quick(tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000
     assert data["meta"]["figures"][0].startswith("python -m dst_dali.plots --baseline")
     assert data["meta"]["command"].startswith("python -m bench.evidence.accuracy")
-    # a second call reads the finished units back
-    assert main(["--quick", "--results-dir", str(tmp_path), "--name", "smoke",
-                 "--work-dir", str(tmp_path / "work")]) == data["rows"]
+    # another call reads the finished units back
+    assert main(accuracy_quick.argv) == data["rows"]
 
 
 def test_committed_accuracy_results_hold_together():

@@ -100,6 +100,28 @@ def test_kernel_build_check_fails_on_a_stack_frame_and_a_64_bit_division(tmp_pat
     assert "stack frames: sm_75" in detail and "div.s64" in detail, detail
 
 
+CLEAN_KERNEL = r"""
+__global__ void StitchKernel(float *out, float v) { out[threadIdx.x] = v; }
+"""
+
+
+def test_kernel_build_check_is_read_back_only_for_the_same_source(tmp_path):
+    """The result kept in the build folder stands for what it was computed from: the same
+    source reads it back; an edited one, or another architecture, is compiled and checked
+    again."""
+    source = tmp_path / "kernel.cu"
+    source.write_text(PLANTED_KERNEL)
+    first = gpu_kernel_check.kernel_quality(str(source), ["75"], str(tmp_path))
+    again = gpu_kernel_check.kernel_quality(str(source), ["75"], str(tmp_path))
+    assert first[0] == again[0] == "FAIL"
+    assert "read back" not in first[1] and again[1].startswith(first[1] + " (read back from")
+    source.write_text(CLEAN_KERNEL)
+    status, detail = gpu_kernel_check.kernel_quality(str(source), ["75"], str(tmp_path))
+    assert status == "PASS" and "read back" not in detail, detail
+    other = gpu_kernel_check.kernel_quality(str(source), ["80"], str(tmp_path))[1]
+    assert "sm_80" in other and "read back" not in other  # another architecture: compiled
+
+
 def test_ptx_functions_split_entries():
     ptx = ".visible .entry A(\n.param .u64 x)\n{ div.s64 %rd1; }\n.func B()\n{ add.s32 %r1; }\n"
     bodies = dict(gpu_kernel_check.ptx_functions(ptx))

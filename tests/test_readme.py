@@ -1,9 +1,10 @@
 """The README's Python snippets run as written, a few iterations each on coco128. The test
 supplies what a snippet says is the user's: `model` (a small one: detectron2's demo ResNet-18 or
 torchvision's MobileNet Faster R-CNN, at the snippet's sizes), `optimizer`, `start_iter = 0`,
-`max_iter = 3`, a registered `coco_2017_train` stand-in (coco128), a 1-process gloo group (the
-plain loop then shards by it), and `torch`; a torchvision epoch is cut after 3 forwards, the
-Ultralytics run after 3 batches, with coco128 in YOLO form as `my_data.yaml`."""
+`max_iter = 2`, a registered `coco_2017_train` stand-in (coco128), a 1-process gloo group (the
+plain loop then shards by it), and `torch`; a torchvision epoch is cut after 2 forwards (at the
+snippets' 800 px each takes seconds), the Ultralytics run after its first batch, with coco128 in
+YOLO form as `my_data.yaml`."""
 import csv
 import os
 import re
@@ -74,12 +75,12 @@ def test_plain_detectron2_loop_snippet(coco_2017_train_stand_in, one_process_gro
     cfg = load_config(DEMO, ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg).train()
     user = {"model": model, "optimizer": build_optimizer(cfg, model), "start_iter": 0,
-            "max_iter": 3}
+            "max_iter": 2}
     with EventStorage(0):  # detectron2's models log into one
         exec(snippet("from_detectron2(\"coco_2017_train\""), user)
     loader = user["loader"]
-    # 3 trained; zip draws a 4th before range ends, as in detectron2's plain_train_net
-    assert loader.iteration == 4 and loader.settings.num_shards == 1
+    # 2 trained; zip draws a 3rd before range ends, as in detectron2's plain_train_net
+    assert loader.iteration == 3 and loader.settings.num_shards == 1
     assert loader.observe_last() is not None  # watched: the forwards fed it
 
 
@@ -90,12 +91,12 @@ def test_torchvision_snippets_train_and_checkpoint(tmp_path, monkeypatch):
     model = fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None,
                                               num_classes=91, min_size=800,
                                               max_size=1333).train()
-    calls = stop_after(model, 3)
+    calls = stop_after(model, 2)
     user = {"model": model, "optimizer": torch.optim.SGD(model.parameters(), lr=0.001),
             "torch": torch}
     with pytest.raises(Enough):
         exec(snippet("for images, targets in loader:"), user)
-    assert len(calls) == 3 and user["loader"].iteration == 3
+    assert len(calls) == 2 and user["loader"].iteration == 2
     monkeypatch.chdir(tmp_path)
     exec(snippet("rng_states()"), user)
     assert (tmp_path / "checkpoint.pth").exists()

@@ -20,16 +20,26 @@ pytest.importorskip("ultralytics")
 from dst_dali.feedback.history import read_histories  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# half of coco128, in batches of 8: a collage batch needs 32 images of one orientation (the
+# first 64 have 48 landscape ones)
+TRAIN_IMAGES, BATCH, IMGSZ = 64, 8, 256
+EPOCH = TRAIN_IMAGES // BATCH  # batches an epoch
 
 
 @pytest.fixture(scope="module")
 def coco128_yolo(coco128, tmp_path_factory):
-    """coco128 in YOLO form; its val split is the first 16 images (Ultralytics validates after
-    each epoch and then best.pt: 128 images each time would be most of a test's time)."""
+    """coco128's first 64 images in YOLO form, an epoch of 8 batches; its val split is the
+    first 16 (Ultralytics validates after each epoch and then best.pt: 128 images each time
+    would be most of a test's time)."""
     out = tmp_path_factory.mktemp("coco128_yolo")
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"), "--images",
                     coco128.images, "--annotations", coco128.annotations, "--out", str(out)],
                    check=True, capture_output=True)
+    for name in sorted(os.listdir(out / "images" / "train"))[TRAIN_IMAGES:]:
+        os.remove(out / "images" / "train" / name)
+        label = out / "labels" / "train" / (os.path.splitext(name)[0] + ".txt")
+        if os.path.exists(label):
+            os.remove(label)
     for kind in ("images", "labels"):
         os.makedirs(out / kind / "val")
     for name in sorted(os.listdir(out / "images" / "train"))[:16]:
@@ -45,7 +55,7 @@ def coco128_yolo(coco128, tmp_path_factory):
 def train(data, project, trainer, epochs=2):
     from ultralytics import YOLO
     model = YOLO("yolo11n.yaml")
-    model.train(data=data, trainer=trainer, epochs=epochs, imgsz=320, batch=16, workers=0,
+    model.train(data=data, trainer=trainer, epochs=epochs, imgsz=IMGSZ, batch=BATCH, workers=0,
                 device="cpu", amp=False, plots=False, project=str(project), name="run",
                 exist_ok=True, verbose=False, seed=0)
     return os.path.join(str(project), "run")
@@ -82,15 +92,15 @@ def reference(coco128_yolo, tmp_path_factory):
 
 def test_yolo_trains_with_dst_batches_and_the_feedback_rule(reference):
     run, seen = reference
-    assert len(seen) == 16  # 2 epochs of ceil(128 / 16) batches: validation is not here
+    assert len(seen) == 2 * EPOCH  # validation's batches are not here
     for b in seen:
         n = len(b["img"])
-        assert b["img"].shape == (n, 3, 320, 320) and b["img"].dtype.is_floating_point is False
+        assert b["img"].shape == (n, 3, IMGSZ, IMGSZ) and b["img"].dtype.is_floating_point is False
         assert (b["bboxes"] >= 0).all() and (b["bboxes"] <= 1).all()
         assert (b["batch_idx"] < n).all() and b["cls"].shape == (len(b["bboxes"]), 1)
     rows = read_histories(run)[0]["history"]
     assert [h["kind"] for h in rows] == [b["kind"] for b in seen][:len(rows)]
-    assert len(rows) >= 15  # every training step's r fed (the last one's at the next save)
+    assert len(rows) >= 2 * EPOCH - 1  # every step's r fed (the last one's at the next save)
     for before, after in zip(rows, rows[1:]):
         assert (after["kind"] == "collage") == (before["share"] is not None and
                                                 before["share"] <= 0.5)
@@ -117,13 +127,13 @@ def test_resume_continues_with_the_same_batches(coco128_yolo, reference, tmp_pat
     first = []
     with pytest.raises(KeyboardInterrupt):
         train(coco128_yolo, tmp_path, checked_trainer(first, stop_after_epoch=0))
-    assert [b["im_file"] for b in first] == [b["im_file"] for b in uninterrupted[:8]]
+    assert [b["im_file"] for b in first] == [b["im_file"] for b in uninterrupted[:EPOCH]]
     resumed = []
     last = os.path.join(str(tmp_path), "run", "weights", "last.pt")
     YOLO(last).train(resume=True, trainer=checked_trainer(resumed))
-    assert len(resumed) == 8
-    assert resumed[0]["kind"] == uninterrupted[8]["kind"]
-    assert resumed[0]["im_file"] == uninterrupted[8]["im_file"]
+    assert len(resumed) == EPOCH
+    assert resumed[0]["kind"] == uninterrupted[EPOCH]["kind"]
+    assert resumed[0]["im_file"] == uninterrupted[EPOCH]["im_file"]
 
 
 def test_tau_minus_one_never_collages_and_an_out_of_memory_retry_keeps_the_feedback(
@@ -147,12 +157,13 @@ def test_tau_minus_one_never_collages_and_an_out_of_memory_retry_keeps_the_feedb
                 raise RuntimeError("CPU out of memory (planted)")
             return super().preprocess_batch(batch)
     run = train(coco128_yolo, tmp_path, OutOfMemoryOnce, epochs=1)
-    assert sizes == [16, 16, 16] + [8] * 16 and len(loaders) == 2
+    assert sizes == [BATCH] * 3 + [BATCH // 2] * (2 * EPOCH) and len(loaders) == 2
     assert replaced == [True]  # the first loader was closed before the second served
     controller = loaders[1].loader.controller
     assert loaders[0].loader.controller is controller
     rows = read_histories(run)[0]["history"]
-    assert len(rows) == len(controller.shares) >= 2 + 15  # the last step's r: at the next save
+    # the last step's r: at the next save
+    assert len(rows) == len(controller.shares) >= 2 + 2 * EPOCH - 1
     assert [h["share"] for h in rows] == pytest.approx(controller.shares, abs=1e-6)
     assert {h["kind"] for h in rows} == {"regular"}
     assert {h["decided_by"] for h in rows} == {"r"} and min(h["share"] for h in rows) >= 0
@@ -217,7 +228,7 @@ from dst_dali.ultralytics import DSTDetectionTrainer
 rank = int(os.environ["RANK"])
 trainer = DSTDetectionTrainer(overrides=dict(model="yolo11n.yaml", data=sys.argv[1], device="cpu",
                                              project=sys.argv[3], name=f"rank{rank}"))
-loader = trainer.get_dataloader(trainer.data["train"], 8, rank, "train")
+loader = trainer.get_dataloader(trainer.data["train"], 4, rank, "train")
 files = [f for batch in loader for f in batch["im_file"]]
 print(json.dumps({"files": files, "batches": len(loader), "images": len(loader.sampler)}))
 """
@@ -241,6 +252,6 @@ def test_each_ddp_rank_reads_its_own_shard(coco128_yolo, tmp_path):
         out.append(json.loads(stdout.strip().splitlines()[-1]))
     images = len(os.listdir(os.path.join(os.path.dirname(coco128_yolo), "images", "train")))
     for rank in out:
-        assert rank["images"] == images // 2 and rank["batches"] == images // 2 // 8
+        assert rank["images"] == images // 2 and rank["batches"] == images // 2 // 4
         assert len(rank["files"]) == len(set(rank["files"])) == images // 2
     assert not set(out[0]["files"]) & set(out[1]["files"])

@@ -5,8 +5,8 @@ backbone is smaller than the ResNet-50 of the model builders, which costs minute
 import torch
 
 
-def torchvision_dense_model(arch, num_classes=4):
-    """torchvision's RetinaNet or FCOS on a ResNet-18 FPN, untrained, 256 px inputs."""
+def torchvision_dense_model(arch, num_classes=4, size=256):
+    """torchvision's RetinaNet or FCOS on a ResNet-18 FPN, untrained, inputs of size px."""
     from torchvision.models.detection import FCOS, RetinaNet
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -15,7 +15,7 @@ def torchvision_dense_model(arch, num_classes=4):
                                    returned_layers=[2, 3, 4],
                                    extra_blocks=LastLevelP6P7(256, 256))
     cls = RetinaNet if arch == "retinanet" else FCOS
-    return cls(backbone, num_classes=num_classes, min_size=256, max_size=256).train()
+    return cls(backbone, num_classes=num_classes, min_size=size, max_size=size).train()
 
 
 DENSE_TARGETS = [{"boxes": torch.tensor([[10.0, 10, 30, 30], [40, 40, 110, 100], [0, 0, 250, 250]]),

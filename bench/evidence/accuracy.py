@@ -255,15 +255,18 @@ def child(spec: dict) -> None:
     if start:
         with open(f"{spec['wall_file']}_{start:07d}") as f:
             before = float(f.read())
+    # a history to replay is checked before any arm is built
+    recorded = {key: recorded_decisions(os.path.join(spec["histories"], f"{arm['yoke']}.csv.gz"),
+                                        spec["iters"])
+                for key, arm in spec["arms"].items()
+                if arm.get("yoke") and arm["yoke"] not in spec["arms"]}
     arms = {}
     for key, arm in spec["arms"].items():
         if not arm.get("yoke"):
             arms[key] = Arm(key, arm["opts"], resume=start > 0)
     for key, arm in spec["arms"].items():
         if arm.get("yoke"):
-            source = (DecisionsOf(arms[arm["yoke"]]) if arm["yoke"] in arms else
-                      recorded_decisions(os.path.join(spec["histories"], f"{arm['yoke']}.csv.gz"),
-                                         spec["iters"]))
+            source = recorded[key] if key in recorded else DecisionsOf(arms[arm["yoke"]])
             replay = ReplayController(source, arm["yoke"])
             arms[key] = Arm(key, arm["opts"], replay, resume=start > 0)
     free = [a for key, a in arms.items() if not spec["arms"][key].get("yoke")]
@@ -332,8 +335,9 @@ def _child_process(mode: str, spec: dict) -> bool:
 
 
 def solver_opts(iters: int) -> list:
+    steps = sorted({int(iters * 0.75), int(iters * 0.9)})  # one step where they meet (tiny runs)
     return ["SOLVER.MAX_ITER", str(iters),
-            "SOLVER.STEPS", f"({int(iters * 0.75)}, {int(iters * 0.9)})",
+            "SOLVER.STEPS", str(tuple(steps)),
             "SOLVER.WARMUP_ITERS", str(min(100, iters // 4))]
 
 
@@ -576,8 +580,8 @@ def main(argv=None):
     if args.pilot:
         return pilot_child(json.loads(args.pilot))
     if args.quick:
-        args.seeds, args.all_arms, args.block, args.settle, args.period = 3, 2, 2, 1, 4
-        args.pilot_every, args.pilot_cap = 3, 6
+        args.seeds, args.all_arms, args.block, args.settle, args.period = 3, 2, 2, 1, 2
+        args.pilot_every, args.pilot_cap = 2, 4
         args.train_images, args.val_images, args.test_images = 24, 8, 8
     if args.seeds < 2 or args.all_arms > args.seeds:
         ap.error("--seeds: at least 2 (the first two replay each other); --all-arms: at most "

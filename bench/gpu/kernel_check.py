@@ -12,7 +12,9 @@ kernel the plugin launches (csrc/collage_kernel.h) and the CPU backend's row cod
   driver    the CUDA driver runs what this toolkit builds (the plugin's GPU backend refuses to
             load otherwise, with the same message)
   kernel    the kernel compiled for every architecture setup.py builds: ptxas reports no stack
-            frame, and its PTX holds no 64-bit integer division or remainder
+            frame, and its PTX holds no 64-bit integer division or remainder (kept in the
+            build folder: a rerun with the same sources, nvcc, flags and architectures reads
+            it back)
   matrix    k = 1, 4, 9, 16 x nearest/bilinear x uint8/normalized float x HWC/CHW x RGB/BGR
             (reverse_channels), random flips, 8 samples a launch, procedural images (1-pixel
             rows and columns, extreme aspect ratios, odd sizes) and, where OpenCV or PIL can
@@ -44,6 +46,7 @@ flip, batch, status, max_abs_diff (against the oracle, grey levels), ...]}. Exit
 import argparse
 import ctypes
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -162,12 +165,38 @@ def build(build_dir, emulate, budget=UNBOUNDED):
 def kernel_quality(source=SOURCE, archs=None, build_dir="build/gpu_kernel_check",
                    budget=UNBOUNDED):
     """(status, detail): every StitchKernel instance compiled for every architecture has a
-    0-byte stack frame (ptxas -v) and its PTX no div/rem .s64/.u64."""
+    0-byte stack frame (ptxas -v) and its PTX no div/rem .s64/.u64. The result is kept in
+    build_dir under a digest of what decides it (the sources, nvcc's version, the flags and
+    the architectures): a rerun with none of them changed reads it back instead of compiling
+    for every architecture again."""
     archs = archs or setup_archs()
     os.makedirs(build_dir, exist_ok=True)
+    digest = hashlib.sha256()
+    for path in [source, *sorted(glob.glob(os.path.join(CSRC, "*.h")))]:
+        with open(path, "rb") as f:
+            digest.update(path.encode() + b"\0" + f.read())
+    version = subprocess.run([nvcc(), "--version"], capture_output=True, text=True).stdout
+    digest.update("\0".join([version, *NVCC_FLAGS, *archs]).encode())
+    kept = os.path.join(build_dir, "kernel_quality.json")
+    if os.path.exists(kept):
+        with open(kept) as f:
+            saved = json.load(f)
+        if saved.get("digest") == digest.hexdigest():
+            return saved["status"], saved["detail"] + f" (read back from {kept}: the same " \
+                "sources, nvcc, flags and architectures)"
+    status, detail = _kernel_quality(source, archs, build_dir, budget)
+    with open(kept + ".tmp", "w") as f:
+        json.dump({"digest": digest.hexdigest(), "status": status, "detail": detail}, f)
+    os.replace(kept + ".tmp", kept)
+    return status, detail
+
+
+def _kernel_quality(source, archs, build_dir, budget):
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
-    r = budget.run([nvcc(), *NVCC_FLAGS, *gencode, "-Xptxas", "-v", "-c", source, "-o",
-                    os.path.join(build_dir, "quality.o")],
+    # -keep leaves each architecture's PTX, the one ptxas compiled, beside the object: one
+    # front end a architecture, not a second one for the PTX alone
+    r = budget.run([nvcc(), *NVCC_FLAGS, *gencode, "-Xptxas", "-v", "-keep", "-keep-dir",
+                    build_dir, "-c", source, "-o", os.path.join(build_dir, "quality.o")],
                    f"the kernel build for sm_{', sm_'.join(archs)}", 300)
     if r.returncode != 0:
         return FAIL, "nvcc failed: " + r.stderr[-600:]
@@ -186,12 +215,13 @@ def kernel_quality(source=SOURCE, archs=None, build_dir="build/gpu_kernel_check"
         return FAIL, "ptxas reported no StitchKernel entry"
     bad_frames = sorted({f"{e[1]}: {n} bytes" for e, n in frames if n > 0})
     divisions = []
+    stem = os.path.splitext(os.path.basename(source))[0]
     for a in archs:
-        ptx = os.path.join(build_dir, f"quality_{a}.ptx")
-        r = budget.run([nvcc(), *NVCC_FLAGS, f"-arch=compute_{a}", "--ptx", source, "-o", ptx],
-                       f"nvcc --ptx for compute_{a}", 120)
-        if r.returncode != 0:
-            return FAIL, f"nvcc --ptx for compute_{a} failed: " + r.stderr[-400:]
+        # nvcc names a kept file by its architecture only when there are several
+        ptx = os.path.join(build_dir, f"{stem}.compute_{a}.ptx" if len(archs) > 1 else
+                           f"{stem}.ptx")
+        if not os.path.exists(ptx):
+            return FAIL, f"nvcc -keep left no PTX for compute_{a} ({ptx})"
         for name, body in ptx_functions(open(ptx).read()):
             if "StitchKernel" in name:
                 divisions += [f"compute_{a}: {op}" for op in
