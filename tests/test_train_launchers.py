@@ -161,7 +161,7 @@ def test_lazyconfig_trains_with_dst(tmp_path):
            "dataloader.train.max_size=256", "dataloader.train.device=cpu",
            "dataloader.train.controller.tau=0.5", "dataloader.test.dataset.names=coco128_first4",
            "dataloader.test.mapper.augmentations=[]", "optimizer.lr=0.001",
-           # fewer proposals and RoIs than the paper's: the box head's cost, not its checks
+           # fewer proposals and RoIs than the paper's: box-head time that nothing here checks
            "model.roi_heads.batch_size_per_image=128",
            "model.proposal_generator.post_nms_topk=[500,100]"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -193,8 +193,8 @@ def kernel_quality(source=SOURCE, archs=None, build_dir="build/gpu_kernel_check"
 
 def _kernel_quality(source, archs, build_dir, budget):
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
-    # -keep leaves each architecture's PTX, the one ptxas compiled, beside the object: one
-    # front end a architecture, not a second one for the PTX alone
+    # -keep leaves each architecture's PTX (the one ptxas compiled) in build_dir: the PTX needs
+    # no second front-end pass of its own
     r = budget.run([nvcc(), *NVCC_FLAGS, *gencode, "-Xptxas", "-v", "-keep", "-keep-dir",
                     build_dir, "-c", source, "-o", os.path.join(build_dir, "quality.o")],
                    f"the kernel build for sm_{', sm_'.join(archs)}", 300)
