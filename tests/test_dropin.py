@@ -33,7 +33,8 @@ def test_torchvision_reference_loop(coco128, tmp_path):
     from dst_dali.feedback.history import read_histories
 
     from .torchvision_models import torchvision_faster_rcnn
-    model = torchvision_faster_rcnn(91, min_size=192, max_size=320)  # the loader's: no resize
+    # the loader's sizes (no resize); the ResNet frozen: its backward is most of a step
+    model = torchvision_faster_rcnn(91, min_size=192, max_size=320, trainable_layers=0)
     loader = DSTLoader(coco128.images, coco128.annotations, batch_size=2, min_size=(192,),
                        max_size=320, output="torchvision", labels="coco", device="cpu",
                        controller=FeedbackController(tau=0.5), record_dir=str(tmp_path))
