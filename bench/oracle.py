@@ -26,7 +26,6 @@ def resize_shortest_edge_shape(h, w, short_side, max_size):
     return int(newh + 0.5), int(neww + 0.5)
 
 
-
 MIN_FIT = 0.875  # a component shrinks to fit its cell by no more than this factor
 
 

@@ -95,14 +95,15 @@ def test_collage_op_bench_counts_instructions(tmp_path):
 
 
 def test_builtins_peer_makes_the_methods_batches():
-    """bench/throughput.py's peer from DALI's own operators (decode, fn.resize, fn.flip,
+    """bench/loaders.py's peer from DALI's own operators (decode, fn.resize, fn.flip,
     fn.multi_paste) makes the batches DSTLoader makes: each collage is the method's collage of
     its images (bench/oracle.py on OpenCV's decode) within a grey level on average,
     the pad at 0; each regular image its file resized and flipped; boxes in their cells."""
     import cv2
 
     from bench import oracle as reference
-    from bench.throughput import BuiltinsVariant, parse_args
+    from bench.loaders import BuiltinsVariant
+    from bench.throughput import parse_args
     args = parse_args(["--batch", "2", "--threads", "1", "--pipelines", "2"])
     peer = BuiltinsVariant(args, "cpu")
     for kind in ("collage", "regular", "collage", "collage", "regular"):  # both pipelines

@@ -124,7 +124,8 @@ def test_accuracy_statistics_are_paired_by_seed():
     """The paired differences and the time overhead: seed by seed, then a 95% t-interval over
     seeds (t(0.975, 2) = 4.3027 from tables); an arm 2% slower than the baseline in every round
     has overhead 2% however the machine's speed moves between rounds and seeds."""
-    from bench.evidence.accuracy import METRICS, overhead, paired
+    from bench.evidence.accuracy import METRICS
+    from bench.evidence.statistics import overhead, paired
 
     def run(arm, seed, ap, round_s):
         return {"arm": arm, "seed": seed, "round_s": round_s, **{m: ap for m in METRICS}}

@@ -104,17 +104,13 @@ def test_torchvision_snippets_train_and_checkpoint(tmp_path, monkeypatch):
     assert user["loader"].state_dict()["delivered"] == user["state"]["loader"]["delivered"]
 
 
-def test_ultralytics_snippet(coco128, tmp_path, monkeypatch):
-    import subprocess
-    import sys
+def test_ultralytics_snippet(tmp_path, monkeypatch):
     os.environ.setdefault("YOLO_OFFLINE", "1")
     pytest.importorskip("ultralytics")
+    from bench.common import coco128_yolo
     from dst_dali.ultralytics import DSTDetectionTrainer
-    out = tmp_path / "coco128_yolo"
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"), "--images",
-                    coco128.images, "--annotations", coco128.annotations, "--out", str(out)],
-                   check=True, capture_output=True)
-    (tmp_path / "my_data.yaml").write_text((out / "data.yaml").read_text())
+    data = coco128_yolo(str(tmp_path / "coco128_yolo"))
+    (tmp_path / "my_data.yaml").write_text(open(data).read())
     monkeypatch.chdir(tmp_path)
     # under pytest, Ultralytics puts a run without a project beside its own package: here
     import ultralytics.cfg

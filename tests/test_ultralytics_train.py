@@ -17,6 +17,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 pytest.importorskip("ultralytics")
 
+from bench.common import coco128_yolo as coco128_yolo_form  # noqa: E402
 from dst_dali.feedback.history import read_histories  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,14 +28,12 @@ EPOCH = TRAIN_IMAGES // BATCH  # batches an epoch
 
 
 @pytest.fixture(scope="module")
-def coco128_yolo(coco128, tmp_path_factory):
+def coco128_yolo(tmp_path_factory):
     """coco128's first 64 images in YOLO form, an epoch of 8 batches; its val split is the
     first 16 (Ultralytics validates after each epoch and then best.pt: 128 images each time
     would be most of a test's time)."""
     out = tmp_path_factory.mktemp("coco128_yolo")
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "coco_to_yolo.py"), "--images",
-                    coco128.images, "--annotations", coco128.annotations, "--out", str(out)],
-                   check=True, capture_output=True)
+    coco128_yolo_form(str(out))
     for name in sorted(os.listdir(out / "images" / "train"))[TRAIN_IMAGES:]:
         os.remove(out / "images" / "train" / name)
         label = out / "labels" / "train" / (os.path.splitext(name)[0] + ".txt")
