@@ -27,11 +27,13 @@ $(STAMP): requirements.txt setup.py $(wildcard csrc/*) tools/install_detectron2.
 demo: install
 	$(PY) train/train_dali.py --config train/configs/demo_coco128_cpu.yaml
 
-# Two workers, a test file each (files share their fixtures and build folders): the heavy tests
-# use both cores too, yet together they fill the gaps (773 s against 1096 s one after another).
+# Two workers, a test file each (files share their fixtures and build folders), the files with
+# the most slow tests first (tests/conftest.py). CI runs them all; a quick local run leaves the
+# slow ones out: .venv/bin/python -m pytest tests -m "not slow"
 TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=15
 
 bench: install
 	$(PY) -m bench.collage_op --repeats 11 --callgrind

@@ -21,7 +21,8 @@ from .data.index import DatasetError, DatasetIndex
 from .feedback.controller import FeedbackController
 from .feedback.feed import UNFED_WARNING_AFTER, ControllerFeed, check_watch_args
 from .feedback.record import COUNT_COLUMNS, FeedbackRecord, check_record_state
-from .feedback.signals import GROUPS, box_count_parts
+from .feedback.signals import box_count_parts
+from .feedback.sizes import GROUPS
 from .feedback.stock_loops import ModelFinder, put_scalars, storage_iteration
 from .op.device import resolve_device
 from .settings import LoaderSettings, default_pipelines

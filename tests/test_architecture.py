@@ -186,6 +186,7 @@ def test_a_planted_back_import_is_caught(tmp_path):
     assert "dst_dali.loader" in imports_of("dst_dali.stream.sampler", str(planted), modules)
 
 
+@pytest.mark.slow
 def test_the_public_paths_import():
     """What users and committed files name keeps working after the package got its rooms."""
     code = "\n".join([
@@ -205,6 +206,34 @@ def test_the_public_paths_import():
         r = subprocess.run([sys.executable, "-m", f"dst_dali.{cmd}", "--help"], cwd=ROOT,
                            capture_output=True, text=True)
         assert r.returncode == 0 and "usage" in r.stdout, (cmd, r.stderr[-2000:])
+
+
+def test_the_commands_over_finished_runs_need_no_torch(tmp_path):
+    """calibrate_tau, plots and diagnose_feedback read a run's record (CSV or JSON): they run
+    where torch cannot be imported, and so start without its seconds of import."""
+    import numpy as np
+
+    from dst_dali.feedback.record import FeedbackRecord
+    rng = np.random.default_rng(0)
+    for rank in (0, 1):
+        record = FeedbackRecord(str(tmp_path), rank)
+        for i in range(40):
+            shares = rng.dirichlet([1, 2, 3])
+            record.add({"iteration": i, "kind": "regular", "next": "regular",
+                        "decided_by": "control", "r": float(shares[0]),
+                        **dict(zip(("small", "medium", "large"), map(float, shares))),
+                        "n_small": 2, "n_medium": 3, "n_large": 1})
+        record.close()
+    blocked = "import sys, runpy; sys.modules['torch'] = None; sys.argv = sys.argv[1:]; " \
+              "runpy.run_module(sys.argv[0], run_name='__main__')"
+    for argv in (["dst_dali.calibrate_tau", str(tmp_path)],
+                 ["dst_dali.plots", "--baseline", str(tmp_path), "--dst", str(tmp_path),
+                  "--tau", "0.1", "--out", str(tmp_path / "figures")],
+                 ["dst_dali.diagnose_feedback", str(tmp_path)]):
+        r = subprocess.run([sys.executable, "-c", blocked, *argv], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, (argv[0], r.stderr[-2000:])
+    assert (tmp_path / "figures").is_dir()
 
 
 @pytest.mark.parametrize("module,name", [

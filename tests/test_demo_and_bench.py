@@ -78,6 +78,7 @@ def test_instructions_beyond_decode_by_library():
                                                ("libjpeg.so", 10.0)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not callgrind_available(),
                     reason="valgrind, its callgrind.h or a C compiler is not installed")
 def test_collage_op_bench_counts_instructions(tmp_path):
@@ -135,6 +136,7 @@ def test_builtins_peer_makes_the_methods_batches():
             assert (boxes[:, 2:] <= cells[owner, 2:] + 1e-6).all()
 
 
+@pytest.mark.slow
 def test_throughput_bench_quick(tmp_path):
     from bench.throughput import collage_pattern, main
     assert collage_pattern(0.5, 6) == ["regular", "collage"] * 3
@@ -202,6 +204,7 @@ def test_collage_geometry_bench_quick(tmp_path):
     assert data["meta"]["command"].startswith("python -m bench.collage_geometry")
 
 
+@pytest.mark.slow
 def test_iteration_cost_bench_quick(tmp_path):
     """bench/iteration_cost.py --quick: per phase the regular and collage times and their
     difference, a ratio and a switching figure a round, DALI's CPU beside the iterations."""
@@ -219,6 +222,7 @@ def test_iteration_cost_bench_quick(tmp_path):
     assert cost["meta"]["command"].startswith("python -m bench.iteration_cost")
 
 
+@pytest.mark.slow
 def test_decoder_batching_bench_quick(tmp_path):
     """bench/decoder_batching.py --quick: one decoder over k·B images gives the k decoders'
     images in feed order (files read one image off would not), and both graphs' CPU and

@@ -4,6 +4,7 @@ lazyconfig_train_net.py builds its loader)."""
 import os
 
 import numpy as np
+import pytest
 import torch.multiprocessing as mp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +50,7 @@ def _rank(rank, world, init_file, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_per_rank_and_global_decisions(tmp_path):
     out = mp.Manager().dict()
     mp.spawn(_rank, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)

@@ -25,6 +25,7 @@ def check_decisions_follow_r(loader, kinds, tau):
     assert "collage" in kinds
 
 
+@pytest.mark.slow
 def test_torchvision_reference_loop(coco128, tmp_path):
     """As references/detection/engine.py's train_one_epoch: for images, targets in loader.
     The loop leaves a feedback record (record_dir): a row an iteration the controller saw,
@@ -70,6 +71,7 @@ def test_torchvision_reference_loop(coco128, tmp_path):
         assert h["small"] + h["medium"] + h["large"] == pytest.approx(1.0, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_detectron2_plain_train_net_loop(coco128):
     """As detectron2's tools/plain_train_net.py do_train: zip(data_loader, range(...))."""
     from detectron2.modeling import build_model
@@ -159,6 +161,7 @@ def test_torchvision_targets_coco_labels_area_iscrowd(coco128):
         DSTLoader(coco128.images, coco128.annotations, labels="voc", device="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["retinanet", "fcos"])
 def test_torchvision_dense_detectors_train_with_watch(coco128, arch):
     """torchvision's RetinaNet and FCOS in the reference loop: loader.watch(model) feeds the
@@ -216,6 +219,7 @@ def test_loader_without_torch_says_how_to_install(tmp_path):
            "'dst_dali[loader]'" in r.stderr, r.stderr[-800:]
 
 
+@pytest.mark.slow
 def test_plain_loop_checkpoint_resumes_exactly(coco128):
     """A torchvision loop checkpointed after step 3 (model, optimizer, loader.state_dict(),
     dst_dali.checkpoint.rng_states(), as the README says) and resumed in a fresh process's

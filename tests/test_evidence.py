@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_accuracy_set_splits_by_source_with_one_scale_mix(tmp_path):
     """bench/evidence/accuracy_set.py: each coco128 source image gives its cut-outs to one split,
     every class has source images in every split, and every split has COCO's scale problem (30-50%
@@ -62,6 +63,7 @@ def accuracy_quick(tmp_path_factory):
     return SimpleNamespace(out=out, argv=argv, at_stop=at_stop)
 
 
+@pytest.mark.slow
 def test_accuracy_units_yoked_turn_independent_and_resumable(accuracy_quick, tmp_path):
     """The quick form's units: each random arm replays, iteration by iteration, the kinds of
     its mate's feedback arm (seeds 0 and 1 each other's, live; seed 2 seed 1's, from its
@@ -72,7 +74,7 @@ def test_accuracy_units_yoked_turn_independent_and_resumable(accuracy_quick, tmp
     import argparse
     import shutil
 
-    from bench.evidence.accuracy import run_unit
+    from bench.evidence.accuracy import QUICK_OPTS, run_unit
     from dst_dali.feedback.history import read_history_csv, write_history_csv
     out, stop = accuracy_quick.out, accuracy_quick.at_stop
     assert stop["returned"] is None and not stop["finished"]
@@ -102,7 +104,7 @@ def test_accuracy_units_yoked_turn_independent_and_resumable(accuracy_quick, tmp
 
     def unit(name, seeds, histories):
         args = argparse.Namespace(iters=iters, block=1, settle=0, period=iters, stop_at=None,
-                                  stop_by=None, work_dir=str(tmp_path / name))
+                                  stop_by=None, work_dir=str(tmp_path / name), opts=QUICK_OPTS)
         return run_unit(args, data, seeds, {s: arms.get(s, ["feedback", "random"])
                                             for s in seeds}, tau, histories)
     straight = {(r["arm"], r["seed"]): r["history"]
@@ -144,6 +146,7 @@ def test_accuracy_statistics_are_paired_by_seed():
     assert cost["ci95"] == pytest.approx([0.02, 0.02])
 
 
+@pytest.mark.slow
 def test_accuracy_bench_quick(accuracy_quick):
     """bench/evidence/accuracy.py --quick: the data's figures per split, the pilot's curve and N,
     per arm the test metrics with their spread and the images seen, the paired differences with
@@ -228,6 +231,7 @@ def test_committed_accuracy_results_hold_together():
     assert f"{primary['mean_diff']:+.2f} APs, 95% CI [{lo:+.2f}, {hi:+.2f}]".lstrip("+") in readme
 
 
+@pytest.mark.slow
 def test_soak_bench_quick(tmp_path):
     """bench/evidence/soak.py over 300 iterations (its faults and kills scaled): every planted file
     set aside by both runs, the killed-and-resumed stream equal to the straight one, and every

@@ -32,6 +32,7 @@ def test_without_a_gpu_it_says_so_and_exits_0(tmp_path):
     assert r.stdout in (tmp_path / "gpu_check.md").read_text()
 
 
+@pytest.mark.slow
 def test_exactness_check_passes_against_the_emulated_launch():
     r = run("--emulate", "--quick", "--no-write")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -35,6 +35,7 @@ def blocked_env(tmp_path):
     return {**os.environ, "PYTHONPATH": str(tmp_path)}
 
 
+@pytest.mark.slow
 def test_make_gpu_kernel_check_emulated_passes_the_whole_matrix_without_dali(tmp_path):
     env = blocked_env(tmp_path)
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True)
@@ -68,6 +69,7 @@ def test_make_gpu_kernel_check_installs_nothing():
     assert dry.strip() == "python3 -m bench.gpu.kernel_check  --out output", dry
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault,symptom", [("skip_row", "depend on the sentinel (unwritten)"),
                                            ("write_past_end", "guard bands overwritten"),
                                            ("oracle_pixel", "grey levels from the oracle")])
@@ -200,6 +202,7 @@ def stand_in(folder, body):
     return str(folder)
 
 
+@pytest.mark.slow
 def test_a_hung_sanitizer_is_a_timeout_within_the_budget(tmp_path):
     hangs = stand_in(tmp_path / "bin", "sleep 600")
     started = time.monotonic()

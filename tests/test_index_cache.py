@@ -451,6 +451,7 @@ print(json.dumps({{"built": index.built, "cache": index.cache, "n": len(index)}}
 """
 
 
+@pytest.mark.slow
 def test_processes_racing_build_once(coco_copy, tmp_path):
     images, path = coco_copy
     n, ready = 4, tmp_path / "ready"

@@ -35,11 +35,13 @@ def stock_config(dataset, output_dir, max_iter):
         f"dataloader.train.datasets={dataset}", "dataloader.train.min_size=[192]",
         "dataloader.train.max_size=256", "dataloader.train.controller.tau=1.0",
         f"train.output_dir={output_dir}", f"train.max_iter={max_iter}",
-        "train.checkpointer.period=7", "train.log_period=1"])
+        "train.checkpointer.period=7", "train.log_period=1",
+        "model.backbone.bottom_up.freeze_at=5"])  # the ResNet's backward checks nothing here
     del cfg.dataloader.evaluator  # do_test then evaluates nothing
     return cfg
 
 
+@pytest.mark.slow
 def test_stock_lazyconfig_train_net_trains_dst_past_an_epoch_and_resumes(coco128_first24,
                                                                            tmp_path):
     from dst_dali import DSTLoader

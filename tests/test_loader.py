@@ -368,6 +368,7 @@ def test_controller_decides_the_next_kind(coco128):
     assert len(loader) == 63  # ceil(126 / 2)
 
 
+@pytest.mark.slow
 def test_torchvision_fasterrcnn_trains_on_a_batch(coco128):
     from .torchvision_models import torchvision_faster_rcnn
     loader = make_loader(coco128, output="torchvision", masks=True)
@@ -415,6 +416,7 @@ def one_image_at_a_time(sampler, count):
     return groups[:count]
 
 
+@pytest.mark.slow
 def test_sampler_follows_the_one_by_one_rule_and_seeks_anywhere():
     """Each epoch's groups made key by key with numpy equal the rule applied an image at a
     time (the group straddling two epochs included), over many sizes, shards and orientation

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -35,6 +37,7 @@ def test_plugin_built_for_another_dali_is_refused():
     assert "rebuild" in r.stdout
 
 
+@pytest.mark.slow
 def test_cpu_only_build_switch(tmp_path):
     r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib",
                         str(tmp_path / "lib"), "--build-temp", str(tmp_path / "tmp")],

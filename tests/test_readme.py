@@ -66,6 +66,7 @@ def test_the_snippets_are_the_ones_tested():
     assert len(SNIPPETS) == 4
 
 
+@pytest.mark.slow
 def test_plain_detectron2_loop_snippet(coco_2017_train_stand_in, one_process_group):
     from detectron2.modeling import build_model
     from detectron2.solver import build_optimizer
@@ -85,6 +86,7 @@ def test_plain_detectron2_loop_snippet(coco_2017_train_stand_in, one_process_gro
     assert loader.observe_last() is not None  # watched: the forwards fed it
 
 
+@pytest.mark.slow
 def test_torchvision_snippets_train_and_checkpoint(tmp_path, monkeypatch):
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
     monkeypatch.chdir(ROOT)  # the snippet's data/coco128 paths
@@ -104,6 +106,7 @@ def test_torchvision_snippets_train_and_checkpoint(tmp_path, monkeypatch):
     assert user["loader"].state_dict()["delivered"] == user["state"]["loader"]["delivered"]
 
 
+@pytest.mark.slow
 def test_ultralytics_snippet(tmp_path, monkeypatch):
     os.environ.setdefault("YOLO_OFFLINE", "1")
     pytest.importorskip("ultralytics")

@@ -292,6 +292,7 @@ def test_detectron2_probe_removal_restores_a_users_wrapper():
     assert pred.losses is users_wrapper
 
 
+@pytest.mark.slow
 def test_torchvision_path_imports_no_detectron2(tmp_path):
     """torchvision's RetinaNet watched where detectron2 is not installed."""
     import subprocess

@@ -15,10 +15,11 @@ from .train_runs import CONFIGS, DEMO, QUICK, ROOT, check_setup, history, metric
 def dst_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dst")
     train(out, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DST.TAU", "0.3",
-          evaluate=True)
+          "DST.PLOT", "True", evaluate=True)
     return out
 
 
+@pytest.mark.slow
 def test_dst_run_writes_metrics_checkpoints_eval_and_plot(dst_run):
     rows = metrics(dst_run)  # detectron2 writes it every 20 iterations and at the end
     last = [r for r in rows if "dst/collage" in r][-1]
@@ -29,6 +30,7 @@ def test_dst_run_writes_metrics_checkpoints_eval_and_plot(dst_run):
     assert (dst_run / "inference" / "coco128_first16").is_dir()
     assert (dst_run / "model_final.pth").is_file() and (dst_run / "model_0000002.pth").is_file()
     assert (dst_run / "dst_feedback.png").stat().st_size > 10_000
+    assert check_setup().DST.PLOT is True  # the default; the other runs here turn it off
     # dst_dali's own log lines reach the run's log.txt (coco128: 2 images without annotations)
     log = (dst_run / "log.txt").read_text()
     assert "dst_dali.dataset" in log and "skipping 2 images without annotations" in log
@@ -46,6 +48,7 @@ def test_dst_run_writes_metrics_checkpoints_eval_and_plot(dst_run):
                    for ids in after["image_ids"])
 
 
+@pytest.mark.slow
 def test_resume_continues_with_the_same_batches(dst_run, tmp_path):
     import shutil
     out = tmp_path / "resumed"
@@ -72,6 +75,7 @@ def baseline_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_resume_without_the_loader_state_and_with_a_bad_one(dst_run, tmp_path):
     """State file missing: the run goes on past the batches it can have read (none of the first
     iterations' images come again), and says so in its log; a truncated one is named."""
@@ -100,6 +104,7 @@ def test_resume_without_the_loader_state_and_with_a_bad_one(dst_run, tmp_path):
     assert r.returncode != 0 and f"cannot read the loader state {state}" in r.stderr
 
 
+@pytest.mark.slow
 def test_baseline_never_collages(baseline_run):
     tmp_path = baseline_run
     hist = history(tmp_path / "dst_state" / "rank0_iter0000006.pth")
@@ -107,8 +112,10 @@ def test_baseline_never_collages(baseline_run):
     assert any(h["share"] is not None for h in hist)  # the baseline still measures r
     last = [r for r in metrics(tmp_path) if "dst/collage" in r][-1]
     assert last["dst/collage_rate"] == 0.0 and "dst/share_small" in last
+    assert not (tmp_path / "dst_feedback.png").exists()  # DST.PLOT False (train_runs.LIGHT)
 
 
+@pytest.mark.slow
 def test_tau_from_a_finished_baseline_and_the_paper_figures(baseline_run, dst_run, tmp_path):
     """`python -m dst_dali.calibrate_tau OUT` is the quantile of the r the run saved beside its
     checkpoint (recomputed here with numpy); `python -m dst_dali.plots` draws Fig. 5 and 6."""

@@ -9,9 +9,21 @@ import sys
 
 import pytest
 
-from .train_runs import CONFIGS, DEMO, NO_EVAL, QUICK, ROOT, TINY, history, metrics, train
+from .train_runs import (
+    CONFIGS,
+    DEMO,
+    LIGHT,
+    NO_EVAL,
+    QUICK,
+    ROOT,
+    TINY,
+    history,
+    metrics,
+    train,
+)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decision", ["per_rank", "global"])
 def test_two_processes_on_the_cpu(tmp_path, decision):
     """--num-gpus 2 without a GPU: detectron2's launch() over gloo, DDP on the CPU, ranks read
@@ -42,6 +54,7 @@ def test_two_processes_on_the_cpu(tmp_path, decision):
     assert ids0 and ids1 and not ids0 & ids1
 
 
+@pytest.mark.slow
 def test_tau_warm_up_calibrates_from_the_logged_r(tmp_path):
     """DST.TAU_WARMUP: regular-only warm-up, then tau is the median of its r as logged in the
     run's history (recomputed here with numpy), and the decisions follow r <= tau."""
@@ -63,6 +76,7 @@ def test_tau_warm_up_calibrates_from_the_logged_r(tmp_path):
     assert last["dst/tau"] == pytest.approx(saved["tau"])
 
 
+@pytest.mark.slow
 def test_fcos_trains_with_feedback(tmp_path):
     """The FCOS config's model (registered by dst_dali.integrations.detectron2.fcos) through
     train_dali.py: its GIoU box
@@ -71,11 +85,10 @@ def test_fcos_trains_with_feedback(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", fcos,
            "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS",
            "64", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN", "MODEL.FPN.OUT_CHANNELS", "64",
-           "MODEL.BACKBONE.FREEZE_AT", "0", "MODEL.FCOS.NUM_CONVS", "1",
-           "DATASETS.TRAIN", "('coco128',)", "DATASETS.TEST", "()", "SOLVER.IMS_PER_BATCH", "2",
-           "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1",
-           "INPUT.MIN_SIZE_TRAIN", "(256,)", "INPUT.MAX_SIZE_TRAIN", "384", "DST.TAU", "0.3",
-           "OUTPUT_DIR", str(tmp_path)]
+           "MODEL.FCOS.NUM_CONVS", "1", "DATASETS.TRAIN", "('coco128',)",
+           "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "()",
+           "SOLVER.WARMUP_ITERS", "1", "DST.TAU", "0.3", "OUTPUT_DIR", str(tmp_path)] + LIGHT + \
+        NO_EVAL
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     hist = history(tmp_path / "dst_state" / "rank0_iter0000004.pth")
@@ -85,6 +98,7 @@ def test_fcos_trains_with_feedback(tmp_path):
                                                 and before["share"] <= 0.3)
 
 
+@pytest.mark.slow
 def test_pascal_voc_through_detectron2s_builtin_datasets(tmp_path):
     """The VOC config on detectron2's builtin voc_2007_trainval (string image ids, XML), here a
     VOC-format sample made from coco128 under $DETECTRON2_DATASETS."""
@@ -106,6 +120,7 @@ def test_pascal_voc_through_detectron2s_builtin_datasets(tmp_path):
     assert any(h["share"] is not None for h in hist)
 
 
+@pytest.mark.slow
 def test_a_registered_list_of_dicts_trains(tmp_path):
     """A dataset registered as DatasetCatalog.register(name, fn) in the user's launcher; a
     eighth of its files are not images, which DST.BAD_IMAGES "skip" logs and sets aside."""
@@ -146,6 +161,7 @@ train_dali.main(train_dali.parse_args(sys.argv[1:]))
     assert named and len(named) == metrics(tmp_path / "out")[-1]["dst/images_set_aside"]
 
 
+@pytest.mark.slow
 def test_lazyconfig_trains_with_dst(tmp_path):
     """The LazyConfig example through train/lazy_train_net.py (detectron2's
     lazyconfig_train_net.py loop with DSTHook in its hooks): DSTLoader as dataloader.train,
@@ -156,12 +172,15 @@ def test_lazyconfig_trains_with_dst(tmp_path):
            f"train.output_dir={tmp_path}", "train.max_iter=4", "train.eval_period=0",
            "train.checkpointer.period=4",
            "model.backbone.bottom_up.stages.norm=GN", "model.backbone.bottom_up.stem.norm=GN",
-           "model.backbone.bottom_up.freeze_at=0", "model.backbone.norm=GN",
-           "dataloader.train.datasets=coco128", "dataloader.train.min_size=[160]",
-           "dataloader.train.max_size=256", "dataloader.train.device=cpu",
-           "dataloader.train.controller.tau=0.5", "dataloader.test.dataset.names=coco128_first4",
-           "dataloader.test.mapper.augmentations=[]", "optimizer.lr=0.001",
-           # fewer proposals and RoIs than the paper's: box-head time that nothing here checks
+           "model.backbone.norm=GN", "dataloader.train.datasets=coco128",
+           "dataloader.train.min_size=[160]", "dataloader.train.max_size=256",
+           "dataloader.train.device=cpu", "dataloader.train.controller.tau=0.5",
+           "dataloader.test.dataset.names=coco128_first4", "optimizer.lr=0.001",
+           # the ResNet frozen, the final evaluation at the training size, fewer proposals and
+           # RoIs than the paper's: time that nothing here checks
+           "model.backbone.bottom_up.freeze_at=5",
+           "dataloader.test.mapper.augmentations.0.short_edge_length=160",
+           "dataloader.test.mapper.augmentations.0.max_size=256",
            "model.roi_heads.batch_size_per_image=128",
            "model.proposal_generator.post_nms_topk=[500,100]"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -21,15 +21,15 @@ from bench.common import coco128_yolo as coco128_yolo_form  # noqa: E402
 from dst_dali.feedback.history import read_histories  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# half of coco128, in batches of 8: a collage batch needs 32 images of one orientation (the
-# first 64 have 48 landscape ones)
-TRAIN_IMAGES, BATCH, IMGSZ = 64, 8, 256
+# a quarter of coco128, in batches of 4: a collage batch needs 16 images of one orientation (the
+# first 32 have 22 landscape ones)
+TRAIN_IMAGES, BATCH, IMGSZ = 32, 4, 256
 EPOCH = TRAIN_IMAGES // BATCH  # batches an epoch
 
 
 @pytest.fixture(scope="module")
 def coco128_yolo(tmp_path_factory):
-    """coco128's first 64 images in YOLO form, an epoch of 8 batches; its val split is the
+    """coco128's first 32 images in YOLO form, an epoch of 8 batches; its val split is the
     first 16 (Ultralytics validates after each epoch and then best.pt: 128 images each time
     would be most of a test's time)."""
     out = tmp_path_factory.mktemp("coco128_yolo")
@@ -89,6 +89,7 @@ def reference(coco128_yolo, tmp_path_factory):
     return run, seen
 
 
+@pytest.mark.slow
 def test_yolo_trains_with_dst_batches_and_the_feedback_rule(reference):
     run, seen = reference
     assert len(seen) == 2 * EPOCH  # validation's batches are not here
@@ -118,6 +119,7 @@ def test_yolo_trains_with_dst_batches_and_the_feedback_rule(reference):
     assert r.returncode == 0 and r.stdout.strip() == "DetectionModel", r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_resume_continues_with_the_same_batches(coco128_yolo, reference, tmp_path):
     """Stopped once epoch 1 is saved and resumed (resume=True): the loader's state comes back
     with last.pt, so the next batch is the uninterrupted run's next one, kind and images."""
@@ -135,6 +137,7 @@ def test_resume_continues_with_the_same_batches(coco128_yolo, reference, tmp_pat
     assert resumed[0]["im_file"] == uninterrupted[EPOCH]["im_file"]
 
 
+@pytest.mark.slow
 def test_tau_minus_one_never_collages_and_an_out_of_memory_retry_keeps_the_feedback(
         coco128_yolo, tmp_path):
     """tau = -1: r is fed every step and never is <= tau. An out-of-memory error at the third
@@ -180,6 +183,7 @@ def test_tau_minus_one_never_collages_and_an_out_of_memory_retry_keeps_the_feedb
         DSTDetectionTrainer.configure(tau=1.5)
 
 
+@pytest.mark.slow
 def test_a_ddp_rank_rebuilds_the_configured_trainer_with_its_callbacks_once(coco128_yolo,
                                                                             tmp_path):
     """Ultralytics' DDP launch pickles the trainer class, its arguments and callbacks into a
@@ -227,12 +231,13 @@ from dst_dali.ultralytics import DSTDetectionTrainer
 rank = int(os.environ["RANK"])
 trainer = DSTDetectionTrainer(overrides=dict(model="yolo11n.yaml", data=sys.argv[1], device="cpu",
                                              project=sys.argv[3], name=f"rank{rank}"))
-loader = trainer.get_dataloader(trainer.data["train"], 4, rank, "train")
+loader = trainer.get_dataloader(trainer.data["train"], 2, rank, "train")
 files = [f for batch in loader for f in batch["im_file"]]
 print(json.dumps({"files": files, "batches": len(loader), "images": len(loader.sampler)}))
 """
 
 
+@pytest.mark.slow
 def test_each_ddp_rank_reads_its_own_shard(coco128_yolo, tmp_path):
     """Two ranks of a gloo group, each as Ultralytics builds a DDP rank (RANK, LOCAL_RANK,
     WORLD_SIZE set), each asking its trainer for the train loader: one epoch of each is the
@@ -251,6 +256,6 @@ def test_each_ddp_rank_reads_its_own_shard(coco128_yolo, tmp_path):
         out.append(json.loads(stdout.strip().splitlines()[-1]))
     images = len(os.listdir(os.path.join(os.path.dirname(coco128_yolo), "images", "train")))
     for rank in out:
-        assert rank["images"] == images // 2 and rank["batches"] == images // 2 // 4
+        assert rank["images"] == images // 2 and rank["batches"] == images // 2 // 2
         assert len(rank["files"]) == len(set(rank["files"])) == images // 2
     assert not set(out[0]["files"]) & set(out[1]["files"])

@@ -26,10 +26,12 @@ DENSE_TARGETS = [{"boxes": torch.tensor([[10.0, 10, 30, 30], [40, 40, 110, 100],
 
 def torchvision_faster_rcnn(num_classes=91, min_size=320, max_size=480, trainable_layers=5):
     """torchvision's FasterRCNN (its RPN, RoIHeads and fastrcnn_loss) on a ResNet-18 FPN whose
-    last trainable_layers ResNet stages train (0: only the FPN and the heads)."""
+    last trainable_layers ResNet stages train (0: only the FPN and the heads), sampling 128 RoIs
+    an image (torchvision's default 512 makes RoIAlign's backward most of a CPU step)."""
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
     torch.manual_seed(0)
     backbone = resnet_fpn_backbone(backbone_name="resnet18", weights=None,
                                    trainable_layers=trainable_layers)
-    return FasterRCNN(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size)
+    return FasterRCNN(backbone, num_classes=num_classes, min_size=min_size, max_size=max_size,
+                      box_batch_size_per_image=128)

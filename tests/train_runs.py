@@ -11,10 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "train", "configs")
 DEMO = os.path.join(CONFIGS, "demo_coco128_cpu.yaml")
 # the demo config at a third of its pixels, its backbone frozen (the FPN and the heads train):
-# what the tests assert depends on neither, and an iteration costs about a quarter
+# what the tests assert depends on neither, and an iteration costs about a quarter; the
+# feedback plot only where a test looks at it
 LIGHT = ["INPUT.MIN_SIZE_TRAIN", "(192,)", "INPUT.MAX_SIZE_TRAIN", "320",
          "INPUT.MIN_SIZE_TEST", "192", "INPUT.MAX_SIZE_TEST", "320",
-         "MODEL.BACKBONE.FREEZE_AT", "5"]
+         "MODEL.BACKBONE.FREEZE_AT", "5", "DST.PLOT", "False"]
 QUICK = ["DATASETS.TEST", "('coco128_first16',)", "SOLVER.STEPS", "()",
          "SOLVER.WARMUP_ITERS", "2"] + LIGHT
 NO_EVAL = ["DATASETS.TEST", "()"]  # a third of a run's time, where a test asserts nothing of it

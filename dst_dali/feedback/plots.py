@@ -24,7 +24,7 @@ def plot_feedback(history, controller, output_dir: str) -> str:
     top.set_ylim(-0.05, 1.0)
     top.legend(loc="upper right", fontsize=8)
     top.set_title("DST feedback")
-    from .signals import GROUPS
+    from .sizes import GROUPS
     for name, color in zip(GROUPS, ("tab:orange", "tab:green", "tab:blue")):
         values = np.array([h.get(name, np.nan) for h in history])
         bottom.plot(it, values, lw=1, color=color, label=name)
@@ -71,7 +71,7 @@ def plot_loss_shares(runs: dict, path: str, window: int = 50) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .signals import GROUPS
+    from .sizes import GROUPS
     fig, ax = plt.subplots(figsize=(9, 4.5))
     colors = dict(zip(GROUPS, ("tab:orange", "tab:green", "tab:blue")))
     for (label, histories), style in zip(runs.items(), ("-", "--", ":", "-.")):

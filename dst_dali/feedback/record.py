@@ -12,7 +12,7 @@ import math
 import os
 from typing import List, Optional
 
-from .signals import GROUPS
+from .sizes import GROUPS
 
 COUNT_COLUMNS = tuple(f"n_{group}" for group in GROUPS)
 # decided_by: "r" (the feedback), "warmup" (regular whatever r, the tau warm-up), "exploration"

@@ -2,7 +2,7 @@
 pass from the very per-proposal losses the model trains on, without changing those losses.
 
 Objects are grouped by the area of their matched ground-truth box in network-input pixels, as
-COCO does: small < 32², medium < 96², large otherwise.
+COCO does (sizes.py): small < 32², medium < 96², large otherwise.
 """
 from typing import Callable, List, Optional, Tuple
 
@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from .controller import STATIC_MODES
+from .sizes import MEDIUM_AREA, SMALL_AREA
 
-SMALL_AREA, MEDIUM_AREA = 32 ** 2, 96 ** 2
-GROUPS = ("small", "medium", "large")
 # The signals measured from the model's losses: each is a row of the probes' (2, 4) parts
 # (rows: the box-regression and the classification loss of positives; columns: small, medium,
 # large, all). A new one is an entry here; the loader, the config and the trainer read this.

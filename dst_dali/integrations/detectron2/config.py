@@ -22,6 +22,7 @@
                            # size than its entry or more than MAX_PIXELS: stop (naming it) |
                            # skip (logged, counted as dst/images_set_aside)
       MAX_PIXELS: 178956970  # by its entry or its file's header (PIL's threshold); 0: no limit
+      PLOT: True           # OUTPUT_DIR/dst_feedback.png (r and the decisions) at the end
 """
 from detectron2.config import CfgNode, get_cfg
 
@@ -34,8 +35,8 @@ from ...settings import check_setting
 
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,
                 "TAU_QUANTILE": 0.5, "K": 4, "SIGNAL": "reg", "DEVICE": "auto",
-                "RANDOM_PROB": 0.5, "EXPLORE": 0.0, "REPLAY_FROM": "", "NUM_THREADS": 2, "PIPELINES": 0,
-                "BAD_IMAGES": "stop", "MAX_PIXELS": MAX_PIXELS}
+                "RANDOM_PROB": 0.5, "EXPLORE": 0.0, "REPLAY_FROM": "", "NUM_THREADS": 2,
+                "PIPELINES": 0, "BAD_IMAGES": "stop", "MAX_PIXELS": MAX_PIXELS, "PLOT": True}
 # What each meta-architecture can feed back: the loss-based signals need its box loss probe.
 SIGNALS_OF = {"GeneralizedRCNN": SIGNALS, "RetinaNet": SIGNALS, "FCOS": SIGNALS}
 MODEL_FREE_SIGNALS = (INPUT_SIGNAL,) + STATIC_SIGNALS + (REPLAY_SIGNAL,)

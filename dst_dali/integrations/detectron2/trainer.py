@@ -27,7 +27,8 @@ from ...feedback.controller import (
 from ...feedback.feed import WATCH_SIGNALS
 from ...feedback.history import decisions_of, history_path, write_history
 from ...feedback.record import COUNT_COLUMNS
-from ...feedback.signals import GROUPS, INPUT_SIGNAL, REPLAY_SIGNAL
+from ...feedback.signals import INPUT_SIGNAL, REPLAY_SIGNAL
+from ...feedback.sizes import GROUPS
 from ...loader import DSTLoader
 from ...stream.distributed import gather_over_ranks, shared_random_seed, sum_over_ranks
 from .config import SIGNALS_OF
@@ -87,13 +88,16 @@ class DSTHook(HookBase):
         loader: the DSTLoader the trainer draws from, watching the model.
         controller: the policy deciding the loader's next batch kind.
         checkpoint_period, output_dir: where and how often the state is saved.
+        plot: draw output_dir/dst_feedback.png at the end (main process).
     """
 
-    def __init__(self, loader: DSTLoader, controller, checkpoint_period: int, output_dir: str):
+    def __init__(self, loader: DSTLoader, controller, checkpoint_period: int, output_dir: str,
+                 plot: bool = True):
         self.loader, self.controller = loader, controller
         loader.log_scalars = False  # the hook logs them, summed over ranks
         self.checkpoint_period = checkpoint_period
         self.output_dir = output_dir
+        self.plot = plot
         self.history: List[dict] = []
         self._collage_steps = 0.0  # iterations trained on collages, averaged over ranks
 
@@ -180,7 +184,7 @@ class DSTHook(HookBase):
     def after_train(self):
         self._save_history()
         self.loader.close()  # its pipelines' threads go now, not at garbage collection
-        if comm.is_main_process() and self.history:
+        if self.plot and comm.is_main_process() and self.history:
             from ...feedback.plots import plot_feedback
             path = plot_feedback(self.history, self.controller, self.output_dir)
             logger.info("DST: feedback plot written to %s", path)
@@ -229,7 +233,8 @@ class DSTTrainer(DefaultTrainer):
         loader, controller = self._dst_loader, self._dst_loader.controller
         loader.watch(self.model if signal != INPUT_SIGNAL else None, signal=signal,
                      decision=cfg.DST.DECISION, controller=controller)
-        hook = DSTHook(loader, controller, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.OUTPUT_DIR)
+        hook = DSTHook(loader, controller, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.OUTPUT_DIR,
+                       plot=cfg.DST.PLOT)
         # first, so the controller has seen the step before the checkpointer saves it
         return [hook] + super().build_hooks()
 
