@@ -4,8 +4,8 @@ beside the benches' times.
 A bench runs a child of itself under `valgrind --tool=callgrind --instr-atstart=no`; the child
 sets up, warms up, and wraps the part to count in `counted()`, which switches callgrind's
 instrumentation on and off (a client request through a small helper library built here on
-first use). The parent reads the dump: instructions executed in the region, in total and by
-object file (our plugin, DALI, OpenCV, the interpreter, ...).
+first use). The parent reads the dumps: instructions executed in each region (run_regions) or in
+all of them (run), in total and by object file (our plugin, DALI, OpenCV, the interpreter, ...).
 """
 import contextlib
 import ctypes
@@ -61,6 +61,23 @@ def run(argv, env=None) -> dict:
     """Runs `python argv...` under callgrind, from the repository root (so `-m bench.X`
     works); returns {"total": Ir, "by_object": {basename: Ir}}
     of the counted regions, summed over all the child's threads and dumps."""
+    by_object = {}
+    for _, dump in _dumps(argv, env):
+        for obj, ir in dump.items():
+            by_object[obj] = by_object.get(obj, 0) + ir
+    return {"total": sum(by_object.values()), "by_object": by_object}
+
+
+def run_regions(argv, env=None) -> list:
+    """As run(), but one {"total", "by_object"} a counted() region, in the order the child ran
+    them."""
+    return [{"total": sum(dump.values()), "by_object": dump}
+            for number, dump in _dumps(argv, env) if number is not None]
+
+
+def _dumps(argv, env) -> list:
+    """(n, {object: Ir}) of each dump of `python argv...` under callgrind, in order: n for the
+    n-th a client request made (callgrind.out.PID.n), None for the one at exit."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -70,12 +87,13 @@ def run(argv, env=None) -> dict:
         if proc.returncode:
             raise RuntimeError(f"callgrind run failed ({proc.returncode}): {' '.join(cmd)}\n"
                                f"{proc.stderr[-3000:]}")
-        by_object = {}
+        dumps = []
         for name in os.listdir(tmp):
+            parts = name.split(".")  # callgrind, out, PID[, n]
             with open(os.path.join(tmp, name)) as f:
-                for obj, ir in self_cost_by_object(f).items():
-                    by_object[obj] = by_object.get(obj, 0) + ir
-    return {"total": sum(by_object.values()), "by_object": by_object}
+                dumps.append((int(parts[3]) if len(parts) > 3 else None,
+                              self_cost_by_object(f)))
+    return sorted(dumps, key=lambda d: float("inf") if d[0] is None else d[0])
 
 
 def self_cost_by_object(lines) -> dict:

@@ -190,7 +190,7 @@ def build_memcpy(shapes, threads):
 
 
 def build_methods(args, groups, threads, only=None):
-    """{(method, threads): run_all} at `threads` (`only`: that method alone, and ours, whose
+    """{(method, threads): run_all} at `threads` (`only`: those methods alone, and ours, whose
     placements the others need); also the placements and output shapes."""
     ours, placements, shapes = build_ours(groups, args.batch, threads, args.short_side,
                                           args.max_size)
@@ -205,34 +205,40 @@ def build_methods(args, groups, threads, only=None):
                                                               "float32")
     order = ["ours", "dali_builtins", "stitcher_uint8", "stitcher_float32", "opencv", "memcpy"]
     methods = {(m, threads): builders[m]() for m in order
-               if m in builders and (only is None or m == only)}
+               if m in builders and (only is None or m in only)}
     return methods, placements, shapes
 
 
 def count_child(args, groups):
-    """Under callgrind: method args.count_method at 1 thread, warmed up, then counted once."""
+    """Under callgrind: each of args.count_methods at 1 thread, in turn warmed up and then
+    counted once, in a region of its own."""
     from . import callgrind
-    methods, _, _ = build_methods(args, groups, 1, only=args.count_method)
-    run = methods[(args.count_method, 1)]
-    run()
-    with callgrind.counted():
+    names = args.count_methods.split(",")
+    methods, _, _ = build_methods(args, groups, 1, only=names)
+    for name in names:
+        run = methods[(name, 1)]
         run()
+        with callgrind.counted():
+            run()
 
 
 def instruction_counts(argv, groups, methods=("ours", "opencv", "memcpy")):
     """{method: {"total": Ir a collage, "plugin": Ir a collage in CollageStitch's own code}}
-    at 1 thread, each from a child of this bench under callgrind."""
+    at 1 thread, from one child of this bench under callgrind (DALI's start-up there takes
+    seconds: once, not once a method)."""
     from dst_dali.op.plugin import plugin_path
 
     from . import callgrind
     plugin = os.path.basename(plugin_path())
-    counts = {}
-    for m in methods:
-        print(f"callgrind: {m} ...", flush=True)
-        c = callgrind.run(["-m", __spec__.name] + argv + ["--count-method", m])
-        counts[m] = {"total": c["total"] / len(groups),
-                     "plugin": c["by_object"].get(plugin, 0) / len(groups)}
-    return counts
+    print(f"callgrind: {', '.join(methods)} ...", flush=True)
+    regions = callgrind.run_regions(["-m", __spec__.name] + argv +
+                                    ["--count-methods", ",".join(methods)])
+    if len(regions) != len(methods):
+        raise RuntimeError(f"callgrind: {len(regions)} counted regions for {len(methods)} "
+                           "methods")
+    return {m: {"total": c["total"] / len(groups),
+                "plugin": c["by_object"].get(plugin, 0) / len(groups)}
+            for m, c in zip(methods, regions)}
 
 
 def main(argv=None):
@@ -247,7 +253,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few images, 1 repeat (smoke test)")
     ap.add_argument("--callgrind", action="store_true",
                     help="also count instructions at 1 thread (valgrind): ours, OpenCV, memcpy")
-    ap.add_argument("--count-method", help=argparse.SUPPRESS)  # the callgrind child
+    ap.add_argument("--count-methods", help=argparse.SUPPRESS)  # the callgrind child
     ap.add_argument("--name", default="collage_op", help="results file name")
     ap.add_argument("--results-dir", default=RESULTS)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -261,7 +267,7 @@ def main(argv=None):
 
     images = load_images(args.data, limit)
     groups = [images[i:i + args.k] for i in range(0, len(images) - args.k + 1, args.k)]
-    if args.count_method:
+    if args.count_methods:
         return count_child(args, groups)
     print(f"{len(groups)} collages of k={args.k} from {len(images)} images of {args.data}")
 
