@@ -1,11 +1,13 @@
 """Other ways into training, each a run of a few iterations on the CPU: two processes
-(detectron2's launch over gloo), the tau warm-up, the FCOS config, detectron2's builtin VOC
-sets, a list of dicts registered by the user's launcher, and the LazyConfig example."""
+(detectron2's launch over gloo); the tau warm-up, the FCOS config and detectron2's builtin VOC
+sets (three runs in one process, as a launcher calls train_dali.main); a list of dicts
+registered by the user's launcher; and the LazyConfig example."""
 import json
 import os
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,9 +19,9 @@ from .train_runs import (
     QUICK,
     ROOT,
     TINY,
+    demo_args,
     history,
     metrics,
-    train,
 )
 
 
@@ -54,13 +56,50 @@ def test_two_processes_on_the_cpu(tmp_path, decision):
     assert ids0 and ids1 and not ids0 & ids1
 
 
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory):
+    """The tau warm-up, the FCOS config and the VOC config: three runs of train_dali.main in one
+    process, one after another, as a user's launcher calls it (a process's start-up is about a
+    third of such a run here). The VOC sample, made from coco128, is under
+    $DETECTRON2_DATASETS, where detectron2's builtin voc_2007_trainval looks for it."""
+    from .voc_sample import make_voc_sample
+    root = tmp_path_factory.mktemp("three_runs")
+    stems = make_voc_sample(str(root / "datasets"))
+    runs = {
+        "tau_warmup": demo_args(root / "tau_warmup", "SOLVER.MAX_ITER", "8",
+                                "DST.TAU_WARMUP", "4"),
+        "fcos": ["--config", os.path.join(CONFIGS, "fcos_R_50_FPN_2x_dst.yaml"),
+                 "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18",
+                 "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.NORM", "GN",
+                 "MODEL.FPN.NORM", "GN", "MODEL.FPN.OUT_CHANNELS", "64",
+                 "MODEL.FCOS.NUM_CONVS", "1", "DATASETS.TRAIN", "('coco128',)",
+                 "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "()",
+                 "SOLVER.WARMUP_ITERS", "1", "DST.TAU", "0.3", "OUTPUT_DIR",
+                 str(root / "fcos")] + LIGHT + NO_EVAL,
+        "voc": ["--config", os.path.join(CONFIGS, "faster_rcnn_R_50_FPN_voc_dst.yaml"),
+                "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
+                "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "DATASETS.TRAIN",
+                "('voc_2007_trainval',)", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "()",
+                "SOLVER.WARMUP_ITERS", "1", "OUTPUT_DIR", str(root / "voc")] + TINY}
+    code = ("import json, sys\n"
+            "from train import train_dali\n"
+            "for argv in json.loads(sys.argv[1]):\n"
+            "    train_dali.main(train_dali.parse_args(argv))\n")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(list(runs.values()))], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PYTHONPATH=ROOT,
+                                DETECTRON2_DATASETS=str(root / "datasets")))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return SimpleNamespace(out={name: root / name for name in runs}, voc_stems=stems)
+
+
 @pytest.mark.slow
-def test_tau_warm_up_calibrates_from_the_logged_r(tmp_path):
+def test_tau_warm_up_calibrates_from_the_logged_r(three_runs):
     """DST.TAU_WARMUP: regular-only warm-up, then tau is the median of its r as logged in the
     run's history (recomputed here with numpy), and the decisions follow r <= tau."""
     import numpy as np
-    train(tmp_path, "SOLVER.MAX_ITER", "8", "DST.TAU_WARMUP", "4")
-    with open(tmp_path / "dst_history" / "rank0.json") as f:
+    out = three_runs.out["tau_warmup"]
+    with open(out / "dst_history" / "rank0.json") as f:
         saved = json.load(f)
     hist = saved["history"]
     warm = [h["share"] for h in hist[:4] if h["share"] is not None]
@@ -72,26 +111,15 @@ def test_tau_warm_up_calibrates_from_the_logged_r(tmp_path):
     for before, after in zip(hist[3:], hist[4:]):
         assert (after["kind"] == "collage") == (before["share"] is not None
                                                 and before["share"] <= saved["tau"])
-    last = [row for row in metrics(tmp_path) if "dst/tau" in row][-1]
+    last = [row for row in metrics(out) if "dst/tau" in row][-1]
     assert last["dst/tau"] == pytest.approx(saved["tau"])
 
 
 @pytest.mark.slow
-def test_fcos_trains_with_feedback(tmp_path):
+def test_fcos_trains_with_feedback(three_runs):
     """The FCOS config's model (registered by dst_dali.integrations.detectron2.fcos) through
-    train_dali.py: its GIoU box
-    loss is split, r is measured, and the decisions follow it."""
-    fcos = os.path.join(CONFIGS, "fcos_R_50_FPN_2x_dst.yaml")
-    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", fcos,
-           "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS",
-           "64", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN", "MODEL.FPN.OUT_CHANNELS", "64",
-           "MODEL.FCOS.NUM_CONVS", "1", "DATASETS.TRAIN", "('coco128',)",
-           "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "()",
-           "SOLVER.WARMUP_ITERS", "1", "DST.TAU", "0.3", "OUTPUT_DIR", str(tmp_path)] + LIGHT + \
-        NO_EVAL
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    hist = history(tmp_path / "dst_state" / "rank0_iter0000004.pth")
+    train_dali: its GIoU box loss is split, r is measured, and the decisions follow it."""
+    hist = history(three_runs.out["fcos"] / "dst_state" / "rank0_iter0000004.pth")
     assert any(h["share"] is not None for h in hist)
     for before, after in zip(hist, hist[1:]):
         assert (after["kind"] == "collage") == (before["share"] is not None
@@ -99,24 +127,12 @@ def test_fcos_trains_with_feedback(tmp_path):
 
 
 @pytest.mark.slow
-def test_pascal_voc_through_detectron2s_builtin_datasets(tmp_path):
+def test_pascal_voc_through_detectron2s_builtin_datasets(three_runs):
     """The VOC config on detectron2's builtin voc_2007_trainval (string image ids, XML), here a
     VOC-format sample made from coco128 under $DETECTRON2_DATASETS."""
-    from .voc_sample import make_voc_sample
-    stems = make_voc_sample(str(tmp_path / "datasets"))
-    voc = os.path.join(CONFIGS, "faster_rcnn_R_50_FPN_voc_dst.yaml")
-    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", voc,
-           "MODEL.WEIGHTS", "", "MODEL.RESNETS.NORM", "GN", "MODEL.FPN.NORM", "GN",
-           "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.BACKBONE.FREEZE_AT", "0",
-           "DATASETS.TRAIN", "('voc_2007_trainval',)", "SOLVER.IMS_PER_BATCH", "2",
-           "SOLVER.STEPS", "()", "SOLVER.WARMUP_ITERS", "1", "OUTPUT_DIR", str(tmp_path / "out")
-           ] + TINY
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    hist = history(tmp_path / "out" / "dst_state" / "rank0_iter0000004.pth")
+    hist = history(three_runs.out["voc"] / "dst_state" / "rank0_iter0000004.pth")
     ids = {i for h in hist for ids in h["image_ids"] for i in ids}
-    assert ids and ids <= set(stems)  # VOC's string ids
+    assert ids and ids <= set(three_runs.voc_stems)  # VOC's string ids
     assert any(h["share"] is not None for h in hist)
 
 

@@ -26,11 +26,17 @@ TINY = ["MODEL.RESNETS.DEPTH", "18", "MODEL.FPN.OUT_CHANNELS", "128",
         "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()", "DST.TAU", "0.5"] + LIGHT
 
 
+def demo_args(out_dir, *opts, resume=False, evaluate=False):
+    """train_dali.py's arguments for the demo config with QUICK (and NO_EVAL, unless evaluate:
+    COCO evaluation on coco128's first 16)."""
+    return (["--config", DEMO] + (["--resume"] if resume else []) + QUICK
+            + ([] if evaluate else NO_EVAL) + ["OUTPUT_DIR", str(out_dir)] + list(opts))
+
+
 def train(out_dir, *opts, resume=False, evaluate=False):
-    """train_dali.py on the demo config; evaluate: COCO evaluation on coco128's first 16."""
-    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py"), "--config", DEMO]
-    cmd += ["--resume"] if resume else []
-    cmd += QUICK + ([] if evaluate else NO_EVAL) + ["OUTPUT_DIR", str(out_dir)] + list(opts)
+    """train_dali.py on the demo config, as demo_args() says, in a process of its own."""
+    cmd = [sys.executable, os.path.join(ROOT, "train", "train_dali.py")] + demo_args(
+        out_dir, *opts, resume=resume, evaluate=evaluate)
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
