@@ -68,11 +68,15 @@ def run(argv, env=None) -> dict:
     return {"total": sum(by_object.values()), "by_object": by_object}
 
 
-def run_regions(argv, env=None) -> list:
-    """As run(), but one {"total", "by_object"} a counted() region, in the order the child ran
-    them."""
-    return [{"total": sum(dump.values()), "by_object": dump}
-            for number, dump in _dumps(argv, env) if number is not None]
+def run_regions(argv, names, env=None) -> dict:
+    """As run(), but {name: {"total", "by_object"}} of each counted() region, the child having
+    run one a name, in the order of `names`."""
+    regions = [dump for number, dump in _dumps(argv, env) if number is not None]
+    if len(regions) != len(names):
+        raise RuntimeError(f"callgrind: {len(regions)} counted regions for {len(names)} "
+                           f"({', '.join(names)})")
+    return {name: {"total": sum(dump.values()), "by_object": dump}
+            for name, dump in zip(names, regions)}
 
 
 def _dumps(argv, env) -> list:

@@ -232,13 +232,10 @@ def instruction_counts(argv, groups, methods=("ours", "opencv", "memcpy")):
     plugin = os.path.basename(plugin_path())
     print(f"callgrind: {', '.join(methods)} ...", flush=True)
     regions = callgrind.run_regions(["-m", __spec__.name] + argv +
-                                    ["--count-methods", ",".join(methods)])
-    if len(regions) != len(methods):
-        raise RuntimeError(f"callgrind: {len(regions)} counted regions for {len(methods)} "
-                           "methods")
+                                    ["--count-methods", ",".join(methods)], methods)
     return {m: {"total": c["total"] / len(groups),
                 "plugin": c["by_object"].get(plugin, 0) / len(groups)}
-            for m, c in zip(methods, regions)}
+            for m, c in regions.items()}
 
 
 def main(argv=None):

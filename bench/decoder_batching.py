@@ -117,11 +117,8 @@ def main(argv=None):
         print(f"callgrind: {', '.join(GRAPHS)} ...", flush=True)
         regions = callgrind.run_regions(["-m", __spec__.name, "--count", "--k", str(args.k),
                                          "--batch", str(args.batch), "--counted",
-                                         str(args.counted)])
-        if len(regions) != len(GRAPHS):
-            raise RuntimeError(f"callgrind: {len(regions)} counted regions for {len(GRAPHS)} "
-                               "graphs")
-        counts = {g: c["total"] / args.counted for g, c in zip(GRAPHS, regions)}
+                                         str(args.counted)], GRAPHS)
+        counts = {g: c["total"] / args.counted for g, c in regions.items()}
 
     rows = [{"graph": g, "decoders": args.k if g == "k_decoders" else 1,
              "images_per_decoder": args.batch if g == "k_decoders" else args.k * args.batch,

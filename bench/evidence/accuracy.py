@@ -58,6 +58,7 @@ import time
 import numpy as np
 
 from ..common import RESULTS, ROOT, write_results
+from .accuracy_report import diagnose, draw_figures, fmt_ci, fmt_pct, write_history_files
 from .accuracy_set import make_dataset
 from .statistics import overhead, paired, summarize
 
@@ -437,65 +438,6 @@ def arm_result(arm, seed, out_dir, wall_s) -> dict:
             "history": history}
 
 
-# -- the report -----------------------------------------------------------------------------------
-
-def write_history_files(runs, folder) -> None:
-    from dst_dali.feedback.history import write_history_csv
-    os.makedirs(folder, exist_ok=True)
-    for r in runs:
-        write_history_csv(os.path.join(folder, f"{r['arm']}_s{r['seed']}.csv.gz"), r["history"])
-
-
-def draw_figures(results_dir, histories, tau) -> list:
-    """The paper's Fig. 5 and 6, baseline vs feedback over the seeds, by dst_dali.plots."""
-    from dst_dali import plots
-    argv = ["--baseline", *sorted(glob.glob(os.path.join(histories, "baseline_s*.csv.gz"))),
-            "--dst", *sorted(glob.glob(os.path.join(histories, "feedback_s*.csv.gz"))),
-            "--tau", str(tau), "--out", results_dir]
-    plots.main(argv)
-    rel = [os.path.relpath(a, ROOT) if os.path.exists(a) else a for a in argv]
-    return ["python -m dst_dali.plots " + " ".join(rel)]
-
-
-def diagnose(results_dir, histories) -> list:
-    """What each arm's feedback responded to, by python -m dst_dali.diagnose_feedback on its
-    histories (post hoc: not in the declared protocol); writes feedback_diagnostics.json and
-    returns note lines, each with its command."""
-    from dst_dali import diagnose_feedback
-    out, notes = {}, []
-    for arm in ("baseline", "random", "feedback"):
-        paths = sorted(glob.glob(os.path.join(histories, f"{arm}_s*.csv.gz")))
-        if not paths:
-            continue
-        argv = paths + ["--tau", "0.1"]
-        out[arm] = diagnose_feedback.main(argv)
-        both = out[arm].get("combined", next(iter(out[arm]["ranks"].values())))
-        prof = both["profile"]
-        figures = (f"{both['pairs']} pairs, delta "
-                   + (f"{both['delta']['value']:+.4f} {_ci4(both['delta']['ci'])}, on ranks "
-                      f"{both['rank_delta']['value']:+.4f} {_ci4(both['rank_delta']['ci'])}, "
-                      f"lag-1 {both['lag1']['value']:+.4f} {_ci4(both['lag1']['ci'])}"
-                      if "delta" in both else "not measurable (every decision looked at r)"))
-        lags = [r["lag1"]["value"] for r in out[arm]["ranks"].values() if "lag1" in r]
-        notes.append(
-            f"post hoc, {arm} ({len(paths)} seeds, combined): collage rate "
-            f"{prof['collage_rate']:.1%}, first tenth {prof['collage_rate_by_tenth'][0]:.0%}; "
-            f"mean r of regular iterations {prof['mean_r_first_tenth']:.3f} (first tenth) -> "
-            f"{prof['mean_r_last_tenth']:.3f} (last); collage decisions on r = 0: "
-            f"{prof['collage_decisions_on_r0']} of {prof['collage_decisions']}; {figures}"
-            + (f"; lag-1 a seed {min(lags):+.3f} to {max(lags):+.3f}" if lags else "")
-            + " (`python -m dst_dali.diagnose_feedback "
-            + " ".join(os.path.relpath(a, ROOT) if os.path.exists(a) else a for a in argv)
-            + "`)")
-    with open(os.path.join(results_dir, "feedback_diagnostics.json"), "w") as f:
-        json.dump(out, f, indent=1)
-    return notes
-
-
-def _ci4(ci) -> str:
-    return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
@@ -605,12 +547,12 @@ def main(argv=None):
         f"blocks of {args.block}; random replays the feedback arm of seed 1 (seed 0) or of the "
         "seed before",
         "primary endpoint (declared before the runs): feedback - random in test APs: "
-        + (f"{primary['mean_diff']:+.2f}, 95% CI {_ci(primary['ci95'])} over "
+        + (f"{primary['mean_diff']:+.2f}, 95% CI {fmt_ci(primary['ci95'])} over "
            f"{primary['seeds']} seeds" if primary else "not run"),
-        f"DST time per iteration over the baseline's: {_pct(cost['mean'])}, 95% CI "
-        f"[{_pct(cost['ci95'][0])}, {_pct(cost['ci95'][1])}] over {cost['seeds']} seeds "
-        f"(per seed: {', '.join(_pct(v) for v in cost['per_seed_mean'])}); post hoc, each "
-        f"seed's median round: {', '.join(_pct(v) for v in cost['per_seed_median_post_hoc'])}",
+        f"DST time per iteration over the baseline's: {fmt_pct(cost['mean'])}, 95% CI "
+        f"[{fmt_pct(cost['ci95'][0])}, {fmt_pct(cost['ci95'][1])}] over {cost['seeds']} seeds "
+        f"(per seed: {', '.join(fmt_pct(v) for v in cost['per_seed_mean'])}); post hoc, each "
+        f"seed's median round: {', '.join(fmt_pct(v) for v in cost['per_seed_median_post_hoc'])}",
         f"wall time: {time.perf_counter() - t0:.0f} s this call; the units took "
         + ", ".join(f"{'+'.join(map(str, u))}: {w / 3600:.2f} h" for u, w in walls.items())
         + " (a unit done before is read back)",
@@ -632,17 +574,9 @@ def main(argv=None):
         f.write("\n| a - b | metric | mean | 95% CI | seeds |\n|---|---|---|---|---|\n")
         for p in pairs:
             f.write(f"| {p['a']} - {p['b']} | {p['metric']} | {p['mean_diff']:+.2f} | "
-                    f"{_ci(p['ci95'])} | {p['seeds']} |\n")
+                    f"{fmt_ci(p['ci95'])} | {p['seeds']} |\n")
     print(f"-> {path}")
     return rows
-
-
-def _ci(ci) -> str:
-    return "n/a" if ci[0] is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:+.1f}%"
 
 
 if __name__ == "__main__":
