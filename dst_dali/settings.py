@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 from .data.image_files import MAX_PIXELS
 from .data.index import is_integer, is_number
-from .feedback.feed import DECISIONS, WATCH_SIGNALS
+from .feedback.signal_table import DECISIONS, WATCH_SIGNALS
 from .op.collage import check_k
 from .op.device import DEVICES
 from .stream.bad_images import BAD_IMAGES

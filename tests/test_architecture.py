@@ -236,6 +236,22 @@ def test_the_commands_over_finished_runs_need_no_torch(tmp_path):
     assert (tmp_path / "figures").is_dir()
 
 
+def test_the_loaders_settings_are_checked_without_torch():
+    """LoaderSettings names the signals and decision scopes it accepts from the signal table,
+    not from the probes that measure them: checking settings, as a benchmark's decode-only
+    child does, needs no torch."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from dst_dali.settings import LoaderSettings\n"
+            "LoaderSettings(batch_size=2, signal='cls', decision='global')\n"
+            "try:\n"
+            "    LoaderSettings(batch_size=2, signal='mask')\n"
+            "except ValueError as e:\n"
+            "    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "signal='mask': must be one of ('reg', 'cls', 'joint', 'input')" in r.stdout
+
+
 @pytest.mark.parametrize("module,name", [
     ("dst_dali.loader", "dst_dali.loader"), ("dst_dali.data.index", "dst_dali.dataset"),
     ("dst_dali.feedback.controller", "dst_dali.controller"),

@@ -70,7 +70,7 @@ def test_accuracy_units_yoked_turn_independent_and_resumable(accuracy_quick, tmp
     history file); the unit stopped at a checkpoint and continued by a new process trains as
     one that runs straight through with other turns (blocks of 1 against 2) and other company
     (5 arms against 8): every arm's kinds, r and losses, bit for bit. A history file shorter
-    than the schedule is refused before any arm trains."""
+    than the schedule is refused before the unit's process starts."""
     import argparse
     import shutil
 
@@ -117,9 +117,10 @@ def test_accuracy_units_yoked_turn_independent_and_resumable(accuracy_quick, tmp
     shutil.copytree(out / "smoke_histories", histories)
     recorded = str(histories / "feedback_s1.csv.gz")
     write_history_csv(recorded, read_history_csv(recorded)["history"][:iters - 1])  # cut short
-    with pytest.raises(RuntimeError, match=f"feedback_s1.csv.gz: {iters - 1} iterations "
-                                           "recorded"):
-        unit("short", (2,), str(histories))
+    with pytest.raises(ValueError, match=f"feedback_s1.csv.gz: {iters - 1} iterations "
+                                         "recorded"):
+        unit("refused", (2,), str(histories))
+    assert not (tmp_path / "refused").exists()  # refused before its process started
 
 
 def test_accuracy_statistics_are_paired_by_seed():

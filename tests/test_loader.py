@@ -433,7 +433,7 @@ def test_sampler_follows_the_one_by_one_rule_and_seeks_anywhere():
                                    shard_id=trial % ranks, num_shards=ranks)
         except ValueError:
             continue
-        count = int(rng.integers(1, 1500))
+        count = int(rng.integers(1, 400))
         groups = [next(sampler) for _ in range(count)]
         assert groups == one_image_at_a_time(sampler, count)
         for k in rng.integers(0, count, 3).tolist():

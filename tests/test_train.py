@@ -8,15 +8,42 @@ import sys
 import numpy as np
 import pytest
 
-from .train_runs import CONFIGS, DEMO, QUICK, ROOT, check_setup, history, metrics, train
+from .train_runs import (
+    CONFIGS,
+    DEMO,
+    QUICK,
+    ROOT,
+    check_setup,
+    demo_args,
+    history,
+    metrics,
+    train,
+    train_in_one_process,
+)
 
 
 @pytest.fixture(scope="module")
-def dst_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dst")
-    train(out, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3", "DST.TAU", "0.3",
-          "DST.PLOT", "True", evaluate=True)
-    return out
+def demo_runs(tmp_path_factory):
+    """The demo config's baseline (DST.ENABLED False) and its DST run (evaluated, checkpointed
+    every 3 iterations, the feedback plot drawn), 6 iterations each, in one process. The DST
+    run comes second: its log.txt then holds its own lines alone (a run's log handler stays
+    with the process)."""
+    root = tmp_path_factory.mktemp("demo_runs")
+    train_in_one_process([
+        demo_args(root / "baseline", "SOLVER.MAX_ITER", "6", "DST.ENABLED", "False"),
+        demo_args(root / "dst", "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "3",
+                  "DST.TAU", "0.3", "DST.PLOT", "True", evaluate=True)])
+    return root
+
+
+@pytest.fixture(scope="module")
+def dst_run(demo_runs):
+    return demo_runs / "dst"
+
+
+@pytest.fixture(scope="module")
+def baseline_run(demo_runs):
+    return demo_runs / "baseline"
 
 
 @pytest.mark.slow
@@ -66,13 +93,6 @@ def test_resume_continues_with_the_same_batches(dst_run, tmp_path):
         assert (a["share"] is None) == (b["share"] is None)
         if a["share"] is not None:
             assert a["share"] == pytest.approx(b["share"], abs=1e-3)
-
-
-@pytest.fixture(scope="module")
-def baseline_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("baseline")
-    train(out, "SOLVER.MAX_ITER", "6", "DST.ENABLED", "False")
-    return out
 
 
 @pytest.mark.slow

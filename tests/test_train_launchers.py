@@ -22,6 +22,7 @@ from .train_runs import (
     demo_args,
     history,
     metrics,
+    train_in_one_process,
 )
 
 
@@ -59,8 +60,7 @@ def test_two_processes_on_the_cpu(tmp_path, decision):
 @pytest.fixture(scope="module")
 def three_runs(tmp_path_factory):
     """The tau warm-up, the FCOS config and the VOC config: three runs of train_dali.main in one
-    process, one after another, as a user's launcher calls it (a process's start-up is about a
-    third of such a run here). The VOC sample, made from coco128, is under
+    process (train_runs.train_in_one_process). The VOC sample, made from coco128, is under
     $DETECTRON2_DATASETS, where detectron2's builtin voc_2007_trainval looks for it."""
     from .voc_sample import make_voc_sample
     root = tmp_path_factory.mktemp("three_runs")
@@ -81,15 +81,7 @@ def three_runs(tmp_path_factory):
                 "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "DATASETS.TRAIN",
                 "('voc_2007_trainval',)", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "()",
                 "SOLVER.WARMUP_ITERS", "1", "OUTPUT_DIR", str(root / "voc")] + TINY}
-    code = ("import json, sys\n"
-            "from train import train_dali\n"
-            "for argv in json.loads(sys.argv[1]):\n"
-            "    train_dali.main(train_dali.parse_args(argv))\n")
-    r = subprocess.run([sys.executable, "-c", code, json.dumps(list(runs.values()))], cwd=ROOT,
-                       capture_output=True, text=True, timeout=900,
-                       env=dict(os.environ, PYTHONPATH=ROOT,
-                                DETECTRON2_DATASETS=str(root / "datasets")))
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    train_in_one_process(runs.values(), env={"DETECTRON2_DATASETS": str(root / "datasets")})
     return SimpleNamespace(out={name: root / name for name in runs}, voc_stems=stems)
 
 

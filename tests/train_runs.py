@@ -42,6 +42,20 @@ def train(out_dir, *opts, resume=False, evaluate=False):
     return r
 
 
+def train_in_one_process(runs, env=None):
+    """train_dali.main on each argument list of `runs`, one after another in one process, as a
+    user's launcher calls it (a process's start-up is about a third of such a run here)."""
+    code = ("import json, sys\n"
+            "from train import train_dali\n"
+            "for argv in json.loads(sys.argv[1]):\n"
+            "    train_dali.main(train_dali.parse_args(argv))\n")
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(list(runs))], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PYTHONPATH=ROOT, **(env or {})))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
 def metrics(out_dir):
     with open(out_dir / "metrics.json") as f:
         return [json.loads(line) for line in f]

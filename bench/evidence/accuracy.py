@@ -78,7 +78,7 @@ PAIRED_METRICS = ("AP", "APs", "APm", "APl")
 LOSSES = ("loss_box_reg", "loss_cls", "loss_rpn_cls", "loss_rpn_loc", "total_loss")
 PILOT_SEED = 1000
 # --quick checks the output's form, not the detector: its arms keep the ResNet frozen (the FPN
-# and the heads train) and evaluate in their own process (not 4 loader workers for 8 images)
+# and the heads train) and evaluate in their own process (not 4 loader workers for 4 images)
 QUICK_OPTS = ["MODEL.BACKBONE.FREEZE_AT", "5", "DATALOADER.NUM_WORKERS", "0"]
 STOPPED = 3  # a unit's process stopped at a checkpoint as asked, to be continued
 
@@ -197,6 +197,15 @@ def recorded_decisions(path: str, iters: int) -> list:
     return decisions
 
 
+def replayed_histories(spec: dict) -> dict:
+    """{arm: the decisions it replays} of spec's arms yoked to an arm of another unit, each
+    from that arm's history file, which must hold the whole schedule."""
+    return {key: recorded_decisions(os.path.join(spec["histories"], f"{arm['yoke']}.csv.gz"),
+                                    spec["iters"])
+            for key, arm in spec["arms"].items()
+            if arm.get("yoke") and arm["yoke"] not in spec["arms"]}
+
+
 class DecisionsOf:
     """An arm's controller's decisions as they are now (a resume replaces the list)."""
 
@@ -260,11 +269,7 @@ def child(spec: dict) -> None:
     if start:
         with open(f"{spec['wall_file']}_{start:07d}") as f:
             before = float(f.read())
-    # a history to replay is checked before any arm is built
-    recorded = {key: recorded_decisions(os.path.join(spec["histories"], f"{arm['yoke']}.csv.gz"),
-                                        spec["iters"])
-                for key, arm in spec["arms"].items()
-                if arm.get("yoke") and arm["yoke"] not in spec["arms"]}
+    recorded = replayed_histories(spec)  # checked before any arm is built
     arms = {}
     for key, arm in spec["arms"].items():
         if not arm.get("yoke"):
@@ -393,11 +398,11 @@ def run_unit(args, data, seeds, arms, tau, histories) -> list:
             keys[key] = (arm, seed)
     wall_file = os.path.join(args.work_dir, f"wall_{unit_name(seeds)}")
     stops = {"stop_at": args.stop_at, "stop_by": args.stop_by}
-    if not _child_process("child", {"data": data, "iters": args.iters, "block": args.block,
-                                    "settle": args.settle, "period": args.period,
-                                    "arms": spec_arms, "wall_file": wall_file,
-                                    "histories": histories,
-                                    **{k: v for k, v in stops.items() if v is not None}}):
+    spec = {"data": data, "iters": args.iters, "block": args.block, "settle": args.settle,
+            "period": args.period, "arms": spec_arms, "wall_file": wall_file,
+            "histories": histories, **{k: v for k, v in stops.items() if v is not None}}
+    replayed_histories(spec)  # a history too short fails here, not in a process started for it
+    if not _child_process("child", spec):
         return None
     with open(wall_file) as f:
         wall = float(f.read())  # of every process the unit took
@@ -473,7 +478,7 @@ def main(argv=None):
     if args.quick:
         args.seeds, args.all_arms, args.block, args.settle, args.period = 3, 2, 2, 1, 2
         args.pilot_every, args.pilot_cap = 2, 4
-        args.train_images, args.val_images, args.test_images = 24, 8, 8
+        args.train_images, args.val_images, args.test_images = 24, 4, 4
     args.opts = QUICK_OPTS if args.quick else []
     if args.seeds < 2 or args.all_arms > args.seeds:
         ap.error("--seeds: at least 2 (the first two replay each other); --all-arms: at most "

@@ -120,9 +120,9 @@ def loaders(run_dir: str):
 def record(iteration: int, rank: int, loader, batch) -> dict:
     images, targets = batch
     digest = hashlib.blake2b(digest_size=12)
-    for image, target in zip(images, targets):
-        digest.update(image.numpy().tobytes())
-        digest.update(target["boxes"].numpy().tobytes())
+    for image, target in zip(images, targets):  # the arrays' own bytes, not a copy of them
+        digest.update(np.ascontiguousarray(image.numpy()))
+        digest.update(np.ascontiguousarray(target["boxes"].numpy()))
     return {"it": iteration, "rank": rank, "kind": loader.last_kind,
             "ids": [t.get("component_ids", [t["image_id"]]) for t in targets],
             "hash": digest.hexdigest()}

@@ -10,16 +10,9 @@ from typing import List, Optional, Sequence
 
 from ..stream.distributed import sum_over_ranks
 from .controller import FeedbackController
-from .signals import (
-    FEEDBACK_SIGNALS,
-    INPUT_SIGNAL,
-    box_count_parts,
-    probe_for,
-    signal_parts,
-)
+from .signal_table import DECISIONS, FEEDBACK_SIGNALS, INPUT_SIGNAL, WATCH_SIGNALS
+from .signals import box_count_parts, probe_for, signal_parts
 
-DECISIONS = ("per_rank", "global")
-WATCH_SIGNALS = FEEDBACK_SIGNALS + (INPUT_SIGNAL,)  # what watch() can measure r from
 UNFED_WARNING_AFTER = 10  # controller-driven batches without feedback before the warning
 
 

@@ -9,20 +9,8 @@ from typing import Callable, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .controller import STATIC_MODES
+from .signal_table import FEEDBACK_SIGNALS, INPUT_SIGNAL, LOSS_SIGNALS, STATIC_SIGNALS
 from .sizes import MEDIUM_AREA, SMALL_AREA
-
-# The signals measured from the model's losses: each is a row of the probes' (2, 4) parts
-# (rows: the box-regression and the classification loss of positives; columns: small, medium,
-# large, all). A new one is an entry here; the loader, the config and the trainer read this.
-LOSS_SIGNALS = {"reg": lambda parts: parts[0],
-                "cls": lambda parts: parts[1],
-                "joint": lambda parts: parts[0] + parts[1]}
-FEEDBACK_SIGNALS = tuple(LOSS_SIGNALS)             # from the model's losses
-INPUT_SIGNAL = "input"                             # from the batch's boxes
-STATIC_SIGNALS = STATIC_MODES                      # the controls: no measurement
-REPLAY_SIGNAL = "replay"                           # another run's decisions (a yoked control)
-SIGNALS = FEEDBACK_SIGNALS + (INPUT_SIGNAL,) + STATIC_SIGNALS + (REPLAY_SIGNAL,)
 
 
 def area_groups(areas: torch.Tensor) -> torch.Tensor:

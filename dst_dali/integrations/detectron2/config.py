@@ -29,8 +29,13 @@ from detectron2.config import CfgNode, get_cfg
 from ...data.image_files import MAX_PIXELS
 from ...data.index import is_integer, is_number
 from ...feedback.controller import TAU_RULE, valid_tau
-from ...feedback.feed import WATCH_SIGNALS
-from ...feedback.signals import INPUT_SIGNAL, REPLAY_SIGNAL, SIGNALS, STATIC_SIGNALS
+from ...feedback.signal_table import (
+    INPUT_SIGNAL,
+    REPLAY_SIGNAL,
+    SIGNALS,
+    STATIC_SIGNALS,
+    WATCH_SIGNALS,
+)
 from ...settings import check_setting
 
 DST_DEFAULTS = {"ENABLED": True, "TAU": 0.1, "DECISION": "per_rank", "TAU_WARMUP": 0,

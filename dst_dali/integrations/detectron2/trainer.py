@@ -24,10 +24,9 @@ from ...feedback.controller import (
     ReplayController,
     StaticController,
 )
-from ...feedback.feed import WATCH_SIGNALS
 from ...feedback.history import decisions_of, history_path, write_history
 from ...feedback.record import COUNT_COLUMNS
-from ...feedback.signals import INPUT_SIGNAL, REPLAY_SIGNAL
+from ...feedback.signal_table import INPUT_SIGNAL, REPLAY_SIGNAL, WATCH_SIGNALS
 from ...feedback.sizes import GROUPS
 from ...loader import DSTLoader
 from ...stream.distributed import gather_over_ranks, shared_random_seed, sum_over_ranks
