@@ -62,9 +62,11 @@ def linear_resize(img, h, w):
         return i0, np.minimum(i0 + 1, src_len - 1), f - i0
     y0, y1, fy = taps(h, img.shape[0])
     x0, x1, fx = taps(w, img.shape[1])
-    img = img.astype(np.float64)
-    top = img[y0][:, x0] * (1 - fx)[None, :, None] + img[y0][:, x1] * fx[None, :, None]
-    bot = img[y1][:, x0] * (1 - fx)[None, :, None] + img[y1][:, x1] * fx[None, :, None]
+
+    def at(ys, xs):  # the taps' pixels, in float64 (only those: the image may be far larger)
+        return img[ys][:, xs].astype(np.float64)
+    top = at(y0, x0) * (1 - fx)[None, :, None] + at(y0, x1) * fx[None, :, None]
+    bot = at(y1, x0) * (1 - fx)[None, :, None] + at(y1, x1) * fx[None, :, None]
     return top * (1 - fy)[:, None, None] + bot * fy[:, None, None]
 
 
