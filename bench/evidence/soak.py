@@ -120,7 +120,7 @@ def loaders(run_dir: str):
 def record(iteration: int, rank: int, loader, batch) -> dict:
     images, targets = batch
     digest = hashlib.blake2b(digest_size=12)
-    for image, target in zip(images, targets):  # the arrays' own bytes, not a copy of them
+    for image, target in zip(images, targets):  # their buffers: no copy of a contiguous array
         digest.update(np.ascontiguousarray(image.numpy()))
         digest.update(np.ascontiguousarray(target["boxes"].numpy()))
     return {"it": iteration, "rank": rank, "kind": loader.last_kind,

@@ -1,6 +1,6 @@
-"""The signals r can be taken from, and the scopes a decision is made over: names only, apart
-from the probes that measure them (signals, which needs torch), so that the loader's settings
-and the detectron2 config are checked without torch."""
+"""The signals r can be taken from (a loss signal with the row of the probes' parts it reads)
+and the scopes a decision is made over, apart from the probes that measure them (signals, which
+needs torch): the loader's settings and the detectron2 config are checked without torch."""
 from .controller import STATIC_MODES
 
 # The signals measured from the model's losses: each is a row of the probes' (2, 4) parts
