@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.gpu import kernel_check as gpu_kernel_check
+from bench.gpu import kernel_check as gpu_kernel_check, toolchain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build", "gpu_kernel_check")
@@ -97,7 +97,7 @@ __global__ void StitchKernel(float *out, Params p, long long a, long long b) {
 def test_kernel_build_check_fails_on_a_stack_frame_and_a_64_bit_division(tmp_path):
     source = tmp_path / "planted.cu"
     source.write_text(PLANTED_KERNEL)
-    status, detail = gpu_kernel_check.kernel_quality(str(source), ["75"], str(tmp_path))
+    status, detail = toolchain.kernel_quality(str(source), ["75"], str(tmp_path))
     assert status == "FAIL"
     assert "stack frames: sm_75" in detail and "div.s64" in detail, detail
 
@@ -113,20 +113,20 @@ def test_kernel_build_check_is_read_back_only_for_the_same_source(tmp_path):
     again."""
     source = tmp_path / "kernel.cu"
     source.write_text(PLANTED_KERNEL)
-    first = gpu_kernel_check.kernel_quality(str(source), ["75"], str(tmp_path))
-    again = gpu_kernel_check.kernel_quality(str(source), ["75"], str(tmp_path))
+    first = toolchain.kernel_quality(str(source), ["75"], str(tmp_path))
+    again = toolchain.kernel_quality(str(source), ["75"], str(tmp_path))
     assert first[0] == again[0] == "FAIL"
     assert "read back" not in first[1] and again[1].startswith(first[1] + " (read back from")
     source.write_text(CLEAN_KERNEL)
-    status, detail = gpu_kernel_check.kernel_quality(str(source), ["75"], str(tmp_path))
+    status, detail = toolchain.kernel_quality(str(source), ["75"], str(tmp_path))
     assert status == "PASS" and "read back" not in detail, detail
-    other = gpu_kernel_check.kernel_quality(str(source), ["80"], str(tmp_path))[1]
+    other = toolchain.kernel_quality(str(source), ["80"], str(tmp_path))[1]
     assert "sm_80" in other and "read back" not in other  # another architecture: compiled
 
 
 def test_ptx_functions_split_entries():
     ptx = ".visible .entry A(\n.param .u64 x)\n{ div.s64 %rd1; }\n.func B()\n{ add.s32 %r1; }\n"
-    bodies = dict(gpu_kernel_check.ptx_functions(ptx))
+    bodies = dict(toolchain.ptx_functions(ptx))
     assert set(bodies) == {"A", "B"} and "div.s64" in bodies["A"] and "div" not in bodies["B"]
 
 
@@ -146,7 +146,7 @@ def test_oracle_size_rule_equals_detectron2s():
 
 def test_driver_floor_names_the_driver_found_and_the_one_needed(tmp_path):
     """The rule the plugin's GPU backend enforces when it loads (csrc/collage_kernel.h)."""
-    lib, _ = gpu_kernel_check.build(BUILD, emulate=True)  # the kit's own, built once a run
+    lib, _ = toolchain.build(BUILD, emulate=True)  # the kit's own, built once a run
     h = gpu_kernel_check.Harness(lib)
     old = h.driver_floor(12080, 13000)
     assert "CUDA 12.8" in old and "CUDA 13.0 runtime" in old and "R580" in old, old

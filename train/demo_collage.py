@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def draw(image, boxes, path):
     import cv2
 
-    from dst_dali.feedback.signals import SMALL_AREA
+    from dst_dali.feedback.sizes import SMALL_AREA
     img = np.ascontiguousarray(image)
     for l, t, r, b in boxes.astype(int):
         small = (r - l) * (b - t) < SMALL_AREA
@@ -42,7 +42,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from dst_dali import DSTLoader
-    from dst_dali.feedback.signals import SMALL_AREA
+    from dst_dali.feedback.sizes import SMALL_AREA
     loader = DSTLoader(args.images, args.annotations, batch_size=args.batch_size, k=args.k,
                        min_size=args.min_size, max_size=args.max_size, device=args.device,
                        output="detectron2", image_format="BGR", aspect_ratio_grouping=True)

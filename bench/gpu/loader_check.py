@@ -184,7 +184,7 @@ def check_exactness(quick: bool, emulate: bool = False):
 
 
 def check_memcheck(quick: bool):
-    from .kernel_check import TIMEOUT, Budget, StepTimeout, find_sanitizer
+    from .toolchain import TIMEOUT, Budget, StepTimeout, find_sanitizer
     tool = find_sanitizer()
     if tool is None:
         return SKIP, "compute-sanitizer is neither on PATH nor beside nvcc"
